@@ -1,0 +1,214 @@
+//! Configuration, read only from environment variables (documented in `.env.example`).
+//!
+//! This is the one module allowed to read the environment; everything else receives a
+//! [`Config`]. Parsing is a pure function of a variable lookup so it is unit-tested.
+
+use crate::crypto::VaultKey;
+use std::net::SocketAddr;
+
+/// Why the configuration could not be loaded: names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The offending environment variable.
+    pub var: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable single lines.
+    Compact,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// How user JWTs are verified. At least one key must be set for Bearer auth to work.
+#[derive(Clone, Default)]
+pub struct JwtConfig {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<String>,
+    /// PEM public key (SPKI or PKCS#1) for RS256 tokens.
+    pub rs256_public_key_pem: Option<String>,
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
+            .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// Everything the binaries can be told from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`; `jet dev` fills it in for its embedded cluster.
+    pub database_url: Option<String>,
+    /// `VAULT_ENCRYPTION_KEY`: 64 hex chars, encrypts `datasourceOptions`.
+    pub vault_key: Option<VaultKey>,
+    /// `JET_API_ADDR`: where `jet-api` listens.
+    pub api_addr: SocketAddr,
+    /// `JET_LOG`: a tracing filter such as `info,jet_api=debug`.
+    pub log_filter: String,
+    /// `JET_LOG_FORMAT`: `compact` or `json`.
+    pub log_format: LogFormat,
+    /// `JET_DB_MAX_CONNECTIONS`: pool size per process.
+    pub db_max_connections: u32,
+    /// `JET_MAX_BODY_BYTES`: larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// `JET_JWT_*`: user token verification.
+    pub jwt: JwtConfig,
+    /// `JET_WORKER_ROLES`: comma-separated roles for `jet-worker`; empty means all.
+    pub worker_roles: Option<String>,
+    /// `JET_WORKER_ID`: unique name of this worker replica.
+    pub worker_id: Option<String>,
+    /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
+    pub audit_retention_days: u32,
+}
+
+impl Config {
+    /// Reads the process environment.
+    #[allow(clippy::disallowed_methods)] // the one place allowed to read the environment
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration from any variable lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let vault_key = get("VAULT_ENCRYPTION_KEY")
+            .map(|hex| {
+                VaultKey::from_hex(&hex).map_err(|reason| ConfigError {
+                    var: "VAULT_ENCRYPTION_KEY",
+                    reason,
+                })
+            })
+            .transpose()?;
+        let log_format = match get("JET_LOG_FORMAT").as_deref() {
+            None | Some("compact") => LogFormat::Compact,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "JET_LOG_FORMAT",
+                    reason: format!("expected `compact` or `json`, got `{other}`"),
+                });
+            }
+        };
+        let rs256_public_key_pem = get("JET_JWT_RS256_PUBLIC_KEY")
+            .map(|value| read_pem_or_path(&value))
+            .transpose()?;
+        Ok(Config {
+            database_url: get("DATABASE_URL"),
+            vault_key,
+            api_addr: parse("JET_API_ADDR", get("JET_API_ADDR"), "127.0.0.1:8080")?,
+            log_filter: get("JET_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            db_max_connections: parse("JET_DB_MAX_CONNECTIONS", get("JET_DB_MAX_CONNECTIONS"), "10")?,
+            max_body_bytes: parse("JET_MAX_BODY_BYTES", get("JET_MAX_BODY_BYTES"), "1048576")?,
+            jwt: JwtConfig {
+                hs256_secret: get("JET_JWT_HS256_SECRET"),
+                rs256_public_key_pem,
+                issuer: get("JET_JWT_ISSUER"),
+                audience: get("JET_JWT_AUDIENCE"),
+            },
+            worker_roles: get("JET_WORKER_ROLES"),
+            worker_id: get("JET_WORKER_ID"),
+            audit_retention_days: parse(
+                "JET_AUDIT_RETENTION_DAYS",
+                get("JET_AUDIT_RETENTION_DAYS"),
+                "365",
+            )?,
+        })
+    }
+
+    /// `DATABASE_URL`, or an error saying how to provide it.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or(ConfigError {
+            var: "DATABASE_URL",
+            reason: "not set (e.g. postgres://user@127.0.0.1:5432/jet); `jet dev` sets it for you"
+                .into(),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    var: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = value.unwrap_or_else(|| default.to_owned());
+    raw.trim().parse().map_err(|e: T::Err| ConfigError {
+        var,
+        reason: format!("cannot parse `{raw}`: {e}"),
+    })
+}
+
+/// A PEM given inline, or a path to a file holding one (handy with mounted secrets).
+fn read_pem_or_path(value: &str) -> Result<String, ConfigError> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.to_owned());
+    }
+    std::fs::read_to_string(value).map_err(|e| ConfigError {
+        var: "JET_JWT_RS256_PUBLIC_KEY",
+        reason: format!("neither a PEM nor a readable file `{value}`: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cfg = load(&[]).expect("defaults are valid");
+        assert_eq!(cfg.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.log_format, LogFormat::Compact);
+        assert_eq!(cfg.max_body_bytes, 1_048_576);
+        assert!(cfg.database_url.is_none());
+        assert!(cfg.require_database_url().is_err());
+    }
+
+    #[test]
+    fn a_malformed_vault_key_names_the_variable() {
+        let err = load(&[("VAULT_ENCRYPTION_KEY", "abc")]).expect_err("too short");
+        assert_eq!(err.var, "VAULT_ENCRYPTION_KEY");
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_rejected() {
+        let err = load(&[("JET_LOG_FORMAT", "xml")]).expect_err("unknown");
+        assert_eq!(err.var, "JET_LOG_FORMAT");
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable() {
+        let err = load(&[("JET_DB_MAX_CONNECTIONS", "many")]).expect_err("not a number");
+        assert_eq!(err.var, "JET_DB_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let cfg = load(&[("DATABASE_URL", "  ")]).expect("valid");
+        assert!(cfg.database_url.is_none());
+    }
+}

@@ -1,0 +1,23 @@
+//! Everything the API and the workers share: configuration, telemetry, the database and its
+//! migrations, crypto, RBAC and the domain modules that own their types and SQL.
+//!
+//! This crate knows no HTTP framework; `jet-api` turns its types into wire types.
+#![doc = include_str!("../README.md")]
+
+pub mod api_key;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod rbac;
+pub mod role;
+pub mod telemetry;
+pub mod tenant;
+pub mod user;
+pub mod user_config;
+
+pub use error::{Error, Result};
