@@ -106,16 +106,18 @@ pub async fn prune_older_than(pool: &PgPool, days: u32, batch: i64) -> Result<u6
 }
 
 /// Replaces the values of secret-looking keys with `[FILTERED]` and cuts long strings,
-/// recursively. A key is secret when its lowercase name contains one of the markers.
+/// recursively. A key is secret when its lowercase name ends with one of the markers
+/// (`dbPassword`, `clientSecret`, `accessToken`, `apiKey`), so `apiKeyTitle` stays readable.
 pub fn redact(value: &Value) -> Value {
-    const SECRET_MARKERS: [&str; 7] =
-        ["password", "secret", "token", "apikey", "api_key", "authorization", "credential"];
+    const SECRET_MARKERS: [&str; 8] = [
+        "password", "secret", "token", "apikey", "api_key", "authorization", "credential", "credentials",
+    ];
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, v)| {
                     let lower = key.to_ascii_lowercase();
-                    if SECRET_MARKERS.iter().any(|m| lower.contains(m)) {
+                    if SECRET_MARKERS.iter().any(|m| lower.ends_with(m)) {
                         (key.clone(), Value::String(FILTERED.into()))
                     } else {
                         (key.clone(), redact(v))

@@ -283,7 +283,7 @@ mod tests {
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),
             &serde_json::json!({"sub": "u", "exp": 4_000_000_000u64}),
-            &jsonwebtoken::EncodingKey::from_secret(b"s"),
+            &jsonwebtoken::EncodingKey::from_secret(b"s").expect("key"),
         )
         .expect("encode");
         assert_eq!(verifier.verify(&token), Err(AuthError::JwtNotConfigured));
@@ -297,7 +297,7 @@ mod tests {
             jsonwebtoken::encode(
                 &jsonwebtoken::Header::new(Algorithm::HS256),
                 &serde_json::json!({"sub": "firebase-uid", "exp": exp}),
-                &jsonwebtoken::EncodingKey::from_secret(secret),
+                &jsonwebtoken::EncodingKey::from_secret(secret).expect("key"),
             )
             .expect("encode")
         };

@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn asset_permission_allows_only_that_asset() {
         let id = Uuid::new_v4();
-        let g = grants(&[AssertSqlSafe(format!("tenant:asset:role:{id}:update"))]);
+        let g = grants(&[&format!("tenant:asset:role:{id}:update")]);
         assert!(g.allows(permissions::ROLE_UPDATE, Some(id)));
         assert!(!g.allows(permissions::ROLE_UPDATE, Some(Uuid::new_v4())));
         assert!(!g.allows(permissions::ROLE_UPDATE, None));
