@@ -1,1 +1,114 @@
+//! The Jet Fleet HTTP service: authenticates, authorizes, validates and writes; it never runs
+//! workflow nodes. Routes live in `routes/`, one `#[OpenApi]` struct per resource.
+#![doc = include_str!("../README.md")]
 
+pub mod edge;
+pub mod error;
+pub mod routes;
+pub mod security;
+pub mod state;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, Route, Server};
+use poem_openapi::OpenApiService;
+use routes::{
+    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi, roles::RolesApi,
+    tenants::TenantsApi, users::UsersApi,
+};
+pub use state::AppState;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+type Apis = (HealthApi, AuthApi, TenantsApi, UsersApi, RolesApi, ApiKeysApi, AuditApi);
+
+/// The OpenAPI service: every operation, described.
+pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
+    let apis = (
+        HealthApi { state: state.clone() },
+        AuthApi { state: state.clone() },
+        TenantsApi { state: state.clone() },
+        UsersApi { state: state.clone() },
+        RolesApi { state: state.clone() },
+        ApiKeysApi { state: state.clone() },
+        AuditApi { state: state.clone() },
+    );
+    OpenApiService::new(apis, "Jet Fleet API", env!("CARGO_PKG_VERSION")).description(
+        "The backend engine of Jet Admin. Authenticate with `Authorization: api_key <64 hex>` \
+         (API keys) or `Authorization: Bearer <JWT>` (users). Errors are `{code, message}` \
+         with stable codes. Lists take `page` (from 1) and `pageSize` (1–200).",
+    )
+}
+
+/// The checked-in spec (`openapi/openapi.json`) is exactly this string.
+pub fn spec_json() -> String {
+    // Spec generation needs the API structs but never touches the database: a lazy pool
+    // that is never used keeps it a pure function.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://spec@127.0.0.1/spec")
+        .expect("a static URL parses");
+    let state = AppState::new(pool, jet_shared::config::Config::from_lookup(|_| None).expect("defaults"))
+        .expect("default config has no JWT keys to parse");
+    let mut spec = openapi(&state).spec();
+    spec.push('\n');
+    spec
+}
+
+/// The whole HTTP application: API, spec, docs UI, and the request boundary.
+pub fn app(state: AppState) -> impl Endpoint {
+    let api = openapi(&state);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .around(edge::around)
+        .data(state)
+        .with(Tracing)
+}
+
+/// Binds `addr`; returns the bound address (useful with port 0) and the bound acceptor.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(SocketAddr, impl Acceptor)> {
+    let acceptor = TcpListener::bind(addr)
+        .into_acceptor()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| anyhow::anyhow!("bound listener has no socket address"))?;
+    Ok((local, acceptor))
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to 10 s.
+pub async fn serve(
+    acceptor: impl Acceptor + 'static,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
+        .await?;
+    Ok(())
+}
+
+/// Everything `jet-api` does after reading config: pool, migration check, serve.
+pub async fn run(config: jet_shared::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let url = config.require_database_url()?.to_owned();
+    let pool = jet_shared::db::connect(&url, config.db_max_connections)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let pending = jet_shared::db::pending_migrations(&pool).await?;
+    if !pending.is_empty() {
+        tracing::warn!(pending = pending.len(), "migrations pending: run `jet migrate`; /ready reports not ready");
+    }
+    let addr = config.api_addr;
+    let state = AppState::new(pool, config)?;
+    let (local, acceptor) = bind(addr).await?;
+    tracing::info!(%local, "jet-api listening");
+    serve(acceptor, state, jet_shared::lifecycle::shutdown_signal()).await
+}

@@ -1,1 +1,8 @@
-fn main() {}
+//! `jet-api`: the HTTP service. Configuration comes from the environment (`.env.example`).
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = jet_shared::config::Config::from_env()?;
+    jet_shared::telemetry::init(&config);
+    jet_api::run(config).await
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! `jet`: the composition root. `jet dev` runs everything on an embedded database; the other
+//! subcommands are operator helpers.
+
+mod commands;
+mod pg;
+
+use anyhow::Result;
+
+const USAGE: &str = "\
+usage: jet <command> [options]
+
+commands:
+  dev                          API + every worker role in one process. Without DATABASE_URL it
+                               runs a private PostgreSQL cluster under ./.jet/ and bootstraps a
+                               demo tenant and admin API key on first run.
+  migrate                      apply pending migrations to DATABASE_URL
+  bootstrap [--tenant TITLE] [--admin-email EMAIL --admin-firebase-id SUBJECT]
+                               create a tenant and an admin API key (printed once)
+  openapi [--write | --check]  print the OpenAPI spec, write it to openapi/openapi.json, or
+                               fail when the checked-in file differs
+  test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
+";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    };
+    match command.as_str() {
+        "dev" => commands::dev::run(rest).await,
+        "migrate" => commands::migrate::run().await,
+        "bootstrap" => commands::bootstrap::run(rest).await,
+        "openapi" => commands::openapi::run(rest),
+        "test" => commands::test::run(rest).await,
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("unknown command `{other}`\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}

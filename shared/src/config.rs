@@ -6,6 +6,9 @@
 use crate::crypto::VaultKey;
 use std::net::SocketAddr;
 
+/// Log filter when `JET_LOG` is unset: info, without Postgres's "already exists" notices.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
 /// Why the configuration could not be loaded: names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
@@ -111,7 +114,7 @@ impl Config {
             database_url: get("DATABASE_URL"),
             vault_key,
             api_addr: parse("JET_API_ADDR", get("JET_API_ADDR"), "127.0.0.1:8080")?,
-            log_filter: get("JET_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_filter: get("JET_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
             log_format,
             db_max_connections: parse("JET_DB_MAX_CONNECTIONS", get("JET_DB_MAX_CONNECTIONS"), "10")?,
             max_body_bytes: parse("JET_MAX_BODY_BYTES", get("JET_MAX_BODY_BYTES"), "1048576")?,

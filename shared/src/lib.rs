@@ -7,11 +7,13 @@
 pub mod api_key;
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod page;
 pub mod rbac;
 pub mod role;

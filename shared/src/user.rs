@@ -255,3 +255,14 @@ async fn ensure_another_admin(conn: &mut PgConnection, tenant_id: TenantId, user
     }
     Ok(())
 }
+
+/// The membership role (`ADMIN`/`MEMBER`) of a user in a tenant, if a member.
+pub async fn membership_role(pool: &PgPool, tenant_id: TenantId, user_id: UserId) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        r#"SELECT "role" FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1 AND "userID" = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -1,1 +1,124 @@
+//! The stateless worker: parses which roles to run and runs each role's loop until shutdown.
+//! Any number of replicas may run against the same database.
+#![doc = include_str!("../README.md")]
 
+pub mod maintenance;
+
+use jet_shared::config::Config;
+use jet_shared::lifecycle::Shutdown;
+use sqlx::PgPool;
+use std::fmt;
+use std::str::FromStr;
+
+/// A role a worker process can take on. All are on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Housekeeping: retention of the audit trail.
+    Maintenance,
+}
+
+impl Role {
+    /// Every role, in start order.
+    pub const ALL: &'static [Role] = &[Role::Maintenance];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.iter().copied().find(|r| r.name() == s.trim()).ok_or_else(|| {
+            let known: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown worker role `{s}`; known roles: {}", known.join(", "))
+        })
+    }
+}
+
+/// Parses a comma-separated role list; `None`, empty or `all` selects every role.
+pub fn parse_roles(spec: Option<&str>) -> Result<Vec<Role>, String> {
+    let spec = spec.map(str::trim).unwrap_or("");
+    if spec.is_empty() || spec == "all" {
+        return Ok(Role::ALL.to_vec());
+    }
+    let mut roles = Vec::new();
+    for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let role: Role = part.parse()?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    Ok(roles)
+}
+
+/// Runs the selected roles until `shutdown`; returns the first role failure, if any.
+pub async fn run_roles(pool: PgPool, config: &Config, roles: &[Role], shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in roles {
+        tracing::info!(%role, "starting worker role");
+        match role {
+            Role::Maintenance => {
+                let settings = maintenance::Settings::from_config(config);
+                tasks.spawn(maintenance::run(pool.clone(), settings, shutdown.clone()));
+            }
+        }
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => result = result.and(Err(err)),
+            Err(join) => result = result.and(Err(anyhow::anyhow!("worker role panicked: {join}"))),
+        }
+    }
+    result
+}
+
+/// Everything `jet-worker` does after reading config: pool, schema check, roles.
+pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let url = config.require_database_url()?.to_owned();
+    let pool = jet_shared::db::connect(&url, config.db_max_connections)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let pending = jet_shared::db::pending_migrations(&pool).await?;
+    anyhow::ensure!(pending.is_empty(), "{} migrations pending: run `jet migrate` first", pending.len());
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        jet_shared::lifecycle::shutdown_signal().await;
+        trigger.trigger();
+    });
+    run_roles(pool, &config, &roles, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_all_select_every_role() {
+        assert_eq!(parse_roles(None), Ok(Role::ALL.to_vec()));
+        assert_eq!(parse_roles(Some(" all ")), Ok(Role::ALL.to_vec()));
+    }
+
+    #[test]
+    fn unknown_roles_are_named_in_the_error() {
+        let err = parse_roles(Some("maintenance,bogus")).expect_err("bogus is unknown");
+        assert!(err.contains("bogus") && err.contains("maintenance"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_collapse() {
+        assert_eq!(parse_roles(Some("maintenance, maintenance")), Ok(vec![Role::Maintenance]));
+    }
+}

@@ -1,0 +1,67 @@
+//! `/health` (the process is up) and `/ready` (the database answers and its schema is current).
+
+use super::ApiTags;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+/// Liveness.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Readiness detail.
+#[derive(Debug, Object)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Why the service is not ready.
+    pub reason: Option<String>,
+}
+
+/// `/ready` answers.
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// The database is reachable and every migration is applied.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// The database is unreachable or migrations are pending.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+/// Health routes.
+pub struct HealthApi {
+    pub state: AppState,
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness: the process answers
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> Json<Health> {
+        Json(Health { status: "ok".into(), timestamp: Utc::now() })
+    }
+
+    /// Readiness: the database answers and migrations are current
+    #[oai(path = "/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self) -> ReadyResponse {
+        let not_ready = |reason: String| {
+            ReadyResponse::NotReady(Json(Readiness { status: "not_ready".into(), reason: Some(reason) }))
+        };
+        match jet_shared::db::pending_migrations(&self.state.pool).await {
+            Ok(pending) if pending.is_empty() => {
+                ReadyResponse::Ready(Json(Readiness { status: "ready".into(), reason: None }))
+            }
+            Ok(pending) => not_ready(format!("{} migrations pending; run `jet migrate`", pending.len())),
+            Err(err) => {
+                tracing::warn!(error = %err, "readiness check failed");
+                not_ready("database unreachable".into())
+            }
+        }
+    }
+}

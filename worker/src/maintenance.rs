@@ -1,0 +1,78 @@
+//! The `maintenance` role: periodic housekeeping. One replica does each round (a transaction
+//! advisory lock elects it), the others skip that round.
+
+use jet_shared::config::Config;
+use jet_shared::lifecycle::Shutdown;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// Advisory-lock key of the maintenance round ("jetmaint").
+const ROUND_LOCK: i64 = 0x6a65_746d_6169_6e74;
+/// Rows deleted per statement, so a backlog never holds long locks.
+const PRUNE_BATCH: i64 = 1000;
+
+/// What the role does and how often.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Audit rows older than this many days are deleted; 0 keeps them forever.
+    pub audit_retention_days: u32,
+    /// Time between rounds.
+    pub interval: Duration,
+}
+
+impl Settings {
+    /// Settings from configuration; one round per hour.
+    pub fn from_config(config: &Config) -> Self {
+        Self { audit_retention_days: config.audit_retention_days, interval: Duration::from_secs(3600) }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// False when another replica held the round lock.
+    pub ran: bool,
+    /// Audit rows deleted.
+    pub audit_rows_pruned: u64,
+}
+
+/// Runs rounds until shutdown. A failed round is logged and retried next interval.
+pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    loop {
+        match round(&pool, &settings).await {
+            Ok(report) if report.ran => {
+                tracing::info!(pruned = report.audit_rows_pruned, "maintenance round done");
+            }
+            Ok(_) => tracing::debug!("another replica runs this maintenance round"),
+            Err(err) => tracing::warn!(error = %err, "maintenance round failed; retrying next interval"),
+        }
+        tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            () = tokio::time::sleep(settings.interval) => {}
+        }
+    }
+}
+
+/// One round, if this replica wins the round lock.
+pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundReport> {
+    let mut tx = pool.begin().await?;
+    let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(ROUND_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !won {
+        return Ok(RoundReport::default());
+    }
+    let mut pruned = 0;
+    if settings.audit_retention_days > 0 {
+        loop {
+            let n = jet_shared::audit::prune_older_than(pool, settings.audit_retention_days, PRUNE_BATCH).await?;
+            pruned += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(RoundReport { ran: true, audit_rows_pruned: pruned })
+}
