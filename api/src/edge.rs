@@ -77,6 +77,7 @@ pub async fn around<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poe
             success: status.is_success(),
             metadata: json!({
                 "status": status.as_u16(),
+                "actor": {"userID": principal.user_id(), "apiKeyID": principal.api_key_id()},
                 "request": request_json.as_ref().map(audit::redact),
             }),
             error,

@@ -54,8 +54,12 @@ pub struct AuditLog {
 /// Writes one row.
 pub async fn insert(pool: &PgPool, entry: &AuditEntry) -> Result<()> {
     sqlx::query(
+        // The request may have deleted its own key or user (deleting a tenant deletes its
+        // keys); the foreign keys then take NULL and `metadata.actor` keeps the ids.
         r#"INSERT INTO "tblAuditLogs" ("userID", "apiKeyID", "tenantID", "type", "subType", "success", "metadata", "error")
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+           VALUES ((SELECT "userID" FROM "tblUsers" WHERE "userID" = $1),
+                   (SELECT "apiKeyID" FROM "tblAPIKeys" WHERE "apiKeyID" = $2),
+                   $3, $4, $5, $6, $7, $8)"#,
     )
     .bind(entry.user_id)
     .bind(entry.api_key_id)
