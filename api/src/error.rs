@@ -99,9 +99,14 @@ impl ApiError {
             ));
         }
         if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
-            // Path parameters are renamed `param0…` inside poem-openapi; say "path parameter".
-            let name = if param.name.starts_with("param") { "path parameter" } else { param.name };
-            return ApiError::BadRequest(body("invalid_parameter", format!("invalid {name}: {}", param.reason)));
+            return ApiError::BadRequest(body(
+                "invalid_parameter",
+                format!("invalid parameter {}: {}", param.name, param.reason),
+            ));
+        }
+        if let Some(path) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
+            // Path parameters are renamed `param0…` inside poem-openapi; do not show that name.
+            return ApiError::BadRequest(body("invalid_parameter", format!("invalid path parameter: {}", path.reason)));
         }
         let status = err.status();
         let message = err.to_string();
