@@ -14,15 +14,24 @@ use poem_openapi::OperationId;
 use serde_json::{Value, json};
 
 /// Runs `ep` for `req` inside the boundary.
-pub async fn around<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> poem::Result<Response> {
+pub async fn around<E: Endpoint>(
+    ep: std::sync::Arc<E>,
+    mut req: Request,
+) -> poem::Result<Response> {
     let Some(state) = req.data::<AppState>().cloned() else {
-        return Err(poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR));
+        return Err(poem::Error::from_status(
+            poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+        ));
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
 
     // Read the body once, bounded; chunked bodies without Content-Length are bounded too.
-    let body = match req.take_body().into_bytes_limit(state.config.max_body_bytes).await {
+    let body = match req
+        .take_body()
+        .into_bytes_limit(state.config.max_body_bytes)
+        .await
+    {
         Ok(bytes) => bytes,
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
             return Ok(ApiError::from_poem(poem::Error::from_status(

@@ -51,7 +51,10 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { code: code.to_owned(), message: message.into() })
+    Json(ErrorBody {
+        code: code.to_owned(),
+        message: message.into(),
+    })
 }
 
 impl ApiError {
@@ -106,15 +109,19 @@ impl ApiError {
         }
         if let Some(path) = err.downcast_ref::<poem_openapi::error::ParsePathError>() {
             // Path parameters are renamed `param0…` inside poem-openapi; do not show that name.
-            return ApiError::BadRequest(body("invalid_parameter", format!("invalid path parameter: {}", path.reason)));
+            return ApiError::BadRequest(body(
+                "invalid_parameter",
+                format!("invalid path parameter: {}", path.reason),
+            ));
         }
         let status = err.status();
         let message = err.to_string();
         match status {
             StatusCode::NOT_FOUND => ApiError::NotFound(body("route_not_found", "no such route")),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ApiError::BadRequest(body("method_not_allowed", "method not allowed on this route"))
-            }
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::BadRequest(body(
+                "method_not_allowed",
+                "method not allowed on this route",
+            )),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body(
                 "payload_too_large",
                 "request body exceeds the configured limit",
@@ -155,7 +162,9 @@ impl From<jet_shared::Error> for ApiError {
     fn from(err: jet_shared::Error) -> Self {
         use jet_shared::Error;
         match err {
-            Error::NotFound(what) => ApiError::NotFound(body("not_found", format!("{what} not found"))),
+            Error::NotFound(what) => {
+                ApiError::NotFound(body("not_found", format!("{what} not found")))
+            }
             Error::Conflict { constraint } => {
                 let (code, message) = conflict_message(&constraint);
                 ApiError::Conflict(body(code, message))
@@ -176,15 +185,26 @@ impl From<sqlx::Error> for ApiError {
 /// Conflict codes by constraint name, as the migrations name them.
 fn conflict_message(constraint: &str) -> (&'static str, String) {
     match constraint {
-        "pktblUsersTenantsRelationship" | "uniquetblUsersTenantsRelationship" => {
-            ("already_member", "the user is already a member of this tenant".into())
-        }
-        "uq_tblUsers_firebaseID" => ("firebase_id_taken", "another user has this firebaseID".into()),
-        "last_admin" => ("last_admin", "a tenant must keep at least one ADMIN member".into()),
-        "fkUserTenantRoleRole" | "fkTblAPIKeyRoleMappingsRoleID" => {
-            ("role_in_use", "the role was changed concurrently; retry".into())
-        }
-        other => ("conflict", format!("the change conflicts with existing data ({other})")),
+        "pktblUsersTenantsRelationship" | "uniquetblUsersTenantsRelationship" => (
+            "already_member",
+            "the user is already a member of this tenant".into(),
+        ),
+        "uq_tblUsers_firebaseID" => (
+            "firebase_id_taken",
+            "another user has this firebaseID".into(),
+        ),
+        "last_admin" => (
+            "last_admin",
+            "a tenant must keep at least one ADMIN member".into(),
+        ),
+        "fkUserTenantRoleRole" | "fkTblAPIKeyRoleMappingsRoleID" => (
+            "role_in_use",
+            "the role was changed concurrently; retry".into(),
+        ),
+        other => (
+            "conflict",
+            format!("the change conflicts with existing data ({other})"),
+        ),
     }
 }
 

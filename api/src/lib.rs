@@ -21,18 +21,40 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-type Apis = (HealthApi, AuthApi, TenantsApi, UsersApi, RolesApi, ApiKeysApi, AuditApi);
+type Apis = (
+    HealthApi,
+    AuthApi,
+    TenantsApi,
+    UsersApi,
+    RolesApi,
+    ApiKeysApi,
+    AuditApi,
+);
 
 /// The OpenAPI service: every operation, described.
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
-        HealthApi { state: state.clone() },
-        AuthApi { state: state.clone() },
-        TenantsApi { state: state.clone() },
-        UsersApi { state: state.clone() },
-        RolesApi { state: state.clone() },
-        ApiKeysApi { state: state.clone() },
-        AuditApi { state: state.clone() },
+        HealthApi {
+            state: state.clone(),
+        },
+        AuthApi {
+            state: state.clone(),
+        },
+        TenantsApi {
+            state: state.clone(),
+        },
+        UsersApi {
+            state: state.clone(),
+        },
+        RolesApi {
+            state: state.clone(),
+        },
+        ApiKeysApi {
+            state: state.clone(),
+        },
+        AuditApi {
+            state: state.clone(),
+        },
     );
     OpenApiService::new(apis, "Jet Fleet API", env!("CARGO_PKG_VERSION")).description(
         "The backend engine of Jet Admin. Authenticate with `Authorization: api_key <64 hex>` \
@@ -44,12 +66,22 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
 /// The checked-in spec (`openapi/openapi.json`) is exactly this string.
 pub fn spec_json() -> String {
     // Spec generation needs the API structs but never touches the database: a lazy pool
-    // that is never used keeps it a pure function.
+    // that is never used keeps it a pure function. The pool wants a Tokio context to exist.
+    let runtime = tokio::runtime::Handle::try_current().is_err().then(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime builds")
+    });
+    let _context = runtime.as_ref().map(|rt| rt.enter());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://spec@127.0.0.1/spec")
         .expect("a static URL parses");
-    let state = AppState::new(pool, jet_shared::config::Config::from_lookup(|_| None).expect("defaults"))
-        .expect("default config has no JWT keys to parse");
+    let state = AppState::new(
+        pool,
+        jet_shared::config::Config::from_lookup(|_| None).expect("defaults"),
+    )
+    .expect("default config has no JWT keys to parse");
     let mut spec = openapi(&state).spec();
     spec.push('\n');
     spec
@@ -104,7 +136,10 @@ pub async fn run(config: jet_shared::config::Config) -> anyhow::Result<()> {
         .context("connecting to DATABASE_URL")?;
     let pending = jet_shared::db::pending_migrations(&pool).await?;
     if !pending.is_empty() {
-        tracing::warn!(pending = pending.len(), "migrations pending: run `jet migrate`; /ready reports not ready");
+        tracing::warn!(
+            pending = pending.len(),
+            "migrations pending: run `jet migrate`; /ready reports not ready"
+        );
     }
     let addr = config.api_addr;
     let state = AppState::new(pool, config)?;

@@ -28,9 +28,9 @@ pub struct JetAuth(pub Principal);
 pub struct PrincipalSlot(pub Arc<OnceLock<Principal>>);
 
 async fn check(req: &Request, header: ApiKey) -> poem::Result<Principal> {
-    let state = req.data::<AppState>().ok_or_else(|| {
-        poem::Error::from(AuthFailure(AuthError::Backend))
-    })?;
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| poem::Error::from(AuthFailure(AuthError::Backend)))?;
     let principal = authenticate(&state.pool, &state.jwt, Some(&header.key))
         .await
         .map_err(|e| poem::Error::from(AuthFailure(e)))?;

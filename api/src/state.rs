@@ -19,6 +19,10 @@ pub struct AppState {
 impl AppState {
     /// Builds the state; fails on a malformed JWT key.
     pub fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
-        Ok(Self { jwt: JwtVerifier::new(&config.jwt)?, pool, config: Arc::new(config) })
+        Ok(Self {
+            jwt: JwtVerifier::new(&config.jwt)?,
+            pool,
+            config: Arc::new(config),
+        })
     }
 }

@@ -32,13 +32,27 @@ pub struct Cluster {
 
 impl Cluster {
     /// Prepares (but does not start) a cluster under `root`, initialising it on first use.
-    pub fn prepare(root: &Path, durability: Durability, preferred_port: Option<u16>) -> Result<Self> {
+    pub fn prepare(
+        root: &Path,
+        durability: Durability,
+        preferred_port: Option<u16>,
+    ) -> Result<Self> {
         let bin_dir = find_bin_dir()?;
-        let run_as = if running_as_root()? { Some(postgres_user()?) } else { None };
+        let run_as = if running_as_root()? {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
         let root = usable_root(root, run_as)?;
         fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let port = choose_port(&root, preferred_port)?;
-        let cluster = Self { root, bin_dir, run_as, durability, port };
+        let cluster = Self {
+            root,
+            bin_dir,
+            run_as,
+            durability,
+            port,
+        };
         cluster.init_if_needed()?;
         Ok(cluster)
     }
@@ -93,7 +107,15 @@ impl Cluster {
             .command("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
             .context("running initdb")?;
         if !out.status.success() {
@@ -173,7 +195,10 @@ impl Cluster {
             .output()
             .context("running pg_ctl stop")?;
         if !out.status.success() && self.is_running() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -183,14 +208,17 @@ impl Cluster {
 pub async fn ensure_database(cluster: &Cluster, database: &str) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&cluster.url("postgres")).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(database)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         // Identifiers cannot be bound; the name is ours and quoted.
         let sql = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
     }
     Ok(())
 }
@@ -199,12 +227,19 @@ pub async fn ensure_database(cluster: &Cluster, database: &str) -> Result<()> {
 /// `/usr/lib/postgresql/*/bin`, or the `PATH`.
 #[allow(clippy::disallowed_methods)] // a tool path, not service configuration
 fn find_bin_dir() -> Result<PathBuf> {
-    let has_tools = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|t| dir.join(t).is_file());
+    let has_tools = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|t| dir.join(t).is_file())
+    };
     if let Some(dir) = std::env::var_os("JET_PG_BIN_DIR").map(PathBuf::from) {
         if has_tools(&dir) {
             return Ok(dir);
         }
-        bail!("JET_PG_BIN_DIR={} has no initdb, pg_ctl and postgres", dir.display());
+        bail!(
+            "JET_PG_BIN_DIR={} has no initdb, pg_ctl and postgres",
+            dir.display()
+        );
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
@@ -242,7 +277,9 @@ fn find_bin_dir() -> Result<PathBuf> {
 
 fn running_as_root() -> Result<bool> {
     // /proc/self is owned by the process's effective uid; no unsafe libc call needed.
-    Ok(fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false))
+    Ok(fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false))
 }
 
 /// uid and gid of the `postgres` system user, from /etc/passwd.
@@ -252,7 +289,8 @@ fn postgres_user() -> Result<(u32, u32)> {
         .lines()
         .find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            (f.len() > 3 && f[0] == "postgres").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+            (f.len() > 3 && f[0] == "postgres")
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
         })
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -266,7 +304,9 @@ fn postgres_user() -> Result<(u32, u32)> {
 /// (a parent folder closed to others), a folder under /var/tmp named after it.
 fn usable_root(root: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf> {
     let root = std::path::absolute(root)?;
-    let Some((uid, _)) = run_as else { return Ok(root) };
+    let Some((uid, _)) = run_as else {
+        return Ok(root);
+    };
     let reachable = root.ancestors().skip(1).all(|dir| match fs::metadata(dir) {
         Ok(m) => m.uid() == uid || m.mode() & 0o001 != 0,
         Err(_) => true, // not created yet: we create it open enough
@@ -274,7 +314,11 @@ fn usable_root(root: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf> {
     if reachable {
         return Ok(root);
     }
-    let name: String = root.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name: String = root
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let fallback = PathBuf::from("/var/tmp").join(format!("jet{name}"));
     eprintln!(
         "note: {} is not reachable by the postgres user; using {} for the cluster",
@@ -289,7 +333,9 @@ fn choose_port(root: &Path, preferred: Option<u16>) -> Result<u16> {
     if let Some(port) = preferred {
         return Ok(port);
     }
-    let last: Option<u16> = fs::read_to_string(root.join("port")).ok().and_then(|s| s.trim().parse().ok());
+    let last: Option<u16> = fs::read_to_string(root.join("port"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
     if let Some(port) = last.filter(|p| port_is_free(*p)) {
         return Ok(port);
     }
@@ -303,5 +349,11 @@ fn port_is_free(port: u16) -> bool {
 
 /// Line 4 of `postmaster.pid` is the port of the running server.
 fn running_port(data_dir: &Path) -> Option<u16> {
-    fs::read_to_string(data_dir.join("postmaster.pid")).ok()?.lines().nth(3)?.trim().parse().ok()
+    fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .nth(3)?
+        .trim()
+        .parse()
+        .ok()
 }

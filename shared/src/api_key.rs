@@ -73,7 +73,11 @@ pub async fn insert(
     Ok((key, raw))
 }
 
-async fn set_roles(conn: &mut PgConnection, api_key_id: ApiKeyId, role_ids: &[RoleId]) -> Result<()> {
+async fn set_roles(
+    conn: &mut PgConnection,
+    api_key_id: ApiKeyId,
+    role_ids: &[RoleId],
+) -> Result<()> {
     sqlx::query(r#"DELETE FROM "tblAPIKeyRoleMappings" WHERE "apiKeyID" = $1"#)
         .bind(api_key_id)
         .execute(&mut *conn)
@@ -91,10 +95,11 @@ async fn set_roles(conn: &mut PgConnection, api_key_id: ApiKeyId, role_ids: &[Ro
 
 /// The tenant's keys, newest first.
 pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<ApiKey>> {
-    let total: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblAPIKeys" WHERE "tenantID" = $1"#)
-        .bind(tenant_id)
-        .fetch_one(pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblAPIKeys" WHERE "tenantID" = $1"#)
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?;
     let items = sqlx::query_as(AssertSqlSafe(format!(
         r#"{SELECT} WHERE k."tenantID" = $1 GROUP BY k."apiKeyID"
            ORDER BY k."createdAt" DESC, k."apiKeyID" LIMIT $2 OFFSET $3"#
@@ -104,11 +109,19 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Resu
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    Ok(Page { items, total_count: total, request: page })
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
 }
 
 /// One key of the tenant; `NotFound` for another tenant's key.
-pub async fn get(conn: impl sqlx::PgExecutor<'_>, tenant_id: TenantId, api_key_id: ApiKeyId) -> Result<ApiKey> {
+pub async fn get(
+    conn: impl sqlx::PgExecutor<'_>,
+    tenant_id: TenantId,
+    api_key_id: ApiKeyId,
+) -> Result<ApiKey> {
     sqlx::query_as(AssertSqlSafe(format!(
         r#"{SELECT} WHERE k."tenantID" = $1 AND k."apiKeyID" = $2 GROUP BY k."apiKeyID""#
     )))
@@ -149,12 +162,17 @@ pub async fn update(
 }
 
 /// Deletes a key; its role mappings go with it (ON DELETE CASCADE).
-pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, api_key_id: ApiKeyId) -> Result<()> {
-    let deleted = sqlx::query(r#"DELETE FROM "tblAPIKeys" WHERE "tenantID" = $1 AND "apiKeyID" = $2"#)
-        .bind(tenant_id)
-        .bind(api_key_id)
-        .execute(conn)
-        .await?;
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    api_key_id: ApiKeyId,
+) -> Result<()> {
+    let deleted =
+        sqlx::query(r#"DELETE FROM "tblAPIKeys" WHERE "tenantID" = $1 AND "apiKeyID" = $2"#)
+            .bind(tenant_id)
+            .bind(api_key_id)
+            .execute(conn)
+            .await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound("api key"));
     }

@@ -1,8 +1,8 @@
 //! The audit trail (`tblAuditLogs`): one row per mutating request, secrets redacted.
 
+use crate::Result;
 use crate::ids::{ApiKeyId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
-use crate::Result;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -76,10 +76,11 @@ pub async fn insert(pool: &PgPool, entry: &AuditEntry) -> Result<()> {
 
 /// A tenant's audit rows, newest first.
 pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<AuditLog>> {
-    let total: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblAuditLogs" WHERE "tenantID" = $1"#)
-        .bind(tenant_id)
-        .fetch_one(pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblAuditLogs" WHERE "tenantID" = $1"#)
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?;
     let items = sqlx::query_as(
         r#"SELECT "auditLogID", "userID", "apiKeyID", "tenantID", "type", "subType", "success",
                   "createdAt", "metadata", "error"
@@ -91,7 +92,11 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Resu
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    Ok(Page { items, total_count: total, request: page })
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
 }
 
 /// Deletes rows older than `days` days, at most `batch` per call so a large backlog never
@@ -114,7 +119,14 @@ pub async fn prune_older_than(pool: &PgPool, days: u32, batch: i64) -> Result<u6
 /// (`dbPassword`, `clientSecret`, `accessToken`, `apiKey`), so `apiKeyTitle` stays readable.
 pub fn redact(value: &Value) -> Value {
     const SECRET_MARKERS: [&str; 8] = [
-        "password", "secret", "token", "apikey", "api_key", "authorization", "credential", "credentials",
+        "password",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "authorization",
+        "credential",
+        "credentials",
     ];
     match value {
         Value::Object(map) => Value::Object(

@@ -109,7 +109,10 @@ pub enum Credential<'a> {
 impl<'a> Credential<'a> {
     /// Splits a header value into scheme and credential (scheme case-insensitive).
     pub fn parse(header: &'a str) -> Result<Self, AuthError> {
-        let (scheme, rest) = header.trim().split_once(' ').ok_or(AuthError::UnsupportedScheme)?;
+        let (scheme, rest) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(AuthError::UnsupportedScheme)?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("api_key") {
             Ok(Credential::ApiKey(rest))
@@ -152,7 +155,9 @@ impl JwtVerifier {
         let hs256 = config
             .hs256_secret
             .as_ref()
-            .map(|s| DecodingKey::from_secret(s.as_bytes()).map(|k| (k, validation(Algorithm::HS256))))
+            .map(|s| {
+                DecodingKey::from_secret(s.as_bytes()).map(|k| (k, validation(Algorithm::HS256)))
+            })
             .transpose()
             .map_err(|e| anyhow::anyhow!("JET_JWT_HS256_SECRET: {e}"))?;
         let rs256 = match &config.rs256_public_key_pem {
@@ -180,12 +185,11 @@ impl JwtVerifier {
         } else {
             AuthError::InvalidToken
         })?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::TokenExpired,
                 _ => AuthError::InvalidToken,
-            }
-        })?;
+            })?;
         Ok(data.claims.sub)
     }
 }
@@ -270,11 +274,26 @@ mod tests {
 
     #[test]
     fn header_schemes_are_recognised_case_insensitively() {
-        assert!(matches!(Credential::parse("api_key abc"), Ok(Credential::ApiKey("abc"))));
-        assert!(matches!(Credential::parse("Bearer t.o.k"), Ok(Credential::Bearer("t.o.k"))));
-        assert!(matches!(Credential::parse("bearer x"), Ok(Credential::Bearer("x"))));
-        assert_eq!(Credential::parse("Basic dXNlcg==").err(), Some(AuthError::UnsupportedScheme));
-        assert_eq!(Credential::parse("token").err(), Some(AuthError::UnsupportedScheme));
+        assert!(matches!(
+            Credential::parse("api_key abc"),
+            Ok(Credential::ApiKey("abc"))
+        ));
+        assert!(matches!(
+            Credential::parse("Bearer t.o.k"),
+            Ok(Credential::Bearer("t.o.k"))
+        ));
+        assert!(matches!(
+            Credential::parse("bearer x"),
+            Ok(Credential::Bearer("x"))
+        ));
+        assert_eq!(
+            Credential::parse("Basic dXNlcg==").err(),
+            Some(AuthError::UnsupportedScheme)
+        );
+        assert_eq!(
+            Credential::parse("token").err(),
+            Some(AuthError::UnsupportedScheme)
+        );
     }
 
     #[test]
@@ -291,7 +310,10 @@ mod tests {
 
     #[test]
     fn hs256_tokens_verify_and_expire() {
-        let config = JwtConfig { hs256_secret: Some("secret".into()), ..Default::default() };
+        let config = JwtConfig {
+            hs256_secret: Some("secret".into()),
+            ..Default::default()
+        };
         let verifier = JwtVerifier::new(&config).expect("valid");
         let sign = |exp: u64, secret: &[u8]| {
             jsonwebtoken::encode(
@@ -301,9 +323,18 @@ mod tests {
             )
             .expect("encode")
         };
-        assert_eq!(verifier.verify(&sign(4_000_000_000, b"secret")), Ok("firebase-uid".into()));
-        assert_eq!(verifier.verify(&sign(1_000, b"secret")), Err(AuthError::TokenExpired));
-        assert_eq!(verifier.verify(&sign(4_000_000_000, b"other")), Err(AuthError::InvalidToken));
+        assert_eq!(
+            verifier.verify(&sign(4_000_000_000, b"secret")),
+            Ok("firebase-uid".into())
+        );
+        assert_eq!(
+            verifier.verify(&sign(1_000, b"secret")),
+            Err(AuthError::TokenExpired)
+        );
+        assert_eq!(
+            verifier.verify(&sign(4_000_000_000, b"other")),
+            Err(AuthError::InvalidToken)
+        );
         assert_eq!(verifier.verify("not-a-jwt"), Err(AuthError::InvalidToken));
     }
 }

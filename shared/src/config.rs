@@ -44,7 +44,10 @@ pub struct JwtConfig {
 impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtConfig")
-            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -116,7 +119,11 @@ impl Config {
             api_addr: parse("JET_API_ADDR", get("JET_API_ADDR"), "127.0.0.1:8080")?,
             log_filter: get("JET_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
             log_format,
-            db_max_connections: parse("JET_DB_MAX_CONNECTIONS", get("JET_DB_MAX_CONNECTIONS"), "10")?,
+            db_max_connections: parse(
+                "JET_DB_MAX_CONNECTIONS",
+                get("JET_DB_MAX_CONNECTIONS"),
+                "10",
+            )?,
             max_body_bytes: parse("JET_MAX_BODY_BYTES", get("JET_MAX_BODY_BYTES"), "1048576")?,
             jwt: JwtConfig {
                 hs256_secret: get("JET_JWT_HS256_SECRET"),
@@ -176,8 +183,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 

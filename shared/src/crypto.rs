@@ -171,7 +171,11 @@ mod tests {
     fn generated_keys_are_64_lowercase_hex_and_match_their_hash() {
         let key = RawApiKey::generate();
         assert_eq!(key.expose().len(), 64);
-        assert!(key.expose().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(
+            key.expose()
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        );
         assert_eq!(key.prefix(), &key.expose()[..8]);
         assert!(key.matches(&key.hash_hex()));
         assert!(!RawApiKey::generate().matches(&key.hash_hex()));
@@ -191,7 +195,10 @@ mod tests {
         assert!(RawApiKey::parse(&"a".repeat(63)).is_none());
         assert!(RawApiKey::parse(&"g".repeat(64)).is_none());
         let upper = "AB".repeat(32);
-        assert_eq!(RawApiKey::parse(&upper).map(|k| k.expose().to_owned()), Some("ab".repeat(32)));
+        assert_eq!(
+            RawApiKey::parse(&upper).map(|k| k.expose().to_owned()),
+            Some("ab".repeat(32))
+        );
     }
 
     #[test]
@@ -206,10 +213,17 @@ mod tests {
 
         let mut tampered = sealed.clone();
         let data = tampered["data"].as_str().expect("hex").to_owned();
-        let flipped = format!("{}{}", if data.starts_with('0') { "1" } else { "0" }, &data[1..]);
+        let flipped = format!(
+            "{}{}",
+            if data.starts_with('0') { "1" } else { "0" },
+            &data[1..]
+        );
         tampered["data"] = json!(flipped);
         assert_eq!(key.open(&tampered), Err(EnvelopeError::Tampered));
-        assert_eq!(VaultKey::generate().open(&sealed), Err(EnvelopeError::Tampered));
+        assert_eq!(
+            VaultKey::generate().open(&sealed),
+            Err(EnvelopeError::Tampered)
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 /// Safe to run from several processes at once (both migrators take an advisory lock).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    MIGRATOR.run(pool).await.context("applying Jet Fleet migrations")?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying Jet Fleet migrations")?;
     apalis_postgres::PostgresStorage::<()>::setup(pool)
         .await
         .context("applying apalis-postgres migrations")?;
@@ -32,16 +35,17 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Versions of our migrations that this binary knows but the database has not applied.
 /// Empty means the schema is current; `/ready` reports not-ready otherwise.
 pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    .or_else(|err| match &err {
-        // A database that was never migrated has no migrations table yet.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        _ => Err(err),
-    })?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .or_else(|err| match &err {
+                // A database that was never migrated has no migrations table yet.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    Ok(Vec::new())
+                }
+                _ => Err(err),
+            })?;
     Ok(MIGRATOR
         .iter()
         .map(|m| m.version)

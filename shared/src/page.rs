@@ -83,9 +83,17 @@ mod tests {
     fn offset_and_total_pages_follow_page_size() {
         let req = PageRequest::new(Some(3), Some(10)).expect("valid");
         assert_eq!(req.offset(), 20);
-        let page = Page::<()> { items: vec![], total_count: 21, request: req };
+        let page = Page::<()> {
+            items: vec![],
+            total_count: 21,
+            request: req,
+        };
         assert_eq!(page.total_pages(), 3);
-        let empty = Page::<()> { items: vec![], total_count: 0, request: req };
+        let empty = Page::<()> {
+            items: vec![],
+            total_count: 0,
+            request: req,
+        };
         assert_eq!(empty.total_pages(), 0);
     }
 }

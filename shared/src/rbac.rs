@@ -76,7 +76,11 @@ pub struct Grants {
 impl Grants {
     /// Grants holding exactly `titles` (used by tests and by callers that computed them).
     pub fn new(tenant_id: TenantId, is_admin: bool, titles: HashSet<String>) -> Self {
-        Self { tenant_id, is_admin, titles }
+        Self {
+            tenant_id,
+            is_admin,
+            titles,
+        }
     }
 
     /// Whether `permission` is held generally, or for the asset `resource_id`.
@@ -138,7 +142,11 @@ impl Grants {
 /// `NotFound` when the tenant does not exist or the principal has no access to it at all
 /// (not a member, or an API key of another tenant); `Forbidden(tenant_disabled)` when the
 /// tenant is disabled.
-pub async fn load_grants(pool: &PgPool, principal: &Principal, tenant_id: TenantId) -> Result<Grants> {
+pub async fn load_grants(
+    pool: &PgPool,
+    principal: &Principal,
+    tenant_id: TenantId,
+) -> Result<Grants> {
     match principal {
         Principal::User { user_id } => {
             let membership: Option<(Option<bool>, String)> = sqlx::query_as(
@@ -171,15 +179,20 @@ pub async fn load_grants(pool: &PgPool, principal: &Principal, tenant_id: Tenant
             .await?;
             Ok(Grants::new(tenant_id, false, titles.into_iter().collect()))
         }
-        Principal::ApiKey { api_key_id, tenant_id: key_tenant, .. } => {
+        Principal::ApiKey {
+            api_key_id,
+            tenant_id: key_tenant,
+            ..
+        } => {
             if *key_tenant != tenant_id {
                 return Err(Error::NotFound("tenant"));
             }
-            let disabled: Option<Option<bool>> =
-                sqlx::query_scalar(r#"SELECT "isDisabled" FROM "tblTenants" WHERE "tenantID" = $1"#)
-                    .bind(tenant_id)
-                    .fetch_optional(pool)
-                    .await?;
+            let disabled: Option<Option<bool>> = sqlx::query_scalar(
+                r#"SELECT "isDisabled" FROM "tblTenants" WHERE "tenantID" = $1"#,
+            )
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await?;
             ensure_enabled(disabled.ok_or(Error::NotFound("tenant"))?)?;
             let titles: Vec<String> = sqlx::query_scalar(
                 r#"SELECT DISTINCT p."permissionTitle"

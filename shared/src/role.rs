@@ -68,7 +68,11 @@ pub async fn list_catalogue(pool: &PgPool) -> Result<Vec<Permission>> {
 }
 
 /// Roles usable in a tenant: its own and the global ones, global first.
-pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<RoleWithPermissions>> {
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    page: PageRequest,
+) -> Result<Page<RoleWithPermissions>> {
     let total: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblRoles" WHERE "tenantID" = $1 OR "tenantID" IS NULL"#,
     )
@@ -92,7 +96,11 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Resu
         let permissions = perms.remove(&role.role_id).unwrap_or_default();
         items.push(RoleWithPermissions { role, permissions });
     }
-    Ok(Page { items, total_count: total, request: page })
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
 }
 
 async fn permissions_of(
@@ -123,7 +131,11 @@ async fn permissions_of(
 }
 
 /// A role visible in the tenant (its own or global); `NotFound` otherwise.
-pub async fn get(conn: &mut PgConnection, tenant_id: TenantId, role_id: RoleId) -> Result<RoleWithPermissions> {
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    role_id: RoleId,
+) -> Result<RoleWithPermissions> {
     let role: Role = sqlx::query_as(
         r#"SELECT "roleID", "roleTitle", "roleDescription", "tenantID" FROM "tblRoles"
            WHERE "roleID" = $1 AND ("tenantID" = $2 OR "tenantID" IS NULL)"#,
@@ -133,13 +145,19 @@ pub async fn get(conn: &mut PgConnection, tenant_id: TenantId, role_id: RoleId) 
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(Error::NotFound("role"))?;
-    let permissions = permissions_of(&mut *conn, &[role_id]).await?.remove(&role_id).unwrap_or_default();
+    let permissions = permissions_of(&mut *conn, &[role_id])
+        .await?
+        .remove(&role_id)
+        .unwrap_or_default();
     Ok(RoleWithPermissions { role, permissions })
 }
 
 /// Resolves a selection to permission rows: ids and titles must name catalogue entries;
 /// asset permissions are created on first use, as upstream does.
-pub async fn resolve_selection(conn: &mut PgConnection, selection: &PermissionSelection) -> Result<Vec<Permission>> {
+pub async fn resolve_selection(
+    conn: &mut PgConnection,
+    selection: &PermissionSelection,
+) -> Result<Vec<Permission>> {
     let mut titles: BTreeSet<String> = selection.permission_titles.iter().cloned().collect();
     if !selection.permission_ids.is_empty() {
         let found: Vec<Permission> = sqlx::query_as(
@@ -166,7 +184,10 @@ pub async fn resolve_selection(conn: &mut PgConnection, selection: &PermissionSe
     .bind(&general)
     .fetch_all(&mut *conn)
     .await?;
-    if let Some(missing) = general.iter().find(|t| !known.iter().any(|p| &p.permission_title == *t)) {
+    if let Some(missing) = general
+        .iter()
+        .find(|t| !known.iter().any(|p| &p.permission_title == *t))
+    {
         return Err(Error::Invalid(format!("unknown permission {missing}")));
     }
     let mut resolved = known;
@@ -184,8 +205,11 @@ pub async fn resolve_selection(conn: &mut PgConnection, selection: &PermissionSe
                 asset.action, asset.resource_type
             )));
         }
-        let title =
-            asset_permission_title(&asset.resource_type, &asset.resource_id.to_string(), &asset.action);
+        let title = asset_permission_title(
+            &asset.resource_type,
+            &asset.resource_id.to_string(),
+            &asset.action,
+        );
         let permission: Permission = sqlx::query_as(
             r#"WITH ins AS (
                  INSERT INTO "tblPermissions" ("permissionTitle", "permissionDescription")
@@ -226,10 +250,17 @@ pub async fn insert(
     .fetch_one(&mut *conn)
     .await?;
     replace_permissions(conn, role.role_id, permissions).await?;
-    Ok(RoleWithPermissions { role, permissions: permissions.to_vec() })
+    Ok(RoleWithPermissions {
+        role,
+        permissions: permissions.to_vec(),
+    })
 }
 
-async fn replace_permissions(conn: &mut PgConnection, role_id: RoleId, permissions: &[Permission]) -> Result<()> {
+async fn replace_permissions(
+    conn: &mut PgConnection,
+    role_id: RoleId,
+    permissions: &[Permission],
+) -> Result<()> {
     sqlx::query(r#"DELETE FROM "tblRolePermissionMappings" WHERE "roleID" = $1"#)
         .bind(role_id)
         .execute(&mut *conn)
@@ -247,7 +278,11 @@ async fn replace_permissions(conn: &mut PgConnection, role_id: RoleId, permissio
 }
 
 /// Loads a role of this tenant for change; global roles are read-only here.
-pub async fn get_editable(conn: &mut PgConnection, tenant_id: TenantId, role_id: RoleId) -> Result<RoleWithPermissions> {
+pub async fn get_editable(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    role_id: RoleId,
+) -> Result<RoleWithPermissions> {
     let role = get(conn, tenant_id, role_id).await?;
     if role.role.tenant_id.is_none() {
         return Err(Error::Forbidden {
@@ -292,7 +327,10 @@ pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, role_id: RoleI
         r#"DELETE FROM "tblAPIKeyRoleMappings" WHERE "roleID" = $1"#,
         r#"DELETE FROM "tblRolePermissionMappings" WHERE "roleID" = $1"#,
     ] {
-        sqlx::query(statement).bind(role_id).execute(&mut *conn).await?;
+        sqlx::query(statement)
+            .bind(role_id)
+            .execute(&mut *conn)
+            .await?;
     }
     let deleted = sqlx::query(r#"DELETE FROM "tblRoles" WHERE "roleID" = $1 AND "tenantID" = $2"#)
         .bind(role_id)
@@ -307,7 +345,11 @@ pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, role_id: RoleI
 
 /// Checks that every role id is usable in the tenant and returns the permission titles those
 /// roles carry (for the no-escalation check).
-pub async fn titles_of_assignable(conn: &mut PgConnection, tenant_id: TenantId, role_ids: &[RoleId]) -> Result<Vec<String>> {
+pub async fn titles_of_assignable(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    role_ids: &[RoleId],
+) -> Result<Vec<String>> {
     let visible: Vec<RoleId> = sqlx::query_scalar(
         r#"SELECT "roleID" FROM "tblRoles" WHERE "roleID" = ANY($1) AND ("tenantID" = $2 OR "tenantID" IS NULL)"#,
     )

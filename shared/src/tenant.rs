@@ -114,7 +114,11 @@ pub async fn insert_without_members(conn: &mut PgConnection, title: &str) -> Res
 
 /// The tenants a principal can see: a user's memberships (enabled tenants only, as upstream),
 /// or an API key's own tenant.
-pub async fn list_visible(pool: &PgPool, principal: &Principal, page: PageRequest) -> Result<Page<MemberTenant>> {
+pub async fn list_visible(
+    pool: &PgPool,
+    principal: &Principal,
+    page: PageRequest,
+) -> Result<Page<MemberTenant>> {
     let (filter, id): (&str, uuid::Uuid) = match principal {
         Principal::User { user_id } => (r#"m."userID" = $1"#, user_id.0),
         Principal::ApiKey { tenant_id, .. } => (r#"t."tenantID" = $1"#, tenant_id.0),
@@ -123,9 +127,7 @@ pub async fn list_visible(pool: &PgPool, principal: &Principal, page: PageReques
         Principal::User { .. } => {
             r#"JOIN "tblUsersTenantsRelationship" m ON m."tenantID" = t."tenantID""#
         }
-        Principal::ApiKey { .. } => {
-            r#"LEFT JOIN "tblUsersTenantsRelationship" m ON false"#
-        }
+        Principal::ApiKey { .. } => r#"LEFT JOIN "tblUsersTenantsRelationship" m ON false"#,
     };
     let where_clause = format!(r#"{filter} AND t."isDisabled" IS NOT TRUE"#);
     let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -143,16 +145,22 @@ pub async fn list_visible(pool: &PgPool, principal: &Principal, page: PageReques
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    Ok(Page { items, total_count: total, request: page })
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
 }
 
 /// The tenant row; `NotFound` if it does not exist.
 pub async fn get(pool: &PgPool, tenant_id: TenantId) -> Result<Tenant> {
-    sqlx::query_as(AssertSqlSafe(format!(r#"SELECT {COLUMNS} FROM "tblTenants" t WHERE t."tenantID" = $1"#)))
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("tenant"))
+    sqlx::query_as(AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM "tblTenants" t WHERE t."tenantID" = $1"#
+    )))
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("tenant"))
 }
 
 /// Asset counts shown on the tenant detail view.
@@ -229,7 +237,10 @@ pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId) -> Result<()> 
         r#"DELETE FROM "tblFolders" WHERE "tenantID" = $1"#,
     ];
     for statement in STATEMENTS {
-        sqlx::query(*statement).bind(tenant_id).execute(&mut *conn).await?;
+        sqlx::query(*statement)
+            .bind(tenant_id)
+            .execute(&mut *conn)
+            .await?;
     }
     let deleted = sqlx::query(r#"DELETE FROM "tblTenants" WHERE "tenantID" = $1"#)
         .bind(tenant_id)

@@ -72,11 +72,13 @@ fn member_select() -> String {
 
 /// A user by id.
 pub async fn get(pool: &PgPool, user_id: UserId) -> Result<User> {
-    sqlx::query_as(AssertSqlSafe(format!(r#"SELECT {USER_COLUMNS} FROM "tblUsers" u WHERE u."userID" = $1"#)))
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("user"))
+    sqlx::query_as(AssertSqlSafe(format!(
+        r#"SELECT {USER_COLUMNS} FROM "tblUsers" u WHERE u."userID" = $1"#
+    )))
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("user"))
 }
 
 /// Creates a user row (used by `jet bootstrap` and when adding an unknown member).
@@ -100,12 +102,17 @@ pub async fn insert(
 }
 
 /// The tenant's members, oldest membership first.
-pub async fn list_members(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<Member>> {
-    let total: i64 =
-        sqlx::query_scalar(r#"SELECT count(*) FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1"#)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?;
+pub async fn list_members(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    page: PageRequest,
+) -> Result<Page<Member>> {
+    let total: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1"#,
+    )
+    .bind(tenant_id)
+    .fetch_one(pool)
+    .await?;
     let items = sqlx::query_as(AssertSqlSafe(format!(
         r#"{} WHERE m."tenantID" = $1 ORDER BY m."createdAt", u."userID" LIMIT $2 OFFSET $3"#,
         member_select()
@@ -115,22 +122,37 @@ pub async fn list_members(pool: &PgPool, tenant_id: TenantId, page: PageRequest)
     .bind(page.offset())
     .fetch_all(pool)
     .await?;
-    Ok(Page { items, total_count: total, request: page })
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
 }
 
 /// One member; `NotFound` when the user is not in this tenant.
-pub async fn get_member(conn: impl sqlx::PgExecutor<'_>, tenant_id: TenantId, user_id: UserId) -> Result<Member> {
-    sqlx::query_as(AssertSqlSafe(format!(r#"{} WHERE m."tenantID" = $1 AND m."userID" = $2"#, member_select())))
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound("member"))
+pub async fn get_member(
+    conn: impl sqlx::PgExecutor<'_>,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<Member> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        r#"{} WHERE m."tenantID" = $1 AND m."userID" = $2"#,
+        member_select()
+    )))
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("member"))
 }
 
 /// Adds a member: links the user found by `firebaseID` or email, or creates it.
 /// `Conflict` when the user is already a member.
-pub async fn add_member(conn: &mut PgConnection, tenant_id: TenantId, new: &NewMember) -> Result<Member> {
+pub async fn add_member(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    new: &NewMember,
+) -> Result<Member> {
     let existing: Option<UserId> = sqlx::query_scalar(
         r#"SELECT "userID" FROM "tblUsers"
            WHERE ($1::varchar IS NOT NULL AND "firebaseID" = $1)
@@ -144,9 +166,15 @@ pub async fn add_member(conn: &mut PgConnection, tenant_id: TenantId, new: &NewM
     let user_id = match (existing, new.firebase_id.as_deref()) {
         (Some(id), _) => id,
         (None, Some(firebase_id)) => {
-            insert(conn, firebase_id, &new.email, new.first_name.as_deref(), new.last_name.as_deref())
-                .await?
-                .user_id
+            insert(
+                conn,
+                firebase_id,
+                &new.email,
+                new.first_name.as_deref(),
+                new.last_name.as_deref(),
+            )
+            .await?
+            .user_id
         }
         (None, None) => {
             return Err(Error::Invalid(format!(
@@ -175,12 +203,19 @@ pub async fn add_member(conn: &mut PgConnection, tenant_id: TenantId, new: &NewM
     get_member(&mut *conn, tenant_id, user_id).await
 }
 
-async fn set_roles(conn: &mut PgConnection, tenant_id: TenantId, user_id: UserId, role_ids: &[RoleId]) -> Result<()> {
-    sqlx::query(r#"DELETE FROM "tblUserTenantRoleMappings" WHERE "tenantID" = $1 AND "userID" = $2"#)
-        .bind(tenant_id)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+async fn set_roles(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    user_id: UserId,
+    role_ids: &[RoleId],
+) -> Result<()> {
+    sqlx::query(
+        r#"DELETE FROM "tblUserTenantRoleMappings" WHERE "tenantID" = $1 AND "userID" = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         r#"INSERT INTO "tblUserTenantRoleMappings" ("userID", "tenantID", "roleID")
            SELECT $1, $2, r FROM unnest($3::uuid[]) AS r ON CONFLICT DO NOTHING"#,
@@ -221,7 +256,11 @@ pub async fn set_member_roles(
 }
 
 /// Removes a member (role mappings go by cascade); the last `ADMIN` cannot be removed.
-pub async fn remove_member(conn: &mut PgConnection, tenant_id: TenantId, user_id: UserId) -> Result<()> {
+pub async fn remove_member(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<()> {
     let member = get_member(&mut *conn, tenant_id, user_id).await?;
     if member.role == "ADMIN" {
         ensure_another_admin(conn, tenant_id, user_id).await?;
@@ -231,16 +270,22 @@ pub async fn remove_member(conn: &mut PgConnection, tenant_id: TenantId, user_id
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(r#"DELETE FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1 AND "userID" = $2"#)
-        .bind(tenant_id)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        r#"DELETE FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1 AND "userID" = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// A tenant must keep at least one `ADMIN` member; otherwise nobody could manage it.
-async fn ensure_another_admin(conn: &mut PgConnection, tenant_id: TenantId, user_id: UserId) -> Result<()> {
+async fn ensure_another_admin(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<()> {
     // Lock every admin row, this user's included, so that of two concurrent demotions the
     // second re-reads the first's result and sees it is now the last admin.
     let admins: Vec<UserId> = sqlx::query_scalar(
@@ -251,13 +296,19 @@ async fn ensure_another_admin(conn: &mut PgConnection, tenant_id: TenantId, user
     .fetch_all(&mut *conn)
     .await?;
     if !admins.iter().any(|id| *id != user_id) {
-        return Err(Error::Conflict { constraint: "last_admin".into() });
+        return Err(Error::Conflict {
+            constraint: "last_admin".into(),
+        });
     }
     Ok(())
 }
 
 /// The membership role (`ADMIN`/`MEMBER`) of a user in a tenant, if a member.
-pub async fn membership_role(pool: &PgPool, tenant_id: TenantId, user_id: UserId) -> Result<Option<String>> {
+pub async fn membership_role(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
         r#"SELECT "role" FROM "tblUsersTenantsRelationship" WHERE "tenantID" = $1 AND "userID" = $2"#,
     )

@@ -1,7 +1,7 @@
 //! A user's UI preferences per tenant (`tblUserTenantConfigMap.config`).
 
-use crate::ids::{TenantId, UserId};
 use crate::Result;
+use crate::ids::{TenantId, UserId};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -14,11 +14,18 @@ pub async fn get(pool: &PgPool, user_id: UserId, tenant_id: TenantId) -> Result<
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
-    Ok(config.flatten().unwrap_or_else(|| Value::Object(Default::default())))
+    Ok(config
+        .flatten()
+        .unwrap_or_else(|| Value::Object(Default::default())))
 }
 
 /// Replaces the stored config.
-pub async fn put(pool: &PgPool, user_id: UserId, tenant_id: TenantId, config: &Value) -> Result<Value> {
+pub async fn put(
+    pool: &PgPool,
+    user_id: UserId,
+    tenant_id: TenantId,
+    config: &Value,
+) -> Result<Value> {
     Ok(sqlx::query_scalar(
         r#"INSERT INTO "tblUserTenantConfigMap" ("userID", "tenantID", "config") VALUES ($1, $2, $3)
            ON CONFLICT ("userID", "tenantID") DO UPDATE SET "config" = EXCLUDED."config"

@@ -27,7 +27,10 @@ impl Resp {
 
     /// A string field of the body.
     pub fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_else(|| panic!("no string `{field}` in {}", self.body)).to_owned()
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string `{field}` in {}", self.body))
+            .to_owned()
     }
 }
 
@@ -75,21 +78,44 @@ impl TestApp {
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
         let state = jet_api::AppState::new(db.pool.clone(), config).expect("state");
-        let (addr, acceptor) = jet_api::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let (addr, acceptor) = jet_api::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
         let (stop, shutdown) = Shutdown::new();
         let mut wait = shutdown.clone();
-        tokio::spawn(jet_api::serve(acceptor, state, async move { wait.wait().await }));
-        Self { base: format!("http://{addr}"), db, client: reqwest::Client::new(), _stop: stop }
+        tokio::spawn(jet_api::serve(
+            acceptor,
+            state,
+            async move { wait.wait().await },
+        ));
+        Self {
+            base: format!("http://{addr}"),
+            db,
+            client: reqwest::Client::new(),
+            _stop: stop,
+        }
     }
 
     /// Bootstraps a tenant titled `title` with an admin API key.
     pub async fn admin(&self, title: &str) -> Admin {
-        let raw = bootstrap(&self.db.pool, title, None).await.expect("bootstrap");
-        Admin { tenant_id: raw.tenant.tenant_id, auth: api_key(raw.api_key.expose()), raw }
+        let raw = bootstrap(&self.db.pool, title, None)
+            .await
+            .expect("bootstrap");
+        Admin {
+            tenant_id: raw.tenant.tenant_id,
+            auth: api_key(raw.api_key.expose()),
+            raw,
+        }
     }
 
     /// Sends a request with an optional `Authorization` value and JSON body.
-    pub async fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(auth) = auth {
@@ -101,7 +127,10 @@ impl TestApp {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("body");
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+        Resp {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
     }
 
     pub async fn get(&self, path: &str, auth: &str) -> Resp {
@@ -127,7 +156,10 @@ impl TestApp {
     /// A user row whose JWT subject is `firebase_id`.
     pub async fn user(&self, firebase_id: &str, email: &str) -> UserId {
         let mut conn = self.db.pool.acquire().await.expect("conn");
-        jet_shared::user::insert(&mut conn, firebase_id, email, None, None).await.expect("insert user").user_id
+        jet_shared::user::insert(&mut conn, firebase_id, email, None, None)
+            .await
+            .expect("insert user")
+            .user_id
     }
 
     /// Makes `user` a member of `tenant` with the membership role `role`.
@@ -155,7 +187,12 @@ impl TestApp {
     }
 
     /// Creates an API key with the given roles via the API; returns `(apiKeyID, auth value)`.
-    pub async fn key_with_roles(&self, admin: &Admin, title: &str, role_ids: &[&str]) -> (String, String) {
+    pub async fn key_with_roles(
+        &self,
+        admin: &Admin,
+        title: &str,
+        role_ids: &[&str],
+    ) -> (String, String) {
         let resp = self
             .post(
                 &format!("/api/v1/tenants/{}/apikeys", admin.tenant_id),

@@ -40,13 +40,20 @@ impl TestDb {
 
     async fn create(template: Option<&str>) -> Self {
         let name = format!("jet_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&server_url()).await.expect("connect to the test server");
+        let mut admin = PgConnection::connect(&server_url())
+            .await
+            .expect("connect to the test server");
         let sql = match template {
             Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
             None => format!("CREATE DATABASE \"{name}\""),
         };
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("create test database");
-        let pool = jet_shared::db::connect(&url_for(&name), 10).await.expect("connect to test database");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let pool = jet_shared::db::connect(&url_for(&name), 10)
+            .await
+            .expect("connect to test database");
         Self { pool, name }
     }
 
@@ -61,11 +68,16 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })
@@ -78,28 +90,52 @@ async fn template() -> String {
     static NAME: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     NAME.get_or_init(|| async {
         let name = format!("jet_template_{}", schema_fingerprint());
-        let mut admin = PgConnection::connect(&server_url()).await.expect("connect to the test server");
-        // Test binaries run in parallel: one migrates the template, the others wait here.
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))").bind(&name).execute(&mut admin).await.expect("lock");
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
+        let mut admin = PgConnection::connect(&server_url())
             .await
-            .expect("query pg_database");
+            .expect("connect to the test server");
+        // Test binaries run in parallel: one migrates the template, the others wait here.
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .expect("lock");
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .expect("query pg_database");
         if !exists {
             let building = format!("{name}_building");
             let drop = format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)");
-            sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.expect("drop stale template");
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await
+                .expect("drop stale template");
             let create = format!("CREATE DATABASE \"{building}\"");
-            sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.expect("create template");
-            let pool = jet_shared::db::connect(&url_for(&building), 2).await.expect("connect to template");
-            jet_shared::db::migrate(&pool).await.expect("migrate template");
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+                .expect("create template");
+            let pool = jet_shared::db::connect(&url_for(&building), 2)
+                .await
+                .expect("connect to template");
+            jet_shared::db::migrate(&pool)
+                .await
+                .expect("migrate template");
             pool.close().await;
             // Renamed only when complete, so a crash mid-migration never leaves a bad template.
             let rename = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
-            sqlx::query(sqlx::AssertSqlSafe(rename)).execute(&mut admin).await.expect("publish template");
+            sqlx::query(sqlx::AssertSqlSafe(rename))
+                .execute(&mut admin)
+                .await
+                .expect("publish template");
         }
-        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&name).execute(&mut admin).await.expect("unlock");
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .expect("unlock");
         name
     })
     .await

@@ -22,15 +22,23 @@ pub fn hs256(subject: &str) -> String {
 /// An HS256 token with a chosen expiry and secret.
 pub fn hs256_with(subject: &str, exp: i64, secret: &str) -> String {
     let key = EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &json!({"sub": subject, "exp": exp}), &key)
-        .expect("sign")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": subject, "exp": exp}),
+        &key,
+    )
+    .expect("sign")
 }
 
 /// An RS256 token for `subject`, valid for an hour.
 pub fn rs256(subject: &str) -> String {
     let key = EncodingKey::from_rsa_pem(RS256_PRIVATE_PEM.as_bytes()).expect("RSA key");
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &json!({"sub": subject, "exp": exp_in(3600)}), &key)
-        .expect("sign")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": subject, "exp": exp_in(3600)}),
+        &key,
+    )
+    .expect("sign")
 }
 
 /// An expired HS256 token (well past the default leeway).

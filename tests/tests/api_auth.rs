@@ -15,7 +15,11 @@ async fn a_request_without_credentials_is_401_missing_credentials() {
 async fn malformed_and_unknown_api_keys_are_401_invalid_api_key() {
     let app = TestApp::spawn().await;
     app.admin("A").await;
-    for value in [api_key("short"), api_key(&"z".repeat(64)), api_key(&"ab".repeat(32))] {
+    for value in [
+        api_key("short"),
+        api_key(&"z".repeat(64)),
+        api_key(&"ab".repeat(32)),
+    ] {
         let resp = app.get("/api/v1/tenants", &value).await;
         assert_eq!(resp.status, 401, "{value}");
         assert_eq!(resp.code(), "invalid_api_key", "{value}");
@@ -44,7 +48,9 @@ async fn a_disabled_api_key_is_401_api_key_disabled() {
     let a = app.admin("A").await;
     let (key_id, key) = app.key_with_roles(&a, "ci", &[]).await;
     let path = format!("/api/v1/tenants/{}/apikeys/{key_id}", a.tenant_id);
-    let resp = app.patch(&path, &a.auth, serde_json::json!({"isDisabled": true})).await;
+    let resp = app
+        .patch(&path, &a.auth, serde_json::json!({"isDisabled": true}))
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let resp = app.get("/api/v1/tenants", &key).await;
     assert_eq!((resp.status, resp.code()), (401, "api_key_disabled"));
@@ -69,7 +75,14 @@ async fn bad_tokens_get_distinct_401_codes() {
     let cases = [
         (jwt::hs256("nobody"), "unknown_user"),
         (jwt::expired("firebase-bob"), "token_expired"),
-        (jwt::hs256_with("firebase-bob", chrono::Utc::now().timestamp() + 600, "wrong-secret"), "invalid_token"),
+        (
+            jwt::hs256_with(
+                "firebase-bob",
+                chrono::Utc::now().timestamp() + 600,
+                "wrong-secret",
+            ),
+            "invalid_token",
+        ),
         ("not.a.jwt".to_owned(), "invalid_token"),
     ];
     for (token, code) in cases {
@@ -81,7 +94,9 @@ async fn bad_tokens_get_distinct_401_codes() {
         .execute(&app.db.pool)
         .await
         .expect("disable user");
-    let resp = app.get("/api/v1/auth", &bearer(&jwt::hs256("firebase-bob"))).await;
+    let resp = app
+        .get("/api/v1/auth", &bearer(&jwt::hs256("firebase-bob")))
+        .await;
     assert_eq!((resp.status, resp.code()), (401, "user_disabled"));
 }
 
@@ -92,15 +107,28 @@ async fn a_disabled_tenant_is_403_tenant_disabled_for_keys_and_members() {
     let user = app.user("firebase-carol", "carol@example.com").await;
     app.member(a.tenant_id, user, "ADMIN").await;
     let path = format!("/api/v1/tenants/{}", a.tenant_id);
-    let resp = app.patch(&path, &a.auth, serde_json::json!({"isDisabled": true, "disableReason": "unpaid"})).await;
+    let resp = app
+        .patch(
+            &path,
+            &a.auth,
+            serde_json::json!({"isDisabled": true, "disableReason": "unpaid"}),
+        )
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(resp.body["disableReason"], "unpaid");
     assert!(resp.body["disabledAt"].is_string());
     for auth in [a.auth.clone(), bearer(&jwt::hs256("firebase-carol"))] {
         let resp = app.get(&format!("{path}/roles"), &auth).await;
-        assert_eq!((resp.status, resp.code()), (403, "tenant_disabled"), "{}", resp.body);
+        assert_eq!(
+            (resp.status, resp.code()),
+            (403, "tenant_disabled"),
+            "{}",
+            resp.body
+        );
     }
     // Upstream lists only enabled tenants.
-    let resp = app.get("/api/v1/tenants", &bearer(&jwt::hs256("firebase-carol"))).await;
+    let resp = app
+        .get("/api/v1/tenants", &bearer(&jwt::hs256("firebase-carol")))
+        .await;
     assert_eq!(resp.body["totalCount"], 0);
 }

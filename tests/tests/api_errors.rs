@@ -27,14 +27,24 @@ async fn malformed_bodies_and_parameters_are_400_with_codes() {
         let resp = send(body, content_type).await.expect("request");
         assert_eq!(resp.status(), 400, "{body}");
         let json: Value = resp.json().await.expect("JSON error body");
-        assert!(json["code"].is_string() && json["message"].is_string(), "{json}");
+        assert!(
+            json["code"].is_string() && json["message"].is_string(),
+            "{json}"
+        );
     }
     let bad_id = app.get("/api/v1/tenants/not-a-uuid/roles", &a.auth).await;
     assert_eq!((bad_id.status, bad_id.code()), (400, "invalid_parameter"));
-    assert!(!bad_id.body["message"].as_str().unwrap_or("").contains("param0"));
+    assert!(
+        !bad_id.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("param0")
+    );
     let route = app.get("/api/v1/nothing-here", &a.auth).await;
     assert_eq!((route.status, route.code()), (404, "route_not_found"));
-    let method = app.call("PUT", "/api/v1/tenants", Some(&a.auth), Some(json!({}))).await;
+    let method = app
+        .call("PUT", "/api/v1/tenants", Some(&a.auth), Some(json!({})))
+        .await;
     assert_eq!((method.status, method.code()), (400, "method_not_allowed"));
 }
 
@@ -43,7 +53,8 @@ async fn oversized_bodies_are_413_with_or_without_content_length() {
     let app = TestApp::spawn().await;
     let a = app.admin("A").await;
     let url = format!("{}/api/v1/tenants/{}/roles", app.base, a.tenant_id);
-    let big = json!({"roleTitle": "x", "roleDescription": "a".repeat(TEST_MAX_BODY_BYTES)}).to_string();
+    let big =
+        json!({"roleTitle": "x", "roleDescription": "a".repeat(TEST_MAX_BODY_BYTES)}).to_string();
     let sized = app
         .client
         .post(&url)
@@ -57,8 +68,11 @@ async fn oversized_bodies_are_413_with_or_without_content_length() {
     let body: Value = sized.json().await.expect("json");
     assert_eq!(body["code"], "payload_too_large");
     // A streamed body has no Content-Length; the limit still holds.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.into_bytes().chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let streamed = app
         .client
         .post(&url)
@@ -95,9 +109,14 @@ async fn a_server_error_says_nothing_internal() {
         .execute(&app.db.pool)
         .await
         .expect("break the audit table");
-    let resp = app.get(&format!("/api/v1/tenants/{}/audit", a.tenant_id), &a.auth).await;
+    let resp = app
+        .get(&format!("/api/v1/tenants/{}/audit", a.tenant_id), &a.auth)
+        .await;
     assert_eq!(resp.status, 500);
-    assert_eq!(resp.body, json!({"code": "internal_error", "message": "internal error"}));
+    assert_eq!(
+        resp.body,
+        json!({"code": "internal_error", "message": "internal error"})
+    );
 }
 
 /// Every operation of the spec, fed hostile input, answers below 500.
@@ -120,8 +139,12 @@ async fn no_bad_input_reaches_a_5xx() {
     let mut checked = 0;
     for (path, ops) in spec["paths"].as_object().expect("paths") {
         for (method, _) in ops.as_object().expect("operations") {
-            for id in [tenant.as_str(), "00000000-0000-0000-0000-000000000000", "zzz", "%00"] {
-
+            for id in [
+                tenant.as_str(),
+                "00000000-0000-0000-0000-000000000000",
+                "zzz",
+                "%00",
+            ] {
                 let concrete = path
                     .replace("{tenantID}", if id == "zzz" { &tenant } else { id })
                     .replace("{roleID}", id)
@@ -134,9 +157,19 @@ async fn no_bad_input_reaches_a_5xx() {
                 }
                 for body in &bodies {
                     let resp = app
-                        .call(&method.to_uppercase(), &format!("{concrete}?page=0&pageSize=9999"), Some(&a.auth), Some(body.clone()))
+                        .call(
+                            &method.to_uppercase(),
+                            &format!("{concrete}?page=0&pageSize=9999"),
+                            Some(&a.auth),
+                            Some(body.clone()),
+                        )
                         .await;
-                    assert!(resp.status < 500, "{method} {concrete} {body} -> {} {}", resp.status, resp.body);
+                    assert!(
+                        resp.status < 500,
+                        "{method} {concrete} {body} -> {} {}",
+                        resp.status,
+                        resp.body
+                    );
                     checked += 1;
                 }
             }
@@ -144,5 +177,9 @@ async fn no_bad_input_reaches_a_5xx() {
     }
     assert!(checked > 500, "exercised {checked} requests");
     let ok = app.get("/api/v1/tenants", &a.auth).await;
-    assert_eq!(ok.status, 200, "the admin key still works after the barrage: {}", ok.body);
+    assert_eq!(
+        ok.status, 200,
+        "the admin key still works after the barrage: {}",
+        ok.body
+    );
 }

@@ -9,7 +9,9 @@ use serde_json::json;
 async fn a_key_lacking_one_permission_gets_403_for_that_route_only() {
     let app = TestApp::spawn().await;
     let a = app.admin("A").await;
-    let reader = app.role(&a, "role reader", &["tenant:role:list", "tenant:role:read"]).await;
+    let reader = app
+        .role(&a, "role reader", &["tenant:role:list", "tenant:role:read"])
+        .await;
     let (_, key) = app.key_with_roles(&a, "restricted", &[&reader]).await;
     let roles = format!("/api/v1/tenants/{}/roles", a.tenant_id);
 
@@ -17,10 +19,19 @@ async fn a_key_lacking_one_permission_gets_403_for_that_route_only() {
     assert_eq!(list.status, 200, "{}", list.body);
     let create = app.post(&roles, &key, json!({"roleTitle": "x"})).await;
     assert_eq!((create.status, create.code()), (403, "permission_denied"));
-    assert!(create.body["message"].as_str().unwrap_or("").contains("tenant:role:create"));
-    let keys = app.get(&format!("/api/v1/tenants/{}/apikeys", a.tenant_id), &key).await;
+    assert!(
+        create.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tenant:role:create")
+    );
+    let keys = app
+        .get(&format!("/api/v1/tenants/{}/apikeys", a.tenant_id), &key)
+        .await;
     assert_eq!((keys.status, keys.code()), (403, "permission_denied"));
-    let tenant = app.get(&format!("/api/v1/tenants/{}", a.tenant_id), &key).await;
+    let tenant = app
+        .get(&format!("/api/v1/tenants/{}", a.tenant_id), &key)
+        .await;
     assert_eq!((tenant.status, tenant.code()), (403, "permission_denied"));
 }
 
@@ -39,12 +50,27 @@ async fn another_tenants_resources_are_404_never_403() {
         format!("/api/v1/tenants/{}/users", b.tenant_id),
     ] {
         let resp = app.get(&path, &a.auth).await;
-        assert_eq!((resp.status, resp.code()), (404, "not_found"), "{path}: {}", resp.body);
+        assert_eq!(
+            (resp.status, resp.code()),
+            (404, "not_found"),
+            "{path}: {}",
+            resp.body
+        );
     }
     // B's role id under A's tenant path: not found either.
-    let resp = app.get(&format!("/api/v1/tenants/{}/roles/{b_role}", a.tenant_id), &a.auth).await;
+    let resp = app
+        .get(
+            &format!("/api/v1/tenants/{}/roles/{b_role}", a.tenant_id),
+            &a.auth,
+        )
+        .await;
     assert_eq!(resp.status, 404);
-    let del = app.delete(&format!("/api/v1/tenants/{}/roles/{b_role}", a.tenant_id), &a.auth).await;
+    let del = app
+        .delete(
+            &format!("/api/v1/tenants/{}/roles/{b_role}", a.tenant_id),
+            &a.auth,
+        )
+        .await;
     assert_eq!(del.status, 404);
     // And B's role cannot be given to A's keys.
     let resp = app
@@ -56,7 +82,12 @@ async fn another_tenants_resources_are_404_never_403() {
         .await;
     assert_eq!((resp.status, resp.code()), (422, "validation_failed"));
     // B's role survived all of that.
-    let still = app.get(&format!("/api/v1/tenants/{}/roles/{b_role}", b.tenant_id), &b.auth).await;
+    let still = app
+        .get(
+            &format!("/api/v1/tenants/{}/roles/{b_role}", b.tenant_id),
+            &b.auth,
+        )
+        .await;
     assert_eq!(still.status, 200);
 }
 
@@ -72,7 +103,13 @@ async fn admin_membership_grants_everything_and_member_without_roles_nothing() {
     let member_auth = bearer(&jwt::hs256("fb-member"));
     let roles = format!("/api/v1/tenants/{}/roles", a.tenant_id);
 
-    let created = app.post(&roles, &admin_auth, json!({"roleTitle": "ops", "permissions": ["tenant:user:list"]})).await;
+    let created = app
+        .post(
+            &roles,
+            &admin_auth,
+            json!({"roleTitle": "ops", "permissions": ["tenant:user:list"]}),
+        )
+        .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let denied = app.get(&roles, &member_auth).await;
     assert_eq!((denied.status, denied.code()), (403, "permission_denied"));
@@ -93,7 +130,11 @@ async fn a_members_roles_grant_their_permissions() {
     let users = format!("/api/v1/tenants/{}/users", a.tenant_id);
     assert_eq!(app.get(&users, &auth).await.status, 403);
     let set = app
-        .patch(&format!("{users}/{}/roles", user), &a.auth, json!({"roleIDs": [lister]}))
+        .patch(
+            &format!("{users}/{}/roles", user),
+            &a.auth,
+            json!({"roleIDs": [lister]}),
+        )
         .await;
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(set.body["roleIDs"], json!([lister]));
@@ -120,16 +161,28 @@ async fn a_global_role_applies_in_every_tenant() {
     .await
     .expect("map permission");
     for admin in [&a, &b] {
-        let (_, key) = app.key_with_roles(admin, "global", &[&global.to_string()]).await;
-        let resp = app.get(&format!("/api/v1/tenants/{}/roles", admin.tenant_id), &key).await;
+        let (_, key) = app
+            .key_with_roles(admin, "global", &[&global.to_string()])
+            .await;
+        let resp = app
+            .get(&format!("/api/v1/tenants/{}/roles", admin.tenant_id), &key)
+            .await;
         assert_eq!(resp.status, 200, "{}", resp.body);
-        let listed: Vec<&str> =
-            resp.body["items"].as_array().expect("items").iter().filter_map(|r| r["roleTitle"].as_str()).collect();
+        let listed: Vec<&str> = resp.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|r| r["roleTitle"].as_str())
+            .collect();
         assert!(listed.contains(&"global lister"));
     }
     // Global roles are read-only through a tenant's API.
     let resp = app
-        .patch(&format!("/api/v1/tenants/{}/roles/{global}", a.tenant_id), &a.auth, json!({"roleTitle": "mine"}))
+        .patch(
+            &format!("/api/v1/tenants/{}/roles/{global}", a.tenant_id),
+            &a.auth,
+            json!({"roleTitle": "mine"}),
+        )
         .await;
     assert_eq!((resp.status, resp.code()), (403, "global_role_read_only"));
 }
@@ -150,10 +203,18 @@ async fn an_asset_permission_allows_only_that_asset() {
         )
         .await;
     assert_eq!(scoped.status, 201, "{}", scoped.body);
-    let title = scoped.body["permissions"][0]["permissionTitle"].as_str().unwrap_or("").to_owned();
+    let title = scoped.body["permissions"][0]["permissionTitle"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     assert_eq!(title, format!("tenant:asset:role:{target}:read"));
-    let (_, key) = app.key_with_roles(&a, "scoped", &[&scoped.str("roleID")]).await;
-    assert_eq!(app.get(&format!("{roles}/{target}"), &key).await.status, 200);
+    let (_, key) = app
+        .key_with_roles(&a, "scoped", &[&scoped.str("roleID")])
+        .await;
+    assert_eq!(
+        app.get(&format!("{roles}/{target}"), &key).await.status,
+        200
+    );
     assert_eq!(app.get(&format!("{roles}/{other}"), &key).await.status, 403);
     assert_eq!(app.get(&roles, &key).await.status, 403);
 }
@@ -163,7 +224,15 @@ async fn nobody_can_grant_permissions_they_do_not_hold() {
     let app = TestApp::spawn().await;
     let a = app.admin("A").await;
     let keymaker = app
-        .role(&a, "keymaker", &["tenant:apikey:create", "tenant:role:create", "tenant:role:list"])
+        .role(
+            &a,
+            "keymaker",
+            &[
+                "tenant:apikey:create",
+                "tenant:role:create",
+                "tenant:role:list",
+            ],
+        )
         .await;
     let (_, key) = app.key_with_roles(&a, "keymaker", &[&keymaker]).await;
     let admin_role = jet_shared::bootstrap::GLOBAL_ADMIN_ROLE.to_string();
@@ -175,7 +244,12 @@ async fn nobody_can_grant_permissions_they_do_not_hold() {
             json!({"apiKeyTitle": "escalate", "roleIDs": [admin_role]}),
         )
         .await;
-    assert_eq!((mint.status, mint.code()), (403, "permission_escalation"), "{}", mint.body);
+    assert_eq!(
+        (mint.status, mint.code()),
+        (403, "permission_escalation"),
+        "{}",
+        mint.body
+    );
     let role = app
         .post(
             &format!("/api/v1/tenants/{}/roles", a.tenant_id),
@@ -193,10 +267,11 @@ async fn nobody_can_grant_permissions_they_do_not_hold() {
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
-    let count: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblAPIKeys" WHERE "apiKeyTitle" = 'escalate'"#)
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count");
+    let count: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblAPIKeys" WHERE "apiKeyTitle" = 'escalate'"#)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
     assert_eq!(count, 0, "the refused key was not written");
 }
 
@@ -204,11 +279,17 @@ async fn nobody_can_grant_permissions_they_do_not_hold() {
 async fn only_an_admin_member_can_make_another_admin() {
     let app = TestApp::spawn().await;
     let a = app.admin("A").await;
-    let manager = app.role(&a, "manager", &["tenant:user:create", "tenant:user:update"]).await;
+    let manager = app
+        .role(&a, "manager", &["tenant:user:create", "tenant:user:update"])
+        .await;
     let user = app.user("fb-mgr", "mgr@example.com").await;
     app.member(a.tenant_id, user, "MEMBER").await;
     let set = app
-        .patch(&format!("/api/v1/tenants/{}/users/{user}/roles", a.tenant_id), &a.auth, json!({"roleIDs": [manager]}))
+        .patch(
+            &format!("/api/v1/tenants/{}/users/{user}/roles", a.tenant_id),
+            &a.auth,
+            json!({"roleIDs": [manager]}),
+        )
         .await;
     assert_eq!(set.status, 200, "{}", set.body);
     let auth = bearer(&jwt::hs256("fb-mgr"));

@@ -24,9 +24,17 @@ async fn roles_are_created_read_updated_and_deleted() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let titles = |body: &serde_json::Value| -> Vec<String> {
-        body["permissions"].as_array().expect("permissions").iter().filter_map(|p| p["permissionTitle"].as_str().map(String::from)).collect()
+        body["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .filter_map(|p| p["permissionTitle"].as_str().map(String::from))
+            .collect()
     };
-    assert_eq!(titles(&created.body), ["tenant:audit:list", "tenant:role:read"]);
+    assert_eq!(
+        titles(&created.body),
+        ["tenant:audit:list", "tenant:role:read"]
+    );
     assert_eq!(created.body["isGlobal"], false);
     let id = created.str("roleID");
 
@@ -37,16 +45,40 @@ async fn roles_are_created_read_updated_and_deleted() {
     assert_eq!(updated.body["roleTitle"], "auditor 2");
     assert!(updated.body["roleDescription"].is_null());
     assert_eq!(titles(&updated.body), ["tenant:user:list"]);
-    let untouched = app.patch(&format!("{roles}/{id}"), &a.auth, json!({"roleTitle": "auditor 3"})).await;
-    assert_eq!(titles(&untouched.body), ["tenant:user:list"], "permissions stay when none are sent");
+    let untouched = app
+        .patch(
+            &format!("{roles}/{id}"),
+            &a.auth,
+            json!({"roleTitle": "auditor 3"}),
+        )
+        .await;
+    assert_eq!(
+        titles(&untouched.body),
+        ["tenant:user:list"],
+        "permissions stay when none are sent"
+    );
 
     let (key_id, key) = app.key_with_roles(&a, "uses role", &[&id]).await;
     let deleted = app.delete(&format!("{roles}/{id}"), &a.auth).await;
     assert_eq!(deleted.status, 204);
     assert_eq!(app.get(&format!("{roles}/{id}"), &a.auth).await.status, 404);
-    let key_now = app.get(&format!("/api/v1/tenants/{}/apikeys/{key_id}", a.tenant_id), &a.auth).await;
-    assert_eq!(key_now.body["roleIDs"], json!([]), "assignments go with the role");
-    assert_eq!(app.get(&format!("/api/v1/tenants/{}/users", a.tenant_id), &key).await.status, 403);
+    let key_now = app
+        .get(
+            &format!("/api/v1/tenants/{}/apikeys/{key_id}", a.tenant_id),
+            &a.auth,
+        )
+        .await;
+    assert_eq!(
+        key_now.body["roleIDs"],
+        json!([]),
+        "assignments go with the role"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/tenants/{}/users", a.tenant_id), &key)
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test]
@@ -62,7 +94,12 @@ async fn unknown_permissions_are_422_and_write_nothing() {
     ];
     for body in cases {
         let resp = app.post(&roles, &a.auth, body.clone()).await;
-        assert_eq!((resp.status, resp.code()), (422, "validation_failed"), "{body}: {}", resp.body);
+        assert_eq!(
+            (resp.status, resp.code()),
+            (422, "validation_failed"),
+            "{body}: {}",
+            resp.body
+        );
     }
     let count: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblRoles" WHERE "tenantID" = $1"#)
         .bind(a.tenant_id)

@@ -9,22 +9,42 @@ async fn adding_a_member_creates_or_links_the_user() {
     let a = app.admin("A").await;
     let users = format!("/api/v1/tenants/{}/users", a.tenant_id);
     let created = app
-        .post(&users, &a.auth, json!({"email": "hana@example.com", "firebaseID": "fb-hana", "firstName": "Hana"}))
+        .post(
+            &users,
+            &a.auth,
+            json!({"email": "hana@example.com", "firebaseID": "fb-hana", "firstName": "Hana"}),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["role"], "MEMBER");
     assert_eq!(created.body["firstName"], "Hana");
 
     let existing = app.user("fb-ivan", "Ivan@Example.com").await;
-    let linked = app.post(&users, &a.auth, json!({"email": "ivan@example.com"})).await;
+    let linked = app
+        .post(&users, &a.auth, json!({"email": "ivan@example.com"}))
+        .await;
     assert_eq!(linked.status, 201, "{}", linked.body);
     assert_eq!(linked.body["userID"], existing.to_string());
 
-    let unknown = app.post(&users, &a.auth, json!({"email": "nobody@example.com"})).await;
+    let unknown = app
+        .post(&users, &a.auth, json!({"email": "nobody@example.com"}))
+        .await;
     assert_eq!((unknown.status, unknown.code()), (422, "validation_failed"));
-    let again = app.post(&users, &a.auth, json!({"email": "hana@example.com", "firebaseID": "fb-hana"})).await;
+    let again = app
+        .post(
+            &users,
+            &a.auth,
+            json!({"email": "hana@example.com", "firebaseID": "fb-hana"}),
+        )
+        .await;
     assert_eq!((again.status, again.code()), (409, "already_member"));
-    let bad_role = app.post(&users, &a.auth, json!({"email": "x@example.com", "firebaseID": "fb-x", "role": "OWNER"})).await;
+    let bad_role = app
+        .post(
+            &users,
+            &a.auth,
+            json!({"email": "x@example.com", "firebaseID": "fb-x", "role": "OWNER"}),
+        )
+        .await;
     assert_eq!(bad_role.status, 400);
 
     let list = app.get(&users, &a.auth).await;
@@ -41,18 +61,33 @@ async fn removing_a_member_keeps_the_user_and_the_last_admin_stays() {
     let admin = app.user("fb-jo", "jo@example.com").await;
     app.member(a.tenant_id, admin, "ADMIN").await;
     let role = app.role(&a, "r", &["tenant:user:list"]).await;
-    let kim = app.post(&users, &a.auth, json!({"email": "kim@example.com", "firebaseID": "fb-kim", "roleIDs": [role]})).await;
+    let kim = app
+        .post(
+            &users,
+            &a.auth,
+            json!({"email": "kim@example.com", "firebaseID": "fb-kim", "roleIDs": [role]}),
+        )
+        .await;
     assert_eq!(kim.body["roleIDs"], json!([role]));
     let kim_id = kim.str("userID");
 
     let last = app.delete(&format!("{users}/{admin}"), &a.auth).await;
     assert_eq!((last.status, last.code()), (409, "last_admin"));
-    let demote = app.patch(&format!("{users}/{admin}/roles"), &a.auth, json!({"roleIDs": [], "role": "MEMBER"})).await;
+    let demote = app
+        .patch(
+            &format!("{users}/{admin}/roles"),
+            &a.auth,
+            json!({"roleIDs": [], "role": "MEMBER"}),
+        )
+        .await;
     assert_eq!((demote.status, demote.code()), (409, "last_admin"));
 
     let removed = app.delete(&format!("{users}/{kim_id}"), &a.auth).await;
     assert_eq!(removed.status, 204);
-    assert_eq!(app.get(&format!("{users}/{kim_id}"), &a.auth).await.status, 404);
+    assert_eq!(
+        app.get(&format!("{users}/{kim_id}"), &a.auth).await.status,
+        404
+    );
     let (users_left, mappings): (i64, i64) = sqlx::query_as(
         r#"SELECT (SELECT count(*) FROM "tblUsers" WHERE "firebaseID" = 'fb-kim'),
                   (SELECT count(*) FROM "tblUserTenantRoleMappings" WHERE "userID"::text = $1)"#,
@@ -76,7 +111,10 @@ async fn concurrent_demotions_cannot_remove_every_admin() {
     let body = json!({"roleIDs": [], "role": "MEMBER"});
     let path_one = format!("{users}/{one}/roles");
     let path_two = format!("{users}/{two}/roles");
-    let (r1, r2) = tokio::join!(app.patch(&path_one, &a.auth, body.clone()), app.patch(&path_two, &a.auth, body.clone()));
+    let (r1, r2) = tokio::join!(
+        app.patch(&path_one, &a.auth, body.clone()),
+        app.patch(&path_two, &a.auth, body.clone())
+    );
     let mut statuses = [r1.status, r2.status];
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{} / {}", r1.body, r2.body);

@@ -80,12 +80,18 @@ async fn every_upstream_table_and_column_exists_with_its_type() {
         for (column, ty) in columns {
             match actual.get(&(table.clone(), column.clone())) {
                 None => problems.push(format!("missing {table}.{column}")),
-                Some(found) if *found != ty => problems.push(format!("{table}.{column}: {found}, expected {ty}")),
+                Some(found) if *found != ty => {
+                    problems.push(format!("{table}.{column}: {found}, expected {ty}"))
+                }
                 Some(_) => {}
             }
         }
     }
-    assert!(problems.is_empty(), "schema differs from upstream:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "schema differs from upstream:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -105,7 +111,10 @@ async fn every_foreign_key_is_covered_by_an_index() {
     .fetch_all(&db.pool)
     .await
     .expect("catalog query");
-    assert!(uncovered.is_empty(), "foreign keys without an index: {uncovered:?}");
+    assert!(
+        uncovered.is_empty(),
+        "foreign keys without an index: {uncovered:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +137,10 @@ async fn every_constraint_has_an_explicit_name() {
     .fetch_all(&db.pool)
     .await
     .expect("catalog query");
-    assert!(generated.is_empty(), "constraints with generated names: {generated:?}");
+    assert!(
+        generated.is_empty(),
+        "constraints with generated names: {generated:?}"
+    );
 }
 
 #[tokio::test]
@@ -136,11 +148,17 @@ async fn upstream_constraint_names_are_kept() {
     let db = TestDb::new().await;
     for (table, name) in [
         ("tblTenants", "fktblTenantstblUsersCreatorID"),
-        ("tblUsersTenantsRelationship", "pktblUsersTenantsRelationship"),
+        (
+            "tblUsersTenantsRelationship",
+            "pktblUsersTenantsRelationship",
+        ),
         ("tblUserTenantRoleMappings", "fkUserTenantRoleUserTenant"),
         ("tblRoles", "fktblRolesTenantIDTblTenantsTenantID"),
         ("tblWorkflowEdge", "tblWorkflowEdge_upstream_fkey"),
-        ("tblWorkflowInstanceLogs", "fk_tblWorkflowInstanceLogs_instanceID"),
+        (
+            "tblWorkflowInstanceLogs",
+            "fk_tblWorkflowInstanceLogs_instanceID",
+        ),
         ("tblListeners", "uq_tblListeners_tenantID_endpointPath"),
         ("tblCronJobHistory", "fkTblCronJobHistoryCronjobID"),
     ] {
@@ -159,11 +177,12 @@ async fn upstream_constraint_names_are_kept() {
 #[tokio::test]
 async fn instance_log_idempotency_index_rejects_a_duplicate_result() {
     let db = TestDb::new().await;
-    let tenant: uuid::Uuid =
-        sqlx::query_scalar(r#"INSERT INTO "tblTenants" ("tenantTitle") VALUES ('t') RETURNING "tenantID""#)
-            .fetch_one(&db.pool)
-            .await
-            .expect("tenant");
+    let tenant: uuid::Uuid = sqlx::query_scalar(
+        r#"INSERT INTO "tblTenants" ("tenantTitle") VALUES ('t') RETURNING "tenantID""#,
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("tenant");
     let instance: uuid::Uuid = sqlx::query_scalar(
         r#"INSERT INTO "tblWorkflowInstances" ("tenantID", "status") VALUES ($1, 'RUNNING') RETURNING "instanceID""#,
     )
@@ -173,29 +192,57 @@ async fn instance_log_idempotency_index_rejects_a_duplicate_result() {
     .expect("instance");
     let insert = r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
                     VALUES ($1, $2, 'NODE_COMPLETED', 1)"#;
-    sqlx::query(insert).bind(instance).bind("node-a").execute(&db.pool).await.expect("first result");
-    let second = sqlx::query(insert).bind(instance).bind("node-a").execute(&db.pool).await;
+    sqlx::query(insert)
+        .bind(instance)
+        .bind("node-a")
+        .execute(&db.pool)
+        .await
+        .expect("first result");
+    let second = sqlx::query(insert)
+        .bind(instance)
+        .bind("node-a")
+        .execute(&db.pool)
+        .await;
     let err = second.expect_err("the duplicate must be refused");
-    let constraint = err.as_database_error().and_then(|e| e.constraint()).map(str::to_owned);
-    assert_eq!(constraint.as_deref(), Some("uq_tblWorkflowInstanceLogs_idempotency"));
+    let constraint = err
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .map(str::to_owned);
+    assert_eq!(
+        constraint.as_deref(),
+        Some("uq_tblWorkflowInstanceLogs_idempotency")
+    );
     // Input rows carry no nodeID and are not constrained.
     let input = r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType") VALUES ($1, 'INPUT_SET')"#;
-    sqlx::query(input).bind(instance).execute(&db.pool).await.expect("input 1");
-    sqlx::query(input).bind(instance).execute(&db.pool).await.expect("input 2");
-    let ids: Vec<i64> = sqlx::query_scalar(r#"SELECT "logID" FROM "tblWorkflowInstanceLogs" ORDER BY "logID""#)
-        .fetch_all(&db.pool)
+    sqlx::query(input)
+        .bind(instance)
+        .execute(&db.pool)
         .await
-        .expect("log ids");
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "logID orders the log: {ids:?}");
+        .expect("input 1");
+    sqlx::query(input)
+        .bind(instance)
+        .execute(&db.pool)
+        .await
+        .expect("input 2");
+    let ids: Vec<i64> =
+        sqlx::query_scalar(r#"SELECT "logID" FROM "tblWorkflowInstanceLogs" ORDER BY "logID""#)
+            .fetch_all(&db.pool)
+            .await
+            .expect("log ids");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "logID orders the log: {ids:?}"
+    );
 }
 
 #[tokio::test]
 async fn the_permission_catalogue_and_global_admin_role_are_seeded() {
     let db = TestDb::new().await;
-    let titles: Vec<String> = sqlx::query_scalar(r#"SELECT "permissionTitle" FROM "tblPermissions""#)
-        .fetch_all(&db.pool)
-        .await
-        .expect("permissions");
+    let titles: Vec<String> =
+        sqlx::query_scalar(r#"SELECT "permissionTitle" FROM "tblPermissions""#)
+            .fetch_all(&db.pool)
+            .await
+            .expect("permissions");
     for expected in [
         "tenant:read",
         "tenant:update",
@@ -207,7 +254,10 @@ async fn the_permission_catalogue_and_global_admin_role_are_seeded() {
         "tenant:widgetlibrary:install",
         "tenant:listener:export",
     ] {
-        assert!(titles.iter().any(|t| t == expected), "missing permission {expected}");
+        assert!(
+            titles.iter().any(|t| t == expected),
+            "missing permission {expected}"
+        );
     }
     let unmapped: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblPermissions" p WHERE NOT EXISTS (
@@ -229,6 +279,11 @@ async fn apalis_queue_schema_is_installed_by_migrate() {
         .await
         .expect("regclass");
     assert_eq!(jobs.as_deref(), Some("apalis.jobs"));
-    let pending = jet_shared::db::pending_migrations(&db.pool).await.expect("pending");
-    assert!(pending.is_empty(), "template is fully migrated: {pending:?}");
+    let pending = jet_shared::db::pending_migrations(&db.pool)
+        .await
+        .expect("pending");
+    assert!(
+        pending.is_empty(),
+        "template is fully migrated: {pending:?}"
+    );
 }

@@ -38,10 +38,17 @@ impl FromStr for Role {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL.iter().copied().find(|r| r.name() == s.trim()).ok_or_else(|| {
-            let known: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-            format!("unknown worker role `{s}`; known roles: {}", known.join(", "))
-        })
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.name() == s.trim())
+            .ok_or_else(|| {
+                let known: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "unknown worker role `{s}`; known roles: {}",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -62,7 +69,12 @@ pub fn parse_roles(spec: Option<&str>) -> Result<Vec<Role>, String> {
 }
 
 /// Runs the selected roles until `shutdown`; returns the first role failure, if any.
-pub async fn run_roles(pool: PgPool, config: &Config, roles: &[Role], shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run_roles(
+    pool: PgPool,
+    config: &Config,
+    roles: &[Role],
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for role in roles {
         tracing::info!(%role, "starting worker role");
@@ -92,7 +104,11 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         .await
         .context("connecting to DATABASE_URL")?;
     let pending = jet_shared::db::pending_migrations(&pool).await?;
-    anyhow::ensure!(pending.is_empty(), "{} migrations pending: run `jet migrate` first", pending.len());
+    anyhow::ensure!(
+        pending.is_empty(),
+        "{} migrations pending: run `jet migrate` first",
+        pending.len()
+    );
     let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         jet_shared::lifecycle::shutdown_signal().await;
@@ -114,11 +130,17 @@ mod tests {
     #[test]
     fn unknown_roles_are_named_in_the_error() {
         let err = parse_roles(Some("maintenance,bogus")).expect_err("bogus is unknown");
-        assert!(err.contains("bogus") && err.contains("maintenance"), "{err}");
+        assert!(
+            err.contains("bogus") && err.contains("maintenance"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicates_collapse() {
-        assert_eq!(parse_roles(Some("maintenance, maintenance")), Ok(vec![Role::Maintenance]));
+        assert_eq!(
+            parse_roles(Some("maintenance, maintenance")),
+            Ok(vec![Role::Maintenance])
+        );
     }
 }

@@ -23,7 +23,10 @@ pub struct Settings {
 impl Settings {
     /// Settings from configuration; one round per hour.
     pub fn from_config(config: &Config) -> Self {
-        Self { audit_retention_days: config.audit_retention_days, interval: Duration::from_secs(3600) }
+        Self {
+            audit_retention_days: config.audit_retention_days,
+            interval: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -44,7 +47,9 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
                 tracing::info!(pruned = report.audit_rows_pruned, "maintenance round done");
             }
             Ok(_) => tracing::debug!("another replica runs this maintenance round"),
-            Err(err) => tracing::warn!(error = %err, "maintenance round failed; retrying next interval"),
+            Err(err) => {
+                tracing::warn!(error = %err, "maintenance round failed; retrying next interval")
+            }
         }
         tokio::select! {
             () = shutdown.wait() => return Ok(()),
@@ -66,7 +71,12 @@ pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundRe
     let mut pruned = 0;
     if settings.audit_retention_days > 0 {
         loop {
-            let n = jet_shared::audit::prune_older_than(pool, settings.audit_retention_days, PRUNE_BATCH).await?;
+            let n = jet_shared::audit::prune_older_than(
+                pool,
+                settings.audit_retention_days,
+                PRUNE_BATCH,
+            )
+            .await?;
             pruned += n;
             if n < PRUNE_BATCH as u64 {
                 break;
@@ -74,5 +84,8 @@ pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundRe
         }
     }
     tx.commit().await?;
-    Ok(RoundReport { ran: true, audit_rows_pruned: pruned })
+    Ok(RoundReport {
+        ran: true,
+        audit_rows_pruned: pruned,
+    })
 }

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use jet_shared::api_key::{self, Creator};
 use jet_shared::ids::{ApiKeyId, RoleId, TenantId};
 use jet_shared::rbac::Grants;
-use jet_shared::rbac::permissions::{APIKEY_CREATE, APIKEY_DELETE, APIKEY_LIST, APIKEY_READ, APIKEY_UPDATE};
+use jet_shared::rbac::permissions::{
+    APIKEY_CREATE, APIKEY_DELETE, APIKEY_LIST, APIKEY_READ, APIKEY_UPDATE,
+};
 use jet_shared::role;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -89,11 +91,19 @@ pub struct UpdateApiKey {
 }
 
 fn creator(auth: &JetAuth) -> Creator {
-    Creator { user_id: auth.0.user_id(), api_key_id: auth.0.api_key_id() }
+    Creator {
+        user_id: auth.0.user_id(),
+        api_key_id: auth.0.api_key_id(),
+    }
 }
 
 /// A key may only act through roles whose permissions the caller holds itself.
-async fn check_assignable(conn: &mut PgConnection, grants: &Grants, tenant: TenantId, role_ids: &[RoleId]) -> ApiResult<()> {
+async fn check_assignable(
+    conn: &mut PgConnection,
+    grants: &Grants,
+    tenant: TenantId,
+    role_ids: &[RoleId],
+) -> ApiResult<()> {
     let titles = role::titles_of_assignable(conn, tenant, role_ids).await?;
     grants.require_covers(titles.iter().map(String::as_str))?;
     Ok(())
@@ -107,13 +117,20 @@ pub struct ApiKeysApi {
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::ApiKeys")]
 impl ApiKeysApi {
     /// List a tenant's API keys
-    #[oai(path = "/:tenantID/apikeys", method = "get", operation_id = "listApiKeys")]
+    #[oai(
+        path = "/:tenantID/apikeys",
+        method = "get",
+        operation_id = "listApiKeys"
+    )]
     async fn list(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
-        #[oai(name = "pageSize", validator(minimum(value = "1"), maximum(value = "200")))]
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<ApiKeyOut>>> {
         authorize(&self.state, &auth, tenant_id.0, APIKEY_LIST, None).await?;
@@ -126,7 +143,11 @@ impl ApiKeysApi {
     ///
     /// Returns the raw key once. Its roles must be usable in the tenant (else 422) and the
     /// caller must hold their permissions (else 403 `permission_escalation`).
-    #[oai(path = "/:tenantID/apikeys", method = "post", operation_id = "createApiKey")]
+    #[oai(
+        path = "/:tenantID/apikeys",
+        method = "post",
+        operation_id = "createApiKey"
+    )]
     async fn create(
         &self,
         auth: JetAuth,
@@ -139,26 +160,50 @@ impl ApiKeysApi {
         let role_ids: Vec<RoleId> = body.role_ids.iter().copied().map(RoleId).collect();
         let mut tx = self.state.pool.begin().await?;
         check_assignable(&mut tx, &grants, tenant, &role_ids).await?;
-        let (key, raw) = api_key::insert(&mut tx, tenant, &title, &role_ids, false, creator(&auth)).await?;
+        let (key, raw) =
+            api_key::insert(&mut tx, tenant, &title, &role_ids, false, creator(&auth)).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(CreatedApiKey { api_key: raw.expose().to_owned(), details: key.into() })))
+        Ok(Created::Created(Json(CreatedApiKey {
+            api_key: raw.expose().to_owned(),
+            details: key.into(),
+        })))
     }
 
     /// Get an API key
-    #[oai(path = "/:tenantID/apikeys/:apiKeyID", method = "get", operation_id = "getApiKey")]
+    #[oai(
+        path = "/:tenantID/apikeys/:apiKeyID",
+        method = "get",
+        operation_id = "getApiKey"
+    )]
     async fn get(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "apiKeyID")] api_key_id: Path<Uuid>,
     ) -> ApiResult<Json<ApiKeyOut>> {
-        authorize(&self.state, &auth, tenant_id.0, APIKEY_READ, Some(api_key_id.0)).await?;
-        let key = api_key::get(&self.state.pool, TenantId(tenant_id.0), ApiKeyId(api_key_id.0)).await?;
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            APIKEY_READ,
+            Some(api_key_id.0),
+        )
+        .await?;
+        let key = api_key::get(
+            &self.state.pool,
+            TenantId(tenant_id.0),
+            ApiKeyId(api_key_id.0),
+        )
+        .await?;
         Ok(Json(key.into()))
     }
 
     /// Update an API key's title, roles or disabled flag
-    #[oai(path = "/:tenantID/apikeys/:apiKeyID", method = "patch", operation_id = "updateApiKey")]
+    #[oai(
+        path = "/:tenantID/apikeys/:apiKeyID",
+        method = "patch",
+        operation_id = "updateApiKey"
+    )]
     async fn update(
         &self,
         auth: JetAuth,
@@ -166,11 +211,24 @@ impl ApiKeysApi {
         #[oai(name = "apiKeyID")] api_key_id: Path<Uuid>,
         body: Json<UpdateApiKey>,
     ) -> ApiResult<Json<ApiKeyOut>> {
-        let grants = authorize(&self.state, &auth, tenant_id.0, APIKEY_UPDATE, Some(api_key_id.0)).await?;
+        let grants = authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            APIKEY_UPDATE,
+            Some(api_key_id.0),
+        )
+        .await?;
         let body = body.0;
         let tenant = TenantId(tenant_id.0);
-        let title = body.api_key_title.as_deref().map(|t| required_title("apiKeyTitle", t)).transpose()?;
-        let role_ids: Option<Vec<RoleId>> = body.role_ids.map(|ids| ids.into_iter().map(RoleId).collect());
+        let title = body
+            .api_key_title
+            .as_deref()
+            .map(|t| required_title("apiKeyTitle", t))
+            .transpose()?;
+        let role_ids: Option<Vec<RoleId>> = body
+            .role_ids
+            .map(|ids| ids.into_iter().map(RoleId).collect());
         let mut tx = self.state.pool.begin().await?;
         if let Some(role_ids) = &role_ids {
             check_assignable(&mut tx, &grants, tenant, role_ids).await?;
@@ -189,14 +247,25 @@ impl ApiKeysApi {
     }
 
     /// Delete an API key
-    #[oai(path = "/:tenantID/apikeys/:apiKeyID", method = "delete", operation_id = "deleteApiKey")]
+    #[oai(
+        path = "/:tenantID/apikeys/:apiKeyID",
+        method = "delete",
+        operation_id = "deleteApiKey"
+    )]
     async fn delete(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "apiKeyID")] api_key_id: Path<Uuid>,
     ) -> ApiResult<Deleted> {
-        authorize(&self.state, &auth, tenant_id.0, APIKEY_DELETE, Some(api_key_id.0)).await?;
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            APIKEY_DELETE,
+            Some(api_key_id.0),
+        )
+        .await?;
         let mut tx = self.state.pool.begin().await?;
         api_key::delete(&mut tx, TenantId(tenant_id.0), ApiKeyId(api_key_id.0)).await?;
         tx.commit().await?;
@@ -206,7 +275,11 @@ impl ApiKeysApi {
     /// Clone an API key
     ///
     /// Creates a disabled copy with the same roles and a new raw key, returned once.
-    #[oai(path = "/:tenantID/apikeys/:apiKeyID/clone", method = "post", operation_id = "cloneApiKey")]
+    #[oai(
+        path = "/:tenantID/apikeys/:apiKeyID/clone",
+        method = "post",
+        operation_id = "cloneApiKey"
+    )]
     async fn clone_key(
         &self,
         auth: JetAuth,
@@ -219,8 +292,12 @@ impl ApiKeysApi {
         let mut tx = self.state.pool.begin().await?;
         let source = api_key::get(&mut *tx, tenant, ApiKeyId(api_key_id.0)).await?;
         check_assignable(&mut tx, &grants, tenant, &source.role_ids).await?;
-        let (key, raw) = api_key::clone_disabled(&mut tx, tenant, source.api_key_id, creator(&auth)).await?;
+        let (key, raw) =
+            api_key::clone_disabled(&mut tx, tenant, source.api_key_id, creator(&auth)).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(CreatedApiKey { api_key: raw.expose().to_owned(), details: key.into() })))
+        Ok(Created::Created(Json(CreatedApiKey {
+            api_key: raw.expose().to_owned(),
+            details: key.into(),
+        })))
     }
 }

@@ -64,13 +64,20 @@ pub struct AuditApi {
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Audit")]
 impl AuditApi {
     /// List a tenant's audit trail, newest first
-    #[oai(path = "/:tenantID/audit", method = "get", operation_id = "listAuditLogs")]
+    #[oai(
+        path = "/:tenantID/audit",
+        method = "get",
+        operation_id = "listAuditLogs"
+    )]
     async fn list(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
-        #[oai(name = "pageSize", validator(minimum(value = "1"), maximum(value = "200")))]
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<AuditLogOut>>> {
         authorize(&self.state, &auth, tenant_id.0, AUDIT_LIST, None).await?;

@@ -62,7 +62,11 @@ impl AuthApi {
                     tenant_id: None,
                 }
             }
-            Principal::ApiKey { api_key_id, tenant_id, .. } => Me {
+            Principal::ApiKey {
+                api_key_id,
+                tenant_id,
+                ..
+            } => Me {
                 auth_type: "API_KEY".into(),
                 user_id: None,
                 email: None,
@@ -75,15 +79,27 @@ impl AuthApi {
     }
 
     /// Get the calling user's settings in a tenant
-    #[oai(path = "/config/:tenantID", method = "get", operation_id = "getUserTenantConfig")]
-    async fn get_config(&self, auth: JetAuth, #[oai(name = "tenantID")] tenant_id: Path<Uuid>) -> ApiResult<Json<UserTenantConfig>> {
+    #[oai(
+        path = "/config/:tenantID",
+        method = "get",
+        operation_id = "getUserTenantConfig"
+    )]
+    async fn get_config(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+    ) -> ApiResult<Json<UserTenantConfig>> {
         let (user_id, tenant) = self.member(&auth, tenant_id.0).await?;
         let config = user_config::get(&self.state.pool, user_id, tenant).await?;
         Ok(Json(UserTenantConfig { config }))
     }
 
     /// Replace the calling user's settings in a tenant
-    #[oai(path = "/config/:tenantID", method = "put", operation_id = "putUserTenantConfig")]
+    #[oai(
+        path = "/config/:tenantID",
+        method = "put",
+        operation_id = "putUserTenantConfig"
+    )]
     async fn put_config(
         &self,
         auth: JetAuth,
@@ -101,11 +117,14 @@ impl AuthApi {
 
 impl AuthApi {
     /// Settings belong to users; the caller must be a member of the tenant (else 404).
-    async fn member(&self, auth: &JetAuth, tenant_id: Uuid) -> ApiResult<(jet_shared::ids::UserId, TenantId)> {
-        let user_id = auth
-            .0
-            .user_id()
-            .ok_or_else(|| ApiError::forbidden("user_required", "settings belong to users, not API keys"))?;
+    async fn member(
+        &self,
+        auth: &JetAuth,
+        tenant_id: Uuid,
+    ) -> ApiResult<(jet_shared::ids::UserId, TenantId)> {
+        let user_id = auth.0.user_id().ok_or_else(|| {
+            ApiError::forbidden("user_required", "settings belong to users, not API keys")
+        })?;
         let tenant = TenantId(tenant_id);
         load_grants(&self.state.pool, &auth.0, tenant).await?;
         Ok((user_id, tenant))

@@ -44,20 +44,30 @@ impl HealthApi {
     /// Liveness: the process answers
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> Json<Health> {
-        Json(Health { status: "ok".into(), timestamp: Utc::now() })
+        Json(Health {
+            status: "ok".into(),
+            timestamp: Utc::now(),
+        })
     }
 
     /// Readiness: the database answers and migrations are current
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ReadyResponse {
         let not_ready = |reason: String| {
-            ReadyResponse::NotReady(Json(Readiness { status: "not_ready".into(), reason: Some(reason) }))
+            ReadyResponse::NotReady(Json(Readiness {
+                status: "not_ready".into(),
+                reason: Some(reason),
+            }))
         };
         match jet_shared::db::pending_migrations(&self.state.pool).await {
-            Ok(pending) if pending.is_empty() => {
-                ReadyResponse::Ready(Json(Readiness { status: "ready".into(), reason: None }))
-            }
-            Ok(pending) => not_ready(format!("{} migrations pending; run `jet migrate`", pending.len())),
+            Ok(pending) if pending.is_empty() => ReadyResponse::Ready(Json(Readiness {
+                status: "ready".into(),
+                reason: None,
+            })),
+            Ok(pending) => not_ready(format!(
+                "{} migrations pending; run `jet migrate`",
+                pending.len()
+            )),
             Err(err) => {
                 tracing::warn!(error = %err, "readiness check failed");
                 not_ready("database unreachable".into())

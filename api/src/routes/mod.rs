@@ -112,7 +112,9 @@ pub async fn authorize(
 pub fn required_title(field: &str, value: &str) -> ApiResult<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::unprocessable(format!("{field} must not be blank")));
+        return Err(ApiError::unprocessable(format!(
+            "{field} must not be blank"
+        )));
     }
     Ok(trimmed.to_owned())
 }

@@ -111,7 +111,11 @@ pub struct UpdateRole {
     pub asset_permissions: Option<Vec<AssetPermissionIn>>,
 }
 
-fn selection(ids: Vec<Uuid>, titles: Vec<String>, assets: Vec<AssetPermissionIn>) -> PermissionSelection {
+fn selection(
+    ids: Vec<Uuid>,
+    titles: Vec<String>,
+    assets: Vec<AssetPermissionIn>,
+) -> PermissionSelection {
     PermissionSelection {
         permission_ids: ids.into_iter().map(PermissionId).collect(),
         permission_titles: titles.into_iter().map(|t| t.trim().to_owned()).collect(),
@@ -140,7 +144,10 @@ impl RolesApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
-        #[oai(name = "pageSize", validator(minimum(value = "1"), maximum(value = "200")))]
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<RoleOut>>> {
         authorize(&self.state, &auth, tenant_id.0, ROLE_LIST, None).await?;
@@ -150,18 +157,32 @@ impl RolesApi {
     }
 
     /// List the permission catalogue
-    #[oai(path = "/:tenantID/roles/permissions", method = "get", operation_id = "listPermissions")]
-    async fn permissions(&self, auth: JetAuth, #[oai(name = "tenantID")] tenant_id: Path<Uuid>) -> ApiResult<Json<Vec<PermissionOut>>> {
+    #[oai(
+        path = "/:tenantID/roles/permissions",
+        method = "get",
+        operation_id = "listPermissions"
+    )]
+    async fn permissions(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+    ) -> ApiResult<Json<Vec<PermissionOut>>> {
         authorize(&self.state, &auth, tenant_id.0, PERMISSION_LIST, None).await?;
         let catalogue = role::list_catalogue(&self.state.pool).await?;
-        Ok(Json(catalogue.into_iter().map(PermissionOut::from).collect()))
+        Ok(Json(
+            catalogue.into_iter().map(PermissionOut::from).collect(),
+        ))
     }
 
     /// Create a role
     ///
     /// Unknown permissions are a 422. The caller must hold every permission it grants (403
     /// `permission_escalation`).
-    #[oai(path = "/:tenantID/roles", method = "post", operation_id = "createRole")]
+    #[oai(
+        path = "/:tenantID/roles",
+        method = "post",
+        operation_id = "createRole"
+    )]
     async fn create(
         &self,
         auth: JetAuth,
@@ -171,7 +192,11 @@ impl RolesApi {
         let grants = authorize(&self.state, &auth, tenant_id.0, ROLE_CREATE, None).await?;
         let body = body.0;
         let title = required_title("roleTitle", &body.role_title)?;
-        let wanted = selection(body.permission_ids, body.permissions, body.asset_permissions);
+        let wanted = selection(
+            body.permission_ids,
+            body.permissions,
+            body.asset_permissions,
+        );
         let mut tx = self.state.pool.begin().await?;
         let permissions = role::resolve_selection(&mut tx, &wanted).await?;
         grants.require_covers(permissions.iter().map(|p| p.permission_title.as_str()))?;
@@ -188,7 +213,11 @@ impl RolesApi {
     }
 
     /// Get a role with its permissions
-    #[oai(path = "/:tenantID/roles/:roleID", method = "get", operation_id = "getRole")]
+    #[oai(
+        path = "/:tenantID/roles/:roleID",
+        method = "get",
+        operation_id = "getRole"
+    )]
     async fn get(
         &self,
         auth: JetAuth,
@@ -204,7 +233,11 @@ impl RolesApi {
     /// Update a role
     ///
     /// Global roles are read-only here (403 `global_role_read_only`).
-    #[oai(path = "/:tenantID/roles/:roleID", method = "patch", operation_id = "updateRole")]
+    #[oai(
+        path = "/:tenantID/roles/:roleID",
+        method = "patch",
+        operation_id = "updateRole"
+    )]
     async fn update(
         &self,
         auth: JetAuth,
@@ -212,14 +245,27 @@ impl RolesApi {
         #[oai(name = "roleID")] role_id: Path<Uuid>,
         body: Json<UpdateRole>,
     ) -> ApiResult<Json<RoleOut>> {
-        let grants = authorize(&self.state, &auth, tenant_id.0, ROLE_UPDATE, Some(role_id.0)).await?;
+        let grants = authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            ROLE_UPDATE,
+            Some(role_id.0),
+        )
+        .await?;
         let body = body.0;
         let tenant = TenantId(tenant_id.0);
         let id = RoleId(role_id.0);
-        let title = body.role_title.as_deref().map(|t| required_title("roleTitle", t)).transpose()?;
+        let title = body
+            .role_title
+            .as_deref()
+            .map(|t| required_title("roleTitle", t))
+            .transpose()?;
         let mut tx = self.state.pool.begin().await?;
         role::get_editable(&mut tx, tenant, id).await?;
-        let replace = body.permission_ids.is_some() || body.permissions.is_some() || body.asset_permissions.is_some();
+        let replace = body.permission_ids.is_some()
+            || body.permissions.is_some()
+            || body.asset_permissions.is_some();
         let permissions = if replace {
             let wanted = selection(
                 body.permission_ids.unwrap_or_default(),
@@ -237,21 +283,39 @@ impl RolesApi {
             MaybeUndefined::Null => Some(None),
             MaybeUndefined::Value(v) => Some(Some(v.as_str())),
         };
-        let updated =
-            role::update(&mut tx, tenant, id, title.as_deref(), description, permissions.as_deref()).await?;
+        let updated = role::update(
+            &mut tx,
+            tenant,
+            id,
+            title.as_deref(),
+            description,
+            permissions.as_deref(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Json(updated.into()))
     }
 
     /// Delete a role and all its assignments
-    #[oai(path = "/:tenantID/roles/:roleID", method = "delete", operation_id = "deleteRole")]
+    #[oai(
+        path = "/:tenantID/roles/:roleID",
+        method = "delete",
+        operation_id = "deleteRole"
+    )]
     async fn delete(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "roleID")] role_id: Path<Uuid>,
     ) -> ApiResult<Deleted> {
-        authorize(&self.state, &auth, tenant_id.0, ROLE_DELETE, Some(role_id.0)).await?;
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            ROLE_DELETE,
+            Some(role_id.0),
+        )
+        .await?;
         let tenant = TenantId(tenant_id.0);
         let id = RoleId(role_id.0);
         let mut tx = self.state.pool.begin().await?;

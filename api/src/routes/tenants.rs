@@ -124,12 +124,17 @@ impl TenantsApi {
         &self,
         auth: JetAuth,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
-        #[oai(name = "pageSize", validator(minimum(value = "1"), maximum(value = "200")))]
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<TenantOut>>> {
         let request = page_request(page.0, page_size.0)?;
         let page = tenant::list_visible(&self.state.pool, &auth.0, request).await?;
-        Ok(Json(Page::from_domain(page, |m| TenantOut::new(m.tenant, m.role))))
+        Ok(Json(Page::from_domain(page, |m| {
+            TenantOut::new(m.tenant, m.role)
+        })))
     }
 
     /// Create a tenant
@@ -137,21 +142,36 @@ impl TenantsApi {
     /// The calling user becomes its `ADMIN`. API keys belong to one tenant and cannot create
     /// tenants (403 `user_required`).
     #[oai(path = "/", method = "post", operation_id = "createTenant")]
-    async fn create(&self, auth: JetAuth, body: Json<CreateTenant>) -> ApiResult<Created<TenantOut>> {
+    async fn create(
+        &self,
+        auth: JetAuth,
+        body: Json<CreateTenant>,
+    ) -> ApiResult<Created<TenantOut>> {
         let Some(user_id) = auth.0.user_id() else {
-            return Err(ApiError::forbidden("user_required", "only users can create tenants"));
+            return Err(ApiError::forbidden(
+                "user_required",
+                "only users can create tenants",
+            ));
         };
         let title = required_title("tenantTitle", &body.tenant_title)?;
         let mut tx = self.state.pool.begin().await?;
         let created =
-            tenant::insert_with_admin(&mut tx, &title, body.tenant_logo_url.as_deref(), user_id).await?;
+            tenant::insert_with_admin(&mut tx, &title, body.tenant_logo_url.as_deref(), user_id)
+                .await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(TenantOut::new(created, Some("ADMIN".into())))))
+        Ok(Created::Created(Json(TenantOut::new(
+            created,
+            Some("ADMIN".into()),
+        ))))
     }
 
     /// Get a tenant with its asset counts
     #[oai(path = "/:tenantID", method = "get", operation_id = "getTenant")]
-    async fn get(&self, auth: JetAuth, #[oai(name = "tenantID")] tenant_id: Path<Uuid>) -> ApiResult<Json<TenantDetail>> {
+    async fn get(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+    ) -> ApiResult<Json<TenantDetail>> {
         authorize(&self.state, &auth, tenant_id.0, TENANT_READ, None).await?;
         let id = TenantId(tenant_id.0);
         let row = tenant::get(&self.state.pool, id).await?;
@@ -188,7 +208,11 @@ impl TenantsApi {
         authorize(&self.state, &auth, tenant_id.0, TENANT_UPDATE, None).await?;
         let body = body.0;
         let patch = TenantPatch {
-            tenant_title: body.tenant_title.as_deref().map(|t| required_title("tenantTitle", t)).transpose()?,
+            tenant_title: body
+                .tenant_title
+                .as_deref()
+                .map(|t| required_title("tenantTitle", t))
+                .transpose()?,
             tenant_logo_url: maybe(body.tenant_logo_url),
             is_disabled: body.is_disabled,
             disable_reason: maybe(body.disable_reason),
@@ -201,7 +225,11 @@ impl TenantsApi {
 
     /// Delete a tenant and everything it owns
     #[oai(path = "/:tenantID", method = "delete", operation_id = "deleteTenant")]
-    async fn delete(&self, auth: JetAuth, #[oai(name = "tenantID")] tenant_id: Path<Uuid>) -> ApiResult<Deleted> {
+    async fn delete(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+    ) -> ApiResult<Deleted> {
         authorize(&self.state, &auth, tenant_id.0, TENANT_DELETE, None).await?;
         let mut tx = self.state.pool.begin().await?;
         tenant::delete(&mut tx, TenantId(tenant_id.0)).await?;
@@ -211,9 +239,15 @@ impl TenantsApi {
 }
 
 impl TenantsApi {
-    async fn membership_role(&self, auth: &JetAuth, tenant_id: TenantId) -> ApiResult<Option<String>> {
+    async fn membership_role(
+        &self,
+        auth: &JetAuth,
+        tenant_id: TenantId,
+    ) -> ApiResult<Option<String>> {
         match auth.0.user_id() {
-            Some(user_id) => Ok(jet_shared::user::membership_role(&self.state.pool, tenant_id, user_id).await?),
+            Some(user_id) => {
+                Ok(jet_shared::user::membership_role(&self.state.pool, tenant_id, user_id).await?)
+            }
             None => Ok(None),
         }
     }

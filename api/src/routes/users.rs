@@ -109,13 +109,20 @@ pub struct UsersApi {
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Users")]
 impl UsersApi {
     /// List the members of a tenant
-    #[oai(path = "/:tenantID/users", method = "get", operation_id = "listTenantUsers")]
+    #[oai(
+        path = "/:tenantID/users",
+        method = "get",
+        operation_id = "listTenantUsers"
+    )]
     async fn list(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
-        #[oai(name = "pageSize", validator(minimum(value = "1"), maximum(value = "200")))]
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<MemberOut>>> {
         authorize(&self.state, &auth, tenant_id.0, USER_LIST, None).await?;
@@ -129,7 +136,11 @@ impl UsersApi {
     /// Links the user with this firebaseID (or, without one, this email), creating the user
     /// when a firebaseID is given and no user has it. Granting `ADMIN` or roles requires the
     /// caller to hold those permissions itself (403 `permission_escalation`).
-    #[oai(path = "/:tenantID/users", method = "post", operation_id = "addTenantUser")]
+    #[oai(
+        path = "/:tenantID/users",
+        method = "post",
+        operation_id = "addTenantUser"
+    )]
     async fn add(
         &self,
         auth: JetAuth,
@@ -165,7 +176,11 @@ impl UsersApi {
     }
 
     /// Get one member
-    #[oai(path = "/:tenantID/users/:tenantUserID", method = "get", operation_id = "getTenantUser")]
+    #[oai(
+        path = "/:tenantID/users/:tenantUserID",
+        method = "get",
+        operation_id = "getTenantUser"
+    )]
     async fn get(
         &self,
         auth: JetAuth,
@@ -173,7 +188,8 @@ impl UsersApi {
         #[oai(name = "tenantUserID")] user_id: Path<Uuid>,
     ) -> ApiResult<Json<MemberOut>> {
         authorize(&self.state, &auth, tenant_id.0, USER_READ, Some(user_id.0)).await?;
-        let member = user::get_member(&self.state.pool, TenantId(tenant_id.0), UserId(user_id.0)).await?;
+        let member =
+            user::get_member(&self.state.pool, TenantId(tenant_id.0), UserId(user_id.0)).await?;
         Ok(Json(member.into()))
     }
 
@@ -181,14 +197,25 @@ impl UsersApi {
     ///
     /// The user row stays; only the membership, its roles and UI config go. The last `ADMIN`
     /// cannot be removed (409 `last_admin`).
-    #[oai(path = "/:tenantID/users/:tenantUserID", method = "delete", operation_id = "removeTenantUser")]
+    #[oai(
+        path = "/:tenantID/users/:tenantUserID",
+        method = "delete",
+        operation_id = "removeTenantUser"
+    )]
     async fn remove(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "tenantUserID")] user_id: Path<Uuid>,
     ) -> ApiResult<Deleted> {
-        authorize(&self.state, &auth, tenant_id.0, USER_DELETE, Some(user_id.0)).await?;
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            USER_DELETE,
+            Some(user_id.0),
+        )
+        .await?;
         let mut tx = self.state.pool.begin().await?;
         user::remove_member(&mut tx, TenantId(tenant_id.0), UserId(user_id.0)).await?;
         tx.commit().await?;
@@ -199,7 +226,11 @@ impl UsersApi {
     ///
     /// Replaces the member's roles and, when `role` is given, the membership role. The caller
     /// must hold every permission it grants.
-    #[oai(path = "/:tenantID/users/:tenantUserID/roles", method = "patch", operation_id = "setTenantUserRoles")]
+    #[oai(
+        path = "/:tenantID/users/:tenantUserID/roles",
+        method = "patch",
+        operation_id = "setTenantUserRoles"
+    )]
     async fn set_roles(
         &self,
         auth: JetAuth,
@@ -207,7 +238,14 @@ impl UsersApi {
         #[oai(name = "tenantUserID")] user_id: Path<Uuid>,
         body: Json<SetMemberRoles>,
     ) -> ApiResult<Json<MemberOut>> {
-        let grants = authorize(&self.state, &auth, tenant_id.0, USER_UPDATE, Some(user_id.0)).await?;
+        let grants = authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            USER_UPDATE,
+            Some(user_id.0),
+        )
+        .await?;
         let tenant = TenantId(tenant_id.0);
         let role_ids: Vec<RoleId> = body.role_ids.iter().copied().map(RoleId).collect();
         let mut tx = self.state.pool.begin().await?;

@@ -9,8 +9,14 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     jet_shared::telemetry::init(&config);
     let title = flag_value(args, "--tenant")?.unwrap_or("Default");
-    let admin = match (flag_value(args, "--admin-email")?, flag_value(args, "--admin-firebase-id")?) {
-        (Some(email), Some(subject)) => Some(AdminUser { email: email.into(), firebase_id: subject.into() }),
+    let admin = match (
+        flag_value(args, "--admin-email")?,
+        flag_value(args, "--admin-firebase-id")?,
+    ) {
+        (Some(email), Some(subject)) => Some(AdminUser {
+            email: email.into(),
+            firebase_id: subject.into(),
+        }),
         (None, None) => None,
         _ => anyhow::bail!("--admin-email and --admin-firebase-id go together"),
     };
@@ -24,9 +30,15 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Prints what bootstrap made; with an API base URL, an example request too.
 pub fn print_bootstrapped(done: &Bootstrapped, api_base: Option<&str>) {
-    println!("Tenant:    {} ({})", done.tenant.tenant_id, done.tenant.tenant_title);
+    println!(
+        "Tenant:    {} ({})",
+        done.tenant.tenant_id, done.tenant.tenant_title
+    );
     if let Some(user) = &done.admin_user {
-        println!("Admin:     {} (firebaseID {})", user.email, user.firebase_id);
+        println!(
+            "Admin:     {} (firebaseID {})",
+            user.email, user.firebase_id
+        );
     }
     println!("Admin key: {}", done.api_key.expose());
     println!("           (shown once: it is stored only as a hash)");

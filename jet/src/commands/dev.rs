@@ -25,8 +25,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let cluster = match &config.database_url {
         Some(_) => None,
         None => {
-            let port = flag_value(args, "--pg-port")?.map(str::parse).transpose().context("--pg-port")?;
-            let mut cluster = Cluster::prepare(&state_dir.join("dev-pg"), Durability::Durable, port)?;
+            let port = flag_value(args, "--pg-port")?
+                .map(str::parse)
+                .transpose()
+                .context("--pg-port")?;
+            let mut cluster =
+                Cluster::prepare(&state_dir.join("dev-pg"), Durability::Durable, port)?;
             cluster.start()?;
             pg::ensure_database(&cluster, "jet").await?;
             config.database_url = Some(cluster.url("jet"));
@@ -46,7 +50,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
 
 async fn serve_everything(config: Config) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_owned();
-    let pool = jet_shared::db::connect(&url, config.db_max_connections).await.context("connecting to the database")?;
+    let pool = jet_shared::db::connect(&url, config.db_max_connections)
+        .await
+        .context("connecting to the database")?;
     jet_shared::db::migrate(&pool).await?;
     let (local, acceptor) = jet_api::bind(config.api_addr).await?;
     let base = format!("http://{local}");
@@ -67,11 +73,14 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
     let state = jet_api::AppState::new(pool.clone(), config.clone())?;
     let mut api_shutdown = shutdown.clone();
-    let mut api = tokio::spawn(jet_api::serve(acceptor, state, async move { api_shutdown.wait().await }));
+    let mut api = tokio::spawn(jet_api::serve(acceptor, state, async move {
+        api_shutdown.wait().await
+    }));
     let worker_config = config.clone();
     let worker_shutdown = shutdown.clone();
-    let mut workers =
-        tokio::spawn(async move { jet_worker::run_roles(pool, &worker_config, &roles, worker_shutdown).await });
+    let mut workers = tokio::spawn(async move {
+        jet_worker::run_roles(pool, &worker_config, &roles, worker_shutdown).await
+    });
 
     // Stop on a signal, or as soon as either half ends on its own (which is a failure).
     let early = tokio::select! {

@@ -1,0 +1,91 @@
+//! The checked-in spec is the service's spec, and it describes every operation fully.
+
+use jet_tests::TestApp;
+use serde_json::Value;
+
+fn checked_in() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_checked_in_spec_matches_the_code() {
+    assert!(
+        checked_in() == jet_api::spec_json(),
+        "openapi/openapi.json drifted from the code: run `cargo run -p jet -- openapi --write` and commit it"
+    );
+}
+
+#[test]
+fn every_operation_is_fully_described() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let mut ids = std::collections::HashSet::new();
+    let mut count = 0;
+    for (path, ops) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            let name = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no operationId"));
+            assert!(
+                ids.insert(id.to_owned()),
+                "{name}: duplicate operationId {id}"
+            );
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: no summary"
+            );
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|k| k.starts_with('2')),
+                "{name}: no success response"
+            );
+            if path.starts_with("/api/") {
+                for status in ["400", "401", "403", "404", "422", "500"] {
+                    let error = &responses[status]["content"]["application/json; charset=utf-8"]["schema"]
+                        ["$ref"];
+                    assert_eq!(
+                        error, "#/components/schemas/ErrorBody",
+                        "{name}: {status} is not an ErrorBody"
+                    );
+                }
+                assert!(op["security"].is_array(), "{name}: no security requirement");
+            }
+            if ["post", "put", "patch"].contains(&method.as_str()) && !path.ends_with("/clone") {
+                assert!(
+                    op["requestBody"]["content"].is_object(),
+                    "{name}: no request body schema"
+                );
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 28, "only {count} operations");
+    let scheme = &spec["components"]["securitySchemes"]["JetAuth"];
+    assert_eq!(scheme["type"], "apiKey");
+    assert_eq!(scheme["name"], "Authorization");
+}
+
+#[tokio::test]
+async fn the_service_serves_its_spec_and_docs() {
+    let app = TestApp::spawn().await;
+    let served = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .expect("spec");
+    assert_eq!(served.status(), 200);
+    let served: Value = served.json().await.expect("json");
+    let expected: Value = serde_json::from_str(&jet_api::spec_json()).expect("json");
+    assert_eq!(served, expected);
+    let docs = app
+        .client
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .expect("docs");
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("swagger-ui"), "docs page is the Swagger UI");
+}
