@@ -223,6 +223,10 @@ pub async fn ensure_database(cluster: &Cluster, database: &str) -> Result<()> {
     Ok(())
 }
 
+const INSTALL_HINT: &str = "Install them: Debian/Ubuntu `sudo apt-get install postgresql`, Fedora \
+     `sudo dnf install postgresql-server`, macOS `brew install postgresql@16`; or point \
+     JET_PG_BIN_DIR at their folder, or set DATABASE_URL to use an existing server.";
+
 /// Where initdb, pg_ctl and postgres live: `JET_PG_BIN_DIR`, `pg_config --bindir`, the newest
 /// `/usr/lib/postgresql/*/bin`, or the `PATH`.
 #[allow(clippy::disallowed_methods)] // a tool path, not service configuration
@@ -237,7 +241,7 @@ fn find_bin_dir() -> Result<PathBuf> {
             return Ok(dir);
         }
         bail!(
-            "JET_PG_BIN_DIR={} has no initdb, pg_ctl and postgres",
+            "JET_PG_BIN_DIR={} has no initdb, pg_ctl and postgres.\n{INSTALL_HINT}",
             dir.display()
         );
     }
@@ -267,12 +271,7 @@ fn find_bin_dir() -> Result<PathBuf> {
             }
         }
     }
-    bail!(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found.\n\
-         Install them — Debian/Ubuntu: `sudo apt-get install postgresql`; Fedora: \
-         `sudo dnf install postgresql-server`; macOS: `brew install postgresql@16` — or point \
-         JET_PG_BIN_DIR at their folder, or set DATABASE_URL to use an existing server."
-    )
+    bail!("PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found.\n{INSTALL_HINT}")
 }
 
 fn running_as_root() -> Result<bool> {

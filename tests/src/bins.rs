@@ -107,10 +107,11 @@ impl Running {
     }
 }
 
-/// Runs a command to completion; returns (success, stdout + stderr).
+/// Runs a command to completion in the temp folder; returns (success, stdout + stderr).
 pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = std::process::Command::new(path(program));
-    cmd.args(args)
+    cmd.current_dir(std::env::temp_dir())
+        .args(args)
         .env_remove("DATABASE_URL")
         .env("JET_LOG", "warn");
     for (k, v) in env {

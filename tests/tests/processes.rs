@@ -137,3 +137,20 @@ fn jet_openapi_check_accepts_the_checked_in_spec() {
     let (ok, out) = run("jet", &["openapi", "--check"], &[]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn jet_dev_without_postgres_binaries_says_what_to_install() {
+    let empty = std::env::temp_dir().join(format!("jet-no-pg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&empty).expect("dir");
+    let (ok, out) = run(
+        "jet",
+        &["dev"],
+        &[("JET_PG_BIN_DIR", empty.to_str().expect("utf-8 path"))],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("apt-get install postgresql") && out.contains("DATABASE_URL"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&empty);
+}

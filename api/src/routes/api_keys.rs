@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 /// An API key (never its secret value).
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct ApiKeyOut {
     #[oai(rename = "apiKeyID")]
     pub api_key_id: Uuid,
@@ -58,7 +58,7 @@ impl From<api_key::ApiKey> for ApiKeyOut {
 
 /// A newly created key with its secret value, shown this once.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreatedApiKey {
     /// The raw key (64 hex chars). Send it as `Authorization: api_key <key>`. It is not stored
     /// and cannot be shown again.
@@ -69,7 +69,7 @@ pub struct CreatedApiKey {
 
 /// Body of `createApiKey`.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateApiKey {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub api_key_title: String,
@@ -80,7 +80,7 @@ pub struct CreateApiKey {
 
 /// Body of `updateApiKey`; absent fields stay as they are.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct UpdateApiKey {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub api_key_title: Option<String>,

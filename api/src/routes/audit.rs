@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// One audited request.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AuditLogOut {
     #[oai(rename = "auditLogID")]
     pub audit_log_id: Uuid,

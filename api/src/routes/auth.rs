@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// The authenticated caller.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Me {
     /// `USER` or `API_KEY` (upstream's `authType`).
     pub auth_type: String,

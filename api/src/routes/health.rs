@@ -16,6 +16,7 @@ pub struct Health {
 
 /// Readiness detail.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,

@@ -40,7 +40,7 @@ pub enum ApiTags {
 
 /// One page of a list.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Page<T: ParseFromJSON + ToJSON + Send + Sync> {
     /// The rows of this page.
     pub items: Vec<T>,

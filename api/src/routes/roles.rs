@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 /// A permission of the catalogue.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct PermissionOut {
     #[oai(rename = "permissionID")]
     pub permission_id: Uuid,
@@ -39,7 +39,7 @@ impl From<role::Permission> for PermissionOut {
 
 /// A role with its permissions.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct RoleOut {
     #[oai(rename = "roleID")]
     pub role_id: Uuid,
@@ -68,7 +68,7 @@ impl From<role::RoleWithPermissions> for RoleOut {
 
 /// A permission on one asset: `tenant:asset:<resourceType>:<resourceID>:<action>`.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AssetPermissionIn {
     /// The resource type of a catalogue permission, e.g. `workflow`.
     #[oai(validator(min_length = 1, max_length = 64))]
@@ -82,7 +82,7 @@ pub struct AssetPermissionIn {
 
 /// Body of `createRole`. Permissions may be named by id, by title, or both.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateRole {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub role_title: String,
@@ -99,7 +99,7 @@ pub struct CreateRole {
 
 /// Body of `updateRole`. Sending any of the three permission fields replaces the whole set.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct UpdateRole {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub role_title: Option<String>,

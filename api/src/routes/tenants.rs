@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// A tenant.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct TenantOut {
     #[oai(rename = "tenantID")]
     pub tenant_id: Uuid,
@@ -56,7 +56,7 @@ impl TenantOut {
 
 /// Asset counts of a tenant.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct TenantCountsOut {
     pub roles: i64,
     pub members: i64,
@@ -80,7 +80,7 @@ pub struct TenantDetail {
 
 /// Body of `createTenant`.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateTenant {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub tenant_title: String,
@@ -90,7 +90,7 @@ pub struct CreateTenant {
 
 /// Body of `updateTenant`; absent fields stay as they are, `null` clears a nullable field.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct UpdateTenant {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub tenant_title: Option<String>,

@@ -34,7 +34,7 @@ impl MembershipRole {
 
 /// A member of a tenant.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct MemberOut {
     #[oai(rename = "userID")]
     pub user_id: Uuid,
@@ -70,9 +70,9 @@ impl From<user::Member> for MemberOut {
     }
 }
 
-/// Body of `addTenantUser`.
+/// Body of `addTenantUser`. `role` defaults to `MEMBER`.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AddMember {
     /// Email of the user; an existing user with this email is linked when no firebaseID is given.
     #[oai(validator(min_length = 3, max_length = 320))]
@@ -84,20 +84,18 @@ pub struct AddMember {
     pub first_name: Option<String>,
     #[oai(validator(max_length = 255))]
     pub last_name: Option<String>,
-    /// Defaults to `MEMBER`.
     pub role: Option<MembershipRole>,
     #[oai(rename = "roleIDs", default)]
     pub role_ids: Vec<Uuid>,
 }
 
-/// Body of `setTenantUserRoles`.
+/// Body of `setTenantUserRoles`. `role`, when given, changes the membership role.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct SetMemberRoles {
     /// The complete new set of roles.
     #[oai(rename = "roleIDs")]
     pub role_ids: Vec<Uuid>,
-    /// Changes the membership role when given.
     pub role: Option<MembershipRole>,
 }
 
