@@ -13,8 +13,9 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
-    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi, roles::RolesApi,
-    tenants::TenantsApi, users::UsersApi,
+    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi,
+    instances::InstancesApi, roles::RolesApi, tenants::TenantsApi, users::UsersApi,
+    workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -29,6 +30,8 @@ type Apis = (
     RolesApi,
     ApiKeysApi,
     AuditApi,
+    WorkflowsApi,
+    InstancesApi,
 );
 
 /// The OpenAPI service: every operation, described.
@@ -53,6 +56,12 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         AuditApi {
+            state: state.clone(),
+        },
+        WorkflowsApi {
+            state: state.clone(),
+        },
+        InstancesApi {
             state: state.clone(),
         },
     );

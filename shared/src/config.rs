@@ -76,6 +76,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// `JET_WORKER_ROLES`: comma-separated roles for `jet-worker`; empty means all.
     pub worker_roles: Option<String>,
+    /// `JET_WORKER_ID`: unique name of this worker replica (default: host name and pid).
+    pub worker_id: Option<String>,
     /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
     pub audit_retention_days: u32,
 }
@@ -130,6 +132,7 @@ impl Config {
                 audience: get("JET_JWT_AUDIENCE"),
             },
             worker_roles: get("JET_WORKER_ROLES"),
+            worker_id: get("JET_WORKER_ID"),
             audit_retention_days: parse(
                 "JET_AUDIT_RETENTION_DAYS",
                 get("JET_AUDIT_RETENTION_DAYS"),

@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -21,5 +22,6 @@ pub mod telemetry;
 pub mod tenant;
 pub mod user;
 pub mod user_config;
+pub mod workflow;
 
 pub use error::{Error, Result};

@@ -61,6 +61,13 @@ pub mod permissions {
     pub const APIKEY_UPDATE: Permission = Permission("tenant:apikey:update");
     pub const APIKEY_DELETE: Permission = Permission("tenant:apikey:delete");
     pub const AUDIT_LIST: Permission = Permission("tenant:audit:list");
+    pub const WORKFLOW_LIST: Permission = Permission("tenant:workflow:list");
+    pub const WORKFLOW_CREATE: Permission = Permission("tenant:workflow:create");
+    pub const WORKFLOW_READ: Permission = Permission("tenant:workflow:read");
+    pub const WORKFLOW_UPDATE: Permission = Permission("tenant:workflow:update");
+    pub const WORKFLOW_DELETE: Permission = Permission("tenant:workflow:delete");
+    pub const WORKFLOW_EXECUTE: Permission = Permission("tenant:workflow:execute");
+    pub const WORKFLOW_EXPORT: Permission = Permission("tenant:workflow:export");
 }
 
 /// What a principal may do in one tenant.

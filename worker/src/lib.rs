@@ -2,7 +2,9 @@
 //! Any number of replicas may run against the same database.
 #![doc = include_str!("../README.md")]
 
+pub mod commands;
 pub mod maintenance;
+pub mod nodes;
 
 use jet_shared::config::Config;
 use jet_shared::lifecycle::Shutdown;
@@ -13,16 +15,22 @@ use std::str::FromStr;
 /// A role a worker process can take on. All are on by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Consumes the apalis command queue (start, cancel, …).
+    Commands,
+    /// Claims and runs workflow node executions.
+    Nodes,
     /// Housekeeping: retention of the audit trail.
     Maintenance,
 }
 
 impl Role {
     /// Every role, in start order.
-    pub const ALL: &'static [Role] = &[Role::Maintenance];
+    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance];
 
     fn name(self) -> &'static str {
         match self {
+            Role::Commands => "commands",
+            Role::Nodes => "nodes",
             Role::Maintenance => "maintenance",
         }
     }
@@ -76,9 +84,25 @@ pub async fn run_roles(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
+    let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
     for role in roles {
-        tracing::info!(%role, "starting worker role");
+        tracing::info!(%role, worker = %worker_id, "starting worker role");
         match role {
+            Role::Commands => {
+                tasks.spawn(commands::run(
+                    pool.clone(),
+                    worker_id.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Role::Nodes => {
+                tasks.spawn(nodes::run(
+                    pool.clone(),
+                    worker_id.clone(),
+                    nodes::Settings::default(),
+                    shutdown.clone(),
+                ));
+            }
             Role::Maintenance => {
                 let settings = maintenance::Settings::from_config(config);
                 tasks.spawn(maintenance::run(pool.clone(), settings, shutdown.clone()));
@@ -94,6 +118,13 @@ pub async fn run_roles(
         }
     }
     result
+}
+
+/// `<host>-<pid>`: unique per live process on a host, readable in `leaseOwner` columns.
+pub fn default_worker_id() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "worker".into());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 /// Everything `jet-worker` does after reading config: pool, schema check, roles.

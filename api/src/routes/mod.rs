@@ -4,9 +4,11 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod instances;
 pub mod roles;
 pub mod tenants;
 pub mod users;
+pub mod workflows;
 
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
@@ -34,6 +36,8 @@ pub enum ApiTags {
     Auth,
     /// The audit trail of a tenant.
     Audit,
+    /// Workflow definitions and their runs.
+    Workflows,
     /// Liveness and readiness.
     Health,
 }

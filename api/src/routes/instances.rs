@@ -1,0 +1,197 @@
+//! `/api/v1/tenants/{tenantID}/workflows/instances`: runs of workflows — list, progress
+//! (folded context and log), cancel.
+
+use super::{ApiTags, Page, authorize, page_request};
+use crate::error::ApiResult;
+use crate::security::JetAuth;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use jet_shared::commands::{self, Command};
+use jet_shared::ids::TenantId;
+use jet_shared::rbac::permissions::{WORKFLOW_EXECUTE, WORKFLOW_LIST, WORKFLOW_READ};
+use jet_shared::workflow::{context, instance};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A workflow run.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct InstanceOut {
+    #[oai(rename = "instanceID")]
+    pub instance_id: Uuid,
+    #[oai(rename = "workflowID")]
+    pub workflow_id: Option<Uuid>,
+    /// `PENDING`, `RUNNING`, `COMPLETED`, `FAILED` or `CANCELLED`.
+    pub status: String,
+    pub is_test: bool,
+    #[oai(rename = "parentInstanceID")]
+    pub parent_instance_id: Option<Uuid>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<instance::Instance> for InstanceOut {
+    fn from(i: instance::Instance) -> Self {
+        Self {
+            instance_id: i.instance_id,
+            workflow_id: i.workflow_id,
+            status: i.status,
+            is_test: i.is_test,
+            parent_instance_id: i.parent_instance_id,
+            started_at: i.started_at,
+            completed_at: i.completed_at,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+/// One row of an instance's log.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct LogOut {
+    #[oai(rename = "logID")]
+    pub log_id: i64,
+    #[oai(rename = "nodeID")]
+    pub node_id: Option<String>,
+    /// `INPUT_SET`, `NODE_DISPATCHED`, `NODE_COMPLETED`, `NODE_FAILED`, `NODE_SUSPENDED`, `SYSTEM_SET`.
+    pub event_type: String,
+    pub node_status: Option<String>,
+    pub node_attempt: Option<i32>,
+    pub error_message: Option<String>,
+    /// The row's context contribution, without internal (`__`) keys.
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An instance with its progress.
+#[derive(Debug, Object)]
+pub struct InstanceDetail {
+    #[oai(flatten)]
+    pub instance: InstanceOut,
+    /// The folded context without internal keys (`input`, node outputs, `output` of the end node).
+    pub context: Value,
+    pub logs: Vec<LogOut>,
+}
+
+/// `cancelInstance` answers.
+#[derive(ApiResponse)]
+pub enum CancelResponse {
+    /// The cancel command is queued; the instance ends as CANCELLED if it was still running.
+    #[oai(status = 202)]
+    Accepted(Json<InstanceOut>),
+}
+
+/// Instance routes.
+pub struct InstancesApi {
+    pub state: AppState,
+}
+
+#[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Workflows")]
+impl InstancesApi {
+    /// List workflow runs
+    #[oai(
+        path = "/:tenantID/workflows/instances",
+        method = "get",
+        operation_id = "listInstances"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Query<Option<Uuid>>,
+        status: Query<Option<String>>,
+        #[oai(name = "isTest")] is_test: Query<Option<bool>>,
+        #[oai(name = "parentInstanceID")] parent_instance_id: Query<Option<Uuid>>,
+        #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        page_size: Query<Option<i64>>,
+    ) -> ApiResult<Json<Page<InstanceOut>>> {
+        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_LIST, None).await?;
+        let request = page_request(page.0, page_size.0)?;
+        let filter = instance::InstanceFilter {
+            workflow_id: workflow_id.0,
+            status: status.0,
+            is_test: is_test.0,
+            parent_instance_id: parent_instance_id.0,
+        };
+        let page =
+            instance::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
+        Ok(Json(Page::from_domain(page, InstanceOut::from)))
+    }
+
+    /// Get a run: status, folded context and log
+    #[oai(
+        path = "/:tenantID/workflows/instances/:instanceID",
+        method = "get",
+        operation_id = "getInstance"
+    )]
+    async fn get(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "instanceID")] instance_id: Path<Uuid>,
+    ) -> ApiResult<Json<InstanceDetail>> {
+        let tenant = TenantId(tenant_id.0);
+        let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
+        let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
+        grants.require(WORKFLOW_READ, row.workflow_id)?;
+        let ctx = instance::load_context(&self.state.pool, instance_id.0).await?;
+        let logs = instance::logs(&self.state.pool, instance_id.0, 0).await?;
+        Ok(Json(InstanceDetail {
+            instance: row.into(),
+            context: context::public(&ctx),
+            logs: logs
+                .into_iter()
+                .map(|l| LogOut {
+                    log_id: l.log_id,
+                    node_id: l.node_id,
+                    event_type: l.event_type,
+                    node_status: l.node_status,
+                    node_attempt: l.node_attempt,
+                    error_message: l.error_message,
+                    payload: context::public(&l.payload),
+                    created_at: l.created_at,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Cancel a run
+    #[oai(
+        path = "/:tenantID/workflows/instances/:instanceID/cancel",
+        method = "post",
+        operation_id = "cancelInstance"
+    )]
+    async fn cancel(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "instanceID")] instance_id: Path<Uuid>,
+    ) -> ApiResult<CancelResponse> {
+        let tenant = TenantId(tenant_id.0);
+        let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
+        let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
+        grants.require(WORKFLOW_EXECUTE, row.workflow_id)?;
+        let mut tx = self.state.pool.begin().await?;
+        commands::push(
+            &mut tx,
+            &Command::CancelInstance {
+                instance_id: instance_id.0,
+            },
+        )
+        .await
+        .map_err(|e| crate::error::ApiError::internal(e.as_ref()))?;
+        tx.commit().await?;
+        Ok(CancelResponse::Accepted(Json(row.into())))
+    }
+}

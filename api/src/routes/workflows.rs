@@ -1,0 +1,520 @@
+//! `/api/v1/tenants/{tenantID}/workflows`: workflow definitions (upstream's editor shape),
+//! validated on every save; execute.
+
+use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
+use crate::error::{ApiError, ApiResult};
+use crate::security::JetAuth;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use jet_shared::api_key::Creator;
+use jet_shared::ids::TenantId;
+use jet_shared::rbac::permissions::{
+    WORKFLOW_CREATE, WORKFLOW_DELETE, WORKFLOW_EXECUTE, WORKFLOW_EXPORT, WORKFLOW_LIST,
+    WORKFLOW_READ, WORKFLOW_UPDATE,
+};
+use jet_shared::workflow::definition::{self, Definition};
+use jet_shared::workflow::graph::{EditorEdge, EditorNode, Graph};
+use jet_shared::workflow::instance;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A node in the editor's shape (React Flow).
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WorkflowNode {
+    /// The node id; a UUID in a saved workflow.
+    pub id: String,
+    /// `start`, `end`, `condition`, `switch`, `delay`, `loop`, `fanout` or `join`.
+    #[oai(rename = "type")]
+    pub node_type: String,
+    /// The node's configuration.
+    #[oai(default)]
+    pub data: Value,
+    /// Editor layout, kept as sent.
+    pub position: Option<Value>,
+}
+
+/// An edge in the editor's shape; `sourceHandle` is the routing key (absent = `output`).
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct WorkflowEdge {
+    pub source: String,
+    pub target: String,
+    pub source_handle: Option<String>,
+    pub target_handle: Option<String>,
+}
+
+impl From<&WorkflowNode> for EditorNode {
+    fn from(n: &WorkflowNode) -> Self {
+        EditorNode {
+            id: n.id.clone(),
+            node_type: n.node_type.clone(),
+            data: n.data.clone(),
+            position: n.position.clone(),
+        }
+    }
+}
+
+impl From<&WorkflowEdge> for EditorEdge {
+    fn from(e: &WorkflowEdge) -> Self {
+        EditorEdge {
+            source: e.source.clone(),
+            target: e.target.clone(),
+            source_handle: e.source_handle.clone(),
+            target_handle: e.target_handle.clone(),
+        }
+    }
+}
+
+/// A workflow without its graph (list rows).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct WorkflowSummary {
+    #[oai(rename = "workflowID")]
+    pub workflow_id: Uuid,
+    pub title: String,
+    #[oai(rename = "tenantID")]
+    pub tenant_id: Uuid,
+    pub workflow_options: Value,
+    pub is_disabled: bool,
+    #[oai(rename = "creatorID")]
+    pub creator_id: Option<Uuid>,
+    #[oai(rename = "createdByApiKeyID")]
+    pub created_by_api_key_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<definition::Workflow> for WorkflowSummary {
+    fn from(w: definition::Workflow) -> Self {
+        Self {
+            workflow_id: w.workflow_id,
+            title: w.title,
+            tenant_id: w.tenant_id.0,
+            workflow_options: w
+                .workflow_options
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            is_disabled: w.is_disabled.unwrap_or(false),
+            creator_id: w.creator_id,
+            created_by_api_key_id: w.created_by_api_key_id,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A workflow with its graph and the validation warnings of its last save.
+#[derive(Debug, Object)]
+pub struct WorkflowDetail {
+    #[oai(flatten)]
+    pub workflow: WorkflowSummary,
+    pub nodes: Vec<WorkflowNode>,
+    pub edges: Vec<WorkflowEdge>,
+    /// Problems that do not block saving, e.g. unreachable nodes.
+    pub warnings: Vec<String>,
+}
+
+fn detail(d: Definition, warnings: Vec<String>) -> WorkflowDetail {
+    WorkflowDetail {
+        workflow: d.workflow.into(),
+        nodes: d
+            .nodes
+            .into_iter()
+            .map(|n| WorkflowNode {
+                id: n.id,
+                node_type: n.node_type,
+                data: n.data,
+                position: n.position,
+            })
+            .collect(),
+        edges: d
+            .edges
+            .into_iter()
+            .map(|e| WorkflowEdge {
+                source: e.source,
+                target: e.target,
+                source_handle: e.source_handle,
+                target_handle: e.target_handle,
+            })
+            .collect(),
+        warnings,
+    }
+}
+
+/// Body of `createWorkflow`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SaveWorkflow {
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub title: String,
+    pub nodes: Vec<WorkflowNode>,
+    #[oai(default)]
+    pub edges: Vec<WorkflowEdge>,
+    /// Run policy and input definitions (`inputs: [{name, type, required, default}]`).
+    pub workflow_options: Option<Value>,
+}
+
+/// Body of `updateWorkflow`: nodes and edges are replaced together when given.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct UpdateWorkflow {
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub title: Option<String>,
+    pub nodes: Option<Vec<WorkflowNode>>,
+    pub edges: Option<Vec<WorkflowEdge>>,
+    pub workflow_options: Option<Value>,
+}
+
+/// Body of `executeWorkflow`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ExecuteWorkflow {
+    /// Values for the workflow's inputs; checked against `workflowOptions.inputs`.
+    pub input_values: Option<Value>,
+}
+
+/// The instance an execution started.
+#[derive(Debug, Object)]
+pub struct Started {
+    #[oai(rename = "instanceID")]
+    pub instance_id: Uuid,
+}
+
+/// `executeWorkflow` answers.
+#[derive(ApiResponse)]
+pub enum ExecuteResponse {
+    /// The instance exists and its start command is queued.
+    #[oai(status = 202)]
+    Accepted(Json<Started>),
+}
+
+/// Validates a graph for saving: 422 naming the node for every problem.
+fn validate(
+    nodes: &[WorkflowNode],
+    edges: &[WorkflowEdge],
+) -> ApiResult<(Vec<EditorNode>, Vec<EditorEdge>, Vec<String>)> {
+    let nodes: Vec<EditorNode> = nodes.iter().map(EditorNode::from).collect();
+    let edges: Vec<EditorEdge> = edges.iter().map(EditorEdge::from).collect();
+    definition::check_node_ids(&nodes).map_err(ApiError::unprocessable)?;
+    let validated = Graph::validate(&nodes, &edges).map_err(|problems| {
+        ApiError::unprocessable(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    Ok((
+        nodes,
+        edges,
+        validated.warnings.iter().map(ToString::to_string).collect(),
+    ))
+}
+
+fn options(value: Option<Value>) -> ApiResult<Value> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(ApiError::unprocessable("workflowOptions must be an object")),
+    }
+}
+
+/// Workflow definition routes.
+pub struct WorkflowsApi {
+    pub state: AppState,
+}
+
+#[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Workflows")]
+impl WorkflowsApi {
+    /// List a tenant's workflows
+    #[oai(
+        path = "/:tenantID/workflows",
+        method = "get",
+        operation_id = "listWorkflows"
+    )]
+    async fn list(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        page_size: Query<Option<i64>>,
+    ) -> ApiResult<Json<Page<WorkflowSummary>>> {
+        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_LIST, None).await?;
+        let request = page_request(page.0, page_size.0)?;
+        let page = definition::list(&self.state.pool, TenantId(tenant_id.0), request).await?;
+        Ok(Json(Page::from_domain(page, WorkflowSummary::from)))
+    }
+
+    /// Create a workflow
+    ///
+    /// The graph is validated: exactly one start node, edges between existing nodes, node ids
+    /// that are UUIDs, configs valid for their node type, no join that can never be satisfied.
+    /// Each problem is a 422 naming the node; unreachable nodes come back as warnings.
+    #[oai(
+        path = "/:tenantID/workflows",
+        method = "post",
+        operation_id = "createWorkflow"
+    )]
+    async fn create(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        body: Json<SaveWorkflow>,
+    ) -> ApiResult<Created<WorkflowDetail>> {
+        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_CREATE, None).await?;
+        let body = body.0;
+        let title = required_title("title", &body.title)?;
+        let (nodes, edges, warnings) = validate(&body.nodes, &body.edges)?;
+        let opts = options(body.workflow_options)?;
+        let tenant = TenantId(tenant_id.0);
+        let creator = Creator {
+            user_id: auth.0.user_id(),
+            api_key_id: auth.0.api_key_id(),
+        };
+        let mut tx = self.state.pool.begin().await?;
+        let saved =
+            definition::insert(&mut tx, tenant, &title, &opts, &nodes, &edges, creator).await?;
+        let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
+        tx.commit().await?;
+        Ok(Created::Created(Json(detail(def, warnings))))
+    }
+
+    /// Get a workflow with its graph
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID",
+        method = "get",
+        operation_id = "getWorkflow"
+    )]
+    async fn get(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+    ) -> ApiResult<Json<WorkflowDetail>> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            WORKFLOW_READ,
+            Some(workflow_id.0),
+        )
+        .await?;
+        let mut conn = self.state.pool.acquire().await?;
+        let def = definition::get(&mut conn, TenantId(tenant_id.0), workflow_id.0).await?;
+        Ok(Json(detail(def, vec![])))
+    }
+
+    /// Export a workflow's definition (the shape `createWorkflow` accepts)
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID/export",
+        method = "get",
+        operation_id = "exportWorkflow"
+    )]
+    async fn export(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+    ) -> ApiResult<Json<WorkflowDetail>> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            WORKFLOW_EXPORT,
+            Some(workflow_id.0),
+        )
+        .await?;
+        let mut conn = self.state.pool.acquire().await?;
+        let def = definition::get(&mut conn, TenantId(tenant_id.0), workflow_id.0).await?;
+        Ok(Json(detail(def, vec![])))
+    }
+
+    /// Update a workflow; a new graph replaces all nodes and edges in one transaction
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID",
+        method = "patch",
+        operation_id = "updateWorkflow"
+    )]
+    async fn update(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+        body: Json<UpdateWorkflow>,
+    ) -> ApiResult<Json<WorkflowDetail>> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            WORKFLOW_UPDATE,
+            Some(workflow_id.0),
+        )
+        .await?;
+        let body = body.0;
+        let title = body
+            .title
+            .as_deref()
+            .map(|t| required_title("title", t))
+            .transpose()?;
+        let opts = body
+            .workflow_options
+            .map(|o| options(Some(o)))
+            .transpose()?;
+        let graph = match (&body.nodes, &body.edges) {
+            (Some(nodes), edges) => Some(validate(nodes, edges.as_deref().unwrap_or_default())?),
+            (None, Some(_)) => {
+                return Err(ApiError::unprocessable(
+                    "edges can only be replaced together with nodes",
+                ));
+            }
+            (None, None) => None,
+        };
+        let tenant = TenantId(tenant_id.0);
+        let mut tx = self.state.pool.begin().await?;
+        definition::update_row(
+            &mut tx,
+            tenant,
+            workflow_id.0,
+            title.as_deref(),
+            opts.as_ref(),
+        )
+        .await?;
+        let warnings = match graph {
+            Some((nodes, edges, warnings)) => {
+                definition::replace_graph(&mut tx, workflow_id.0, &nodes, &edges).await?;
+                warnings
+            }
+            None => vec![],
+        };
+        let def = definition::get(&mut tx, tenant, workflow_id.0).await?;
+        tx.commit().await?;
+        Ok(Json(detail(def, warnings)))
+    }
+
+    /// Delete a workflow with its instances
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID",
+        method = "delete",
+        operation_id = "deleteWorkflow"
+    )]
+    async fn delete(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+    ) -> ApiResult<Deleted> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            WORKFLOW_DELETE,
+            Some(workflow_id.0),
+        )
+        .await?;
+        let mut tx = self.state.pool.begin().await?;
+        definition::delete(&mut tx, TenantId(tenant_id.0), workflow_id.0).await?;
+        tx.commit().await?;
+        Ok(Deleted::Deleted)
+    }
+
+    /// Clone a workflow: same graph with fresh node ids
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID/clone",
+        method = "post",
+        operation_id = "cloneWorkflow"
+    )]
+    async fn clone_workflow(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+    ) -> ApiResult<Created<WorkflowDetail>> {
+        let grants = authorize(&self.state, &auth, tenant_id.0, WORKFLOW_CREATE, None).await?;
+        grants.require(WORKFLOW_READ, Some(workflow_id.0))?;
+        let tenant = TenantId(tenant_id.0);
+        let mut tx = self.state.pool.begin().await?;
+        let source = definition::get(&mut tx, tenant, workflow_id.0).await?;
+        let fresh: std::collections::HashMap<String, String> = source
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), Uuid::new_v4().to_string()))
+            .collect();
+        let nodes: Vec<EditorNode> = source
+            .nodes
+            .iter()
+            .map(|n| EditorNode {
+                id: fresh[&n.id].clone(),
+                ..n.clone()
+            })
+            .collect();
+        let edges: Vec<EditorEdge> = source
+            .edges
+            .iter()
+            .map(|e| EditorEdge {
+                source: fresh[&e.source].clone(),
+                target: fresh[&e.target].clone(),
+                ..e.clone()
+            })
+            .collect();
+        let creator = Creator {
+            user_id: auth.0.user_id(),
+            api_key_id: auth.0.api_key_id(),
+        };
+        let title = format!("{} (copy)", source.workflow.title);
+        let opts = source.workflow.workflow_options.clone().unwrap_or_default();
+        let saved =
+            definition::insert(&mut tx, tenant, &title, &opts, &nodes, &edges, creator).await?;
+        let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
+        tx.commit().await?;
+        Ok(Created::Created(Json(detail(def, vec![]))))
+    }
+
+    /// Run a workflow
+    ///
+    /// Checks `inputValues` against the workflow's input definitions, then writes the
+    /// instance, its `INPUT_SET` log row and the start command in one transaction.
+    #[oai(
+        path = "/:tenantID/workflows/:workflowID/execute",
+        method = "post",
+        operation_id = "executeWorkflow"
+    )]
+    async fn execute(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+        body: Json<ExecuteWorkflow>,
+    ) -> ApiResult<ExecuteResponse> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            WORKFLOW_EXECUTE,
+            Some(workflow_id.0),
+        )
+        .await?;
+        let tenant = TenantId(tenant_id.0);
+        let mut tx = self.state.pool.begin().await?;
+        let def = definition::get(&mut tx, tenant, workflow_id.0).await?;
+        if def.workflow.is_disabled == Some(true) {
+            return Err(ApiError::unprocessable("the workflow is disabled"));
+        }
+        let opts = def.workflow.workflow_options.clone().unwrap_or_default();
+        let inputs =
+            instance::check_inputs(&opts, body.input_values.as_ref().unwrap_or(&Value::Null))
+                .map_err(ApiError::unprocessable)?;
+        let instance_id = instance::create(&mut tx, tenant, workflow_id.0, &inputs)
+            .await
+            .map_err(|e| ApiError::internal(e.as_ref()))?;
+        tx.commit().await?;
+        Ok(ExecuteResponse::Accepted(Json(Started { instance_id })))
+    }
+}

@@ -1,0 +1,38 @@
+//! Commands: everything the API asks the workers to do, pushed to the apalis-postgres queue
+//! inside the caller's own transaction, so a command exists exactly when its effects commit.
+
+use apalis::prelude::TaskBuilder;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The apalis queue (`apalis.jobs.job_type`) commands travel on.
+pub const QUEUE: &str = "jet-commands";
+
+/// Attempts before apalis gives a command up.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// A command for the `commands` worker role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Dispatch the start node of a freshly created instance.
+    StartInstance {
+        #[serde(rename = "instanceID")]
+        instance_id: Uuid,
+    },
+    /// Stop an instance: no further node runs.
+    CancelInstance {
+        #[serde(rename = "instanceID")]
+        instance_id: Uuid,
+    },
+}
+
+/// Pushes a command in the caller's transaction.
+pub async fn push(conn: &mut PgConnection, command: &Command) -> anyhow::Result<()> {
+    let task = TaskBuilder::new(serde_json::to_vec(command)?)
+        .max_attempts(MAX_ATTEMPTS)
+        .build();
+    apalis_postgres::queries::push_tasks(conn, QUEUE, vec![task]).await?;
+    Ok(())
+}

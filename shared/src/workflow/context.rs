@@ -1,0 +1,51 @@
+//! The instance context: the shallow merge, in `logID` order, of the payloads of `INPUT_SET`,
+//! `NODE_COMPLETED` and `SYSTEM_SET` log rows. Keys starting with `__` never reach clients.
+
+use serde_json::{Map, Value};
+
+/// Folds payloads (already in `logID` order) into one context object.
+pub fn fold<'a>(payloads: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut acc = Map::new();
+    for payload in payloads {
+        if let Value::Object(map) = payload {
+            for (k, v) in map {
+                acc.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(acc)
+}
+
+/// The context without internal (`__`-prefixed) keys, for clients.
+pub fn public(ctx: &Value) -> Value {
+    match ctx {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with("__"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn later_payloads_win_per_top_level_key() {
+        let rows = [
+            json!({"input": {"a": 1}}),
+            json!({"x": {"deep": 1}, "__node_a": {}}),
+            json!({"x": {"other": 2}}),
+        ];
+        let ctx = fold(rows.iter());
+        assert_eq!(
+            ctx,
+            json!({"input": {"a": 1}, "x": {"other": 2}, "__node_a": {}})
+        );
+        assert_eq!(public(&ctx), json!({"input": {"a": 1}, "x": {"other": 2}}));
+    }
+}

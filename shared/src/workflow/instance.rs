@@ -1,0 +1,317 @@
+//! Workflow instances (`tblWorkflowInstances`) and their append-only log
+//! (`tblWorkflowInstanceLogs`): creation with inputs, the folded context, listing, cancel.
+
+use super::context;
+use super::definition;
+use super::queue;
+use crate::commands::{self, Command};
+use crate::ids::TenantId;
+use crate::page::{Page, PageRequest};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sqlx::{PgConnection, PgExecutor, PgPool, QueryBuilder};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A row of `tblWorkflowInstances`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Instance {
+    #[sqlx(rename = "instanceID")]
+    pub instance_id: Uuid,
+    #[sqlx(rename = "workflowID")]
+    pub workflow_id: Option<Uuid>,
+    #[sqlx(rename = "tenantID")]
+    pub tenant_id: TenantId,
+    pub status: String,
+    pub version: i32,
+    #[sqlx(rename = "startedAt")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[sqlx(rename = "completedAt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[sqlx(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[sqlx(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+    #[sqlx(rename = "isTest")]
+    pub is_test: bool,
+    #[sqlx(rename = "parentInstanceID")]
+    pub parent_instance_id: Option<Uuid>,
+}
+
+/// A log row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogRow {
+    #[sqlx(rename = "logID")]
+    pub log_id: i64,
+    #[sqlx(rename = "nodeID")]
+    pub node_id: Option<String>,
+    #[sqlx(rename = "eventType")]
+    pub event_type: String,
+    #[sqlx(rename = "nodeStatus")]
+    pub node_status: Option<String>,
+    #[sqlx(rename = "outputVariable")]
+    pub output_variable: Option<String>,
+    pub payload: Value,
+    #[sqlx(rename = "errorMessage")]
+    pub error_message: Option<String>,
+    #[sqlx(rename = "nodeAttempt")]
+    pub node_attempt: Option<i32>,
+    #[sqlx(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = r#""instanceID", "workflowID", "tenantID", "status", "version", "startedAt", "completedAt",
+    "createdAt", "updatedAt", "isTest", "parentInstanceID""#;
+
+/// Checks inputs against `workflowOptions.inputs` (`[{name, type, required, default}]`):
+/// required ones present, defaults filled in, numbers and booleans given as strings coerced.
+pub fn check_inputs(options: &Value, given: &Value) -> std::result::Result<Value, String> {
+    let mut out: Map<String, Value> = match given {
+        Value::Null => Map::new(),
+        Value::Object(m) => m.clone(),
+        _ => return Err("inputValues must be an object".into()),
+    };
+    for def in options
+        .get("inputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = def.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let value = match out.get(name) {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => match def.get("default") {
+                Some(d) => d.clone(),
+                None if def
+                    .get("required")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false) =>
+                {
+                    return Err(format!("input `{name}` is required"));
+                }
+                None => continue,
+            },
+        };
+        let coerced = match (
+            def.get("type").and_then(Value::as_str).unwrap_or("any"),
+            &value,
+        ) {
+            ("number", Value::String(s)) => s.trim().parse::<serde_json::Number>().ok().map(Value::Number),
+            ("number", Value::Number(_)) => Some(value.clone()),
+            ("boolean", Value::String(s)) => match s.as_str() {
+                "true" => Some(json!(true)),
+                "false" => Some(json!(false)),
+                _ => None,
+            },
+            ("boolean", Value::Bool(_)) => Some(value.clone()),
+            ("string", Value::String(_)) => Some(value.clone()),
+            ("object", Value::Object(_)) | ("array", Value::Array(_)) => Some(value.clone()),
+            ("any", _) => Some(value.clone()),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            format!(
+                "input `{name}` must be of type {}",
+                def.get("type").and_then(Value::as_str).unwrap_or("any")
+            )
+        })?;
+        out.insert(name.to_owned(), coerced);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Creates a RUNNING instance with its `INPUT_SET` row and pushes the start command, in the
+/// caller's transaction.
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    workflow_id: Uuid,
+    inputs: &Value,
+) -> anyhow::Result<Uuid> {
+    let instance_id: Uuid = sqlx::query_scalar(
+        r#"INSERT INTO "tblWorkflowInstances" ("workflowID", "tenantID", "status", "startedAt")
+           VALUES ($1, $2, 'RUNNING', now()) RETURNING "instanceID""#,
+    )
+    .bind(workflow_id)
+    .bind(tenant_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType", "outputVariable", "payload")
+           VALUES ($1, 'INPUT_SET', 'input', $2)"#,
+    )
+    .bind(instance_id)
+    .bind(json!({"input": inputs}))
+    .execute(&mut *conn)
+    .await?;
+    commands::push(conn, &Command::StartInstance { instance_id }).await?;
+    Ok(instance_id)
+}
+
+/// Dispatches the start node of a RUNNING instance that has none yet (the start command;
+/// idempotent, so a redelivered command does nothing).
+pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
+    let row: Option<(Option<Uuid>, TenantId, String)> = sqlx::query_as(
+        r#"SELECT "workflowID", "tenantID", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1 FOR UPDATE"#,
+    )
+    .bind(instance_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((Some(workflow_id), tenant_id, status)) = row else {
+        return Ok(false);
+    };
+    if status != "RUNNING" {
+        return Ok(false);
+    }
+    let started: bool = sqlx::query_scalar(
+        r#"SELECT EXISTS (SELECT 1 FROM "tblWorkflowInstanceLogs" WHERE "instanceID" = $1 AND "eventType" = 'NODE_DISPATCHED')"#,
+    )
+    .bind(instance_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if started {
+        return Ok(false);
+    }
+    let graph = definition::load_graph(&mut *conn, workflow_id).await?;
+    let start = graph
+        .start()
+        .ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
+    queue::dispatch(conn, instance_id, tenant_id.0, &start.id, Duration::ZERO).await?;
+    Ok(true)
+}
+
+/// Cancels a RUNNING instance: status CANCELLED, queued executions removed, so nothing runs
+/// further (a node running right now has its result dropped at settle).
+pub async fn cancel(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
+    let updated = sqlx::query(
+        r#"UPDATE "tblWorkflowInstances" SET "status" = 'CANCELLED', "completedAt" = now(), "updatedAt" = now(),
+             "version" = "version" + 1
+           WHERE "instanceID" = $1 AND "status" = 'RUNNING'"#,
+    )
+    .bind(instance_id)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "instanceID" = $1"#)
+        .bind(instance_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        r#"UPDATE "tblWorkflowDataCollectionRequests" SET "status" = 'CANCELLED', "updatedAt" = now()
+           WHERE "instanceID" = $1 AND "status" = 'PENDING'"#,
+    )
+    .bind(instance_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// One instance of the tenant.
+pub async fn get(
+    conn: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    instance_id: Uuid,
+) -> Result<Instance> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM "tblWorkflowInstances" WHERE "tenantID" = $1 AND "instanceID" = $2"#
+    )))
+    .bind(tenant_id)
+    .bind(instance_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("instance"))
+}
+
+/// The instance's status and workflow (the engine's view, across tenants).
+pub async fn runtime(
+    conn: impl PgExecutor<'_>,
+    instance_id: Uuid,
+) -> Result<Option<(Option<Uuid>, String)>> {
+    Ok(sqlx::query_as(
+        r#"SELECT "workflowID", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
+    )
+    .bind(instance_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The folded context (internal keys included).
+pub async fn load_context(conn: impl PgExecutor<'_>, instance_id: Uuid) -> Result<Value> {
+    let payloads: Vec<Value> = sqlx::query_scalar(
+        r#"SELECT "payload" FROM "tblWorkflowInstanceLogs"
+           WHERE "instanceID" = $1 AND "eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET') ORDER BY "logID""#,
+    )
+    .bind(instance_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(context::fold(payloads.iter()))
+}
+
+/// The instance's log, in order; `after` skips rows up to that `logID` (SSE resumption).
+pub async fn logs(conn: impl PgExecutor<'_>, instance_id: Uuid, after: i64) -> Result<Vec<LogRow>> {
+    Ok(sqlx::query_as(
+        r#"SELECT "logID", "nodeID", "eventType", "nodeStatus", "outputVariable", "payload", "errorMessage",
+                  "nodeAttempt", "createdAt"
+           FROM "tblWorkflowInstanceLogs" WHERE "instanceID" = $1 AND "logID" > $2 ORDER BY "logID""#,
+    )
+    .bind(instance_id)
+    .bind(after)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Filters of the instance list.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub workflow_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub is_test: Option<bool>,
+    pub parent_instance_id: Option<Uuid>,
+}
+
+/// A tenant's instances, newest first.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    filter: &InstanceFilter,
+    page: PageRequest,
+) -> Result<Page<Instance>> {
+    let build = |select: &str| {
+        let mut q = QueryBuilder::new(select);
+        q.push(r#" FROM "tblWorkflowInstances" WHERE "tenantID" = "#)
+            .push_bind(tenant_id);
+        if let Some(w) = filter.workflow_id {
+            q.push(r#" AND "workflowID" = "#).push_bind(w);
+        }
+        if let Some(s) = &filter.status {
+            q.push(r#" AND "status" = "#).push_bind(s.clone());
+        }
+        if let Some(t) = filter.is_test {
+            q.push(r#" AND "isTest" = "#).push_bind(t);
+        }
+        if let Some(p) = filter.parent_instance_id {
+            q.push(r#" AND "parentInstanceID" = "#).push_bind(p);
+        }
+        q
+    };
+    let total: i64 = build("SELECT count(*)")
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await?;
+    let mut q = build(&format!("SELECT {COLUMNS}"));
+    q.push(r#" ORDER BY "createdAt" DESC, "instanceID" LIMIT "#)
+        .push_bind(page.limit())
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let items = q.build_query_as().fetch_all(pool).await?;
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
+}

@@ -1,0 +1,10 @@
+//! Workflows: definitions (graph + validation), instances and their append-only log, the
+//! node-execution queue, and the node types.
+
+pub mod context;
+pub mod definition;
+pub mod graph;
+pub mod instance;
+pub mod nodes;
+pub mod queue;
+pub mod template;

@@ -1,0 +1,687 @@
+//! Node types: what each one's configuration must look like, and what running it produces.
+//! Running a node is a pure function of its configuration and the instance context; the
+//! queue (`queue.rs`) persists what it returns.
+
+use super::template::{resolve, resolve_str};
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// The node types the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    Start,
+    End,
+    Condition,
+    Switch,
+    Delay,
+    Loop,
+    Fanout,
+    Join,
+}
+
+impl std::str::FromStr for NodeType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "start" => NodeType::Start,
+            "end" => NodeType::End,
+            "condition" => NodeType::Condition,
+            "switch" => NodeType::Switch,
+            "delay" => NodeType::Delay,
+            "loop" => NodeType::Loop,
+            "fanout" => NodeType::Fanout,
+            "join" => NodeType::Join,
+            "dataQuery" => {
+                return Err(
+                    "dataQuery nodes arrive with datasources and data queries; not runnable yet"
+                        .into(),
+                );
+            }
+            "javascript" | "dataCollection" | "approval" | "subWorkflow" => {
+                return Err(format!(
+                    "node type `{s}` is not available in this version of the engine yet"
+                ));
+            }
+            other => return Err(format!("unknown node type `{other}`")),
+        })
+    }
+}
+
+impl NodeType {
+    /// The editor's name of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Start => "start",
+            NodeType::End => "end",
+            NodeType::Condition => "condition",
+            NodeType::Switch => "switch",
+            NodeType::Delay => "delay",
+            NodeType::Loop => "loop",
+            NodeType::Fanout => "fanout",
+            NodeType::Join => "join",
+        }
+    }
+
+    /// Nodes that follow exactly one of their handles, so their branches exclude each other.
+    pub fn is_exclusive(self) -> bool {
+        matches!(self, NodeType::Condition | NodeType::Switch)
+    }
+}
+
+/// `joinMode` of a node with several incoming edges: `all` by default; loop nodes, which are
+/// re-entered by their body's back edge, default to `any`.
+pub fn join_mode(config: &Value) -> &str {
+    match config.get("joinMode").and_then(Value::as_str) {
+        Some("any") => "any",
+        Some(_) => "all",
+        None if config.get("sourceVariable").is_some() => "any",
+        None => "all",
+    }
+}
+
+/// The comparison operators of condition and switch nodes (upstream's set).
+const OPERATORS: &[&str] = &[
+    "equals",
+    "not_equals",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "greater_than",
+    "less_than",
+    "greater_or_equal",
+    "less_or_equal",
+    "is_empty",
+    "is_not_empty",
+    "matches_regex",
+];
+
+/// Longest delay a delay node may ask for (upstream: 24 h).
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a node's configuration; the message names the offending field.
+pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
+    if !c.is_object() {
+        return Err("data must be an object".into());
+    }
+    match node_type {
+        NodeType::Start | NodeType::Join => {
+            if let Some(mode) = c.get("joinMode") {
+                one_of(mode, "joinMode", &["all", "any"])?;
+            }
+            Ok(())
+        }
+        NodeType::End => {
+            if let Some(status) = c.get("status") {
+                one_of(status, "status", &["success", "error"])?;
+            }
+            if let Some(params) = c.get("outputParameters") {
+                let list = params
+                    .as_array()
+                    .ok_or("outputParameters must be an array")?;
+                for p in list {
+                    p.get("name")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
+                        .ok_or("every output parameter needs a name")?;
+                }
+            }
+            Ok(())
+        }
+        NodeType::Condition => {
+            let branches = c
+                .get("branches")
+                .and_then(Value::as_array)
+                .filter(|b| !b.is_empty())
+                .ok_or("branches must be a non-empty array")?;
+            let mut ids = std::collections::HashSet::new();
+            for b in branches {
+                let id = b
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("every branch needs an id")?;
+                if !ids.insert(id) {
+                    return Err(format!("duplicate branch id `{id}`"));
+                }
+                if let Some(logic) = b.get("conditionLogic") {
+                    one_of(logic, "conditionLogic", &["AND", "OR"])?;
+                }
+                let conditions = b
+                    .get("conditions")
+                    .and_then(Value::as_array)
+                    .ok_or(format!("branch `{id}` needs a conditions array"))?;
+                for cond in conditions {
+                    check_operator(cond.get("operator"))?;
+                }
+            }
+            Ok(())
+        }
+        NodeType::Switch => {
+            c.get("switchValue").ok_or("switchValue is required")?;
+            let cases = c
+                .get("cases")
+                .and_then(Value::as_array)
+                .ok_or("cases must be an array")?;
+            let mut ids = std::collections::HashSet::new();
+            for case in cases {
+                let id = case
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("every case needs an id")?;
+                if !ids.insert(id) {
+                    return Err(format!("duplicate case id `{id}`"));
+                }
+                if let Some(op) = case.get("operator") {
+                    check_operator(Some(op))?;
+                }
+            }
+            Ok(())
+        }
+        NodeType::Delay => match c
+            .get("delayType")
+            .and_then(Value::as_str)
+            .unwrap_or("fixed")
+        {
+            "fixed" => {
+                let d = fixed_delay(c)?;
+                if d > MAX_DELAY {
+                    return Err("a delay is at most 24 hours".into());
+                }
+                Ok(())
+            }
+            "dynamic" => c
+                .get("delayVariable")
+                .map(|_| ())
+                .ok_or_else(|| "delayVariable is required for dynamic delays".into()),
+            "until" => c
+                .get("untilTime")
+                .map(|_| ())
+                .ok_or_else(|| "untilTime is required for `until` delays".into()),
+            other => Err(format!(
+                "delayType must be fixed, dynamic or until, not `{other}`"
+            )),
+        },
+        NodeType::Loop => {
+            c.get("sourceVariable")
+                .ok_or("sourceVariable is required")?;
+            if let Some(max) = c.get("maxIterations") {
+                let n = max
+                    .as_u64()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or("maxIterations must be 1..100000")?;
+                let _ = n;
+            }
+            Ok(())
+        }
+        NodeType::Fanout => {
+            let branches = c
+                .get("branches")
+                .and_then(Value::as_array)
+                .filter(|b| !b.is_empty())
+                .ok_or("branches must be a non-empty array")?;
+            let mut ids = std::collections::HashSet::new();
+            for b in branches {
+                let id = b
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("every branch needs an id")?;
+                if !ids.insert(id) {
+                    return Err(format!("duplicate branch id `{id}`"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn one_of(v: &Value, field: &str, allowed: &[&str]) -> Result<(), String> {
+    match v.as_str() {
+        Some(s) if allowed.contains(&s) => Ok(()),
+        _ => Err(format!("{field} must be one of {}", allowed.join(", "))),
+    }
+}
+
+fn check_operator(op: Option<&Value>) -> Result<(), String> {
+    match op.and_then(Value::as_str) {
+        Some(o) if OPERATORS.contains(&o) => Ok(()),
+        Some("expression") => {
+            Err("the `expression` operator needs the javascript sandbox, not available yet".into())
+        }
+        Some(o) => Err(format!("unknown operator `{o}`")),
+        None => Err("every condition needs an operator".into()),
+    }
+}
+
+fn fixed_delay(c: &Value) -> Result<Duration, String> {
+    let part = |field: &str, unit_ms: f64| -> Result<f64, String> {
+        match c.get(field) {
+            None | Some(Value::Null) => Ok(0.0),
+            Some(v) => v
+                .as_f64()
+                .filter(|n| *n >= 0.0 && n.is_finite())
+                .map(|n| n * unit_ms)
+                .ok_or(format!("{field} must be a non-negative number")),
+        }
+    };
+    let ms =
+        part("delayMinutes", 60_000.0)? + part("delaySeconds", 1000.0)? + part("delayMs", 1.0)?;
+    Ok(Duration::from_millis(ms.min(u64::MAX as f64) as u64))
+}
+
+/// What running a node produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The node's output (upstream's `output`).
+    pub output: Value,
+    /// Top-level context keys this node sets besides its output (`__contextPatch`).
+    pub patch: Map<String, Value>,
+    /// The handles to follow; empty for an `end` node.
+    pub handles: Vec<String>,
+    /// Successors become runnable only after this long (durable delay).
+    pub delay: Option<Duration>,
+    /// An `end` node finishes the instance: `true` = COMPLETED, `false` = FAILED.
+    pub finish: Option<bool>,
+}
+
+impl Outcome {
+    fn follow(output: Value, handle: impl Into<String>) -> Self {
+        Self {
+            output,
+            patch: Map::new(),
+            handles: vec![handle.into()],
+            delay: None,
+            finish: None,
+        }
+    }
+}
+
+/// Runs a node against the context; `Err` is a node failure (retried per policy).
+pub fn run(node_type: NodeType, node_id: &str, c: &Value, ctx: &Value) -> Result<Outcome, String> {
+    match node_type {
+        NodeType::Start => Ok(Outcome::follow(
+            json!({"started": true, "inputReceived": ctx.get("input")}),
+            "output",
+        )),
+        NodeType::End => {
+            let mut workflow_output = Map::new();
+            for p in c
+                .get("outputParameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = p.get("name").and_then(Value::as_str) {
+                    let value = p
+                        .get("sourceVariable")
+                        .map(|s| resolve(s, ctx))
+                        .unwrap_or(Value::Null);
+                    workflow_output.insert(name.to_owned(), value);
+                }
+            }
+            let failed = c.get("status").and_then(Value::as_str) == Some("error");
+            let mut outcome = Outcome::follow(
+                json!({"status": if failed { "error" } else { "success" }, "workflowOutput": workflow_output}),
+                "output",
+            );
+            outcome.handles.clear();
+            outcome
+                .patch
+                .insert("output".into(), Value::Object(workflow_output));
+            outcome.finish = Some(!failed);
+            Ok(outcome)
+        }
+        NodeType::Condition => {
+            let default = c
+                .get("defaultBranch")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            for b in c
+                .get("branches")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
+                let conds: Vec<&Value> = b
+                    .get("conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let any = b.get("conditionLogic").and_then(Value::as_str) == Some("OR");
+                let results = conds.iter().map(|cond| {
+                    let left = resolve(cond.get("leftValue").unwrap_or(&Value::Null), ctx);
+                    let right = resolve(cond.get("rightValue").unwrap_or(&Value::Null), ctx);
+                    compare(
+                        cond.get("operator").and_then(Value::as_str).unwrap_or(""),
+                        &left,
+                        &right,
+                    )
+                });
+                let matched = if any {
+                    results.into_iter().any(|r| r)
+                } else {
+                    !conds.is_empty() && results.into_iter().all(|r| r)
+                };
+                if matched {
+                    let label = b.get("label").cloned().unwrap_or(Value::Null);
+                    return Ok(Outcome::follow(
+                        json!({"matched": id, "label": label, "success": true}),
+                        id,
+                    ));
+                }
+            }
+            Ok(Outcome::follow(
+                json!({"matched": default, "label": null, "success": true}),
+                default,
+            ))
+        }
+        NodeType::Switch => {
+            let value = resolve(c.get("switchValue").unwrap_or(&Value::Null), ctx);
+            for case in c
+                .get("cases")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let op = case
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or("equals");
+                let target = resolve(case.get("matchValue").unwrap_or(&Value::Null), ctx);
+                if compare(op, &value, &target) {
+                    let id = case.get("id").and_then(Value::as_str).unwrap_or_default();
+                    return Ok(Outcome::follow(json!({"matched": id, "value": value}), id));
+                }
+            }
+            Ok(Outcome::follow(
+                json!({"matched": "default", "value": value}),
+                "default",
+            ))
+        }
+        NodeType::Delay => {
+            let delay = match c
+                .get("delayType")
+                .and_then(Value::as_str)
+                .unwrap_or("fixed")
+            {
+                "dynamic" => {
+                    let ms = resolve(c.get("delayVariable").unwrap_or(&Value::Null), ctx);
+                    let ms = ms
+                        .as_f64()
+                        .or_else(|| ms.as_str().and_then(|s| s.trim().parse().ok()))
+                        .ok_or("delayVariable did not resolve to a number of milliseconds")?;
+                    Duration::from_millis(ms.max(0.0) as u64)
+                }
+                "until" => {
+                    let when = resolve(c.get("untilTime").unwrap_or(&Value::Null), ctx);
+                    let when = when
+                        .as_str()
+                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                        .ok_or("untilTime did not resolve to an RFC 3339 time")?;
+                    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                }
+                _ => fixed_delay(c)?,
+            };
+            let delay = delay.min(MAX_DELAY);
+            let mut outcome = Outcome::follow(
+                json!({"delayedMs": delay.as_millis() as u64, "delayType": c.get("delayType").cloned().unwrap_or(json!("fixed")), "success": true}),
+                "output",
+            );
+            outcome.delay = Some(delay);
+            Ok(outcome)
+        }
+        NodeType::Loop => run_loop(node_id, c, ctx),
+        NodeType::Fanout => {
+            let handles: Vec<String> = c
+                .get("branches")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.get("id").and_then(Value::as_str).map(String::from))
+                .collect();
+            let mut outcome =
+                Outcome::follow(json!({"__fanout": true, "handles": handles}), "output");
+            outcome.handles = handles;
+            Ok(outcome)
+        }
+        NodeType::Join => Ok(Outcome::follow(json!({"joined": true}), "output")),
+    }
+}
+
+/// A loop node is re-dispatched once per item by its body's back edge; its cursor lives in
+/// the context key `__loop_<nodeID>`.
+fn run_loop(node_id: &str, c: &Value, ctx: &Value) -> Result<Outcome, String> {
+    let state_key = format!("__loop_{node_id}");
+    let item_var = c
+        .get("itemVariable")
+        .and_then(Value::as_str)
+        .unwrap_or("item");
+    let index_var = c
+        .get("indexVariable")
+        .and_then(Value::as_str)
+        .unwrap_or("index");
+    let max = c
+        .get("maxIterations")
+        .and_then(Value::as_u64)
+        .unwrap_or(1000) as usize;
+    let state = ctx.get(&state_key).filter(|s| !s.is_null());
+    let (items, next, mut results) = match state {
+        Some(s) => {
+            let mut results = s
+                .get("results")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(var) = c.get("resultVariable").and_then(Value::as_str) {
+                results.push(ctx.get(var).cloned().unwrap_or(Value::Null));
+            }
+            (
+                s.get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                s.get("next").and_then(Value::as_u64).unwrap_or(0) as usize,
+                results,
+            )
+        }
+        None => {
+            let source = match c.get("sourceVariable") {
+                Some(Value::String(s)) => resolve_str(s, ctx),
+                Some(other) => resolve(other, ctx),
+                None => Value::Null,
+            };
+            let items = source
+                .as_array()
+                .cloned()
+                .ok_or("sourceVariable did not resolve to an array")?;
+            (items, 0, Vec::new())
+        }
+    };
+    let total = items.len().min(max);
+    if next < total {
+        let item = items[next].clone();
+        let mut outcome = Outcome::follow(
+            json!({"currentItem": item, "currentIndex": next, "totalItems": total, "remainingItems": total - next - 1}),
+            "loop",
+        );
+        outcome.patch.insert(item_var.to_owned(), item);
+        outcome.patch.insert(index_var.to_owned(), json!(next));
+        outcome.patch.insert(
+            state_key,
+            json!({"items": items, "next": next + 1, "results": results}),
+        );
+        return Ok(outcome);
+    }
+    if c.get("resultVariable").is_none() {
+        results = items.into_iter().take(total).collect();
+    }
+    let out_var = c
+        .get("outputVariable")
+        .and_then(Value::as_str)
+        .unwrap_or("loopResults");
+    let mut outcome = Outcome::follow(json!({out_var: results, "totalItems": total}), "completed");
+    outcome.patch.insert(state_key, Value::Null);
+    Ok(outcome)
+}
+
+/// Upstream's comparisons; anything that cannot be compared is false.
+pub fn compare(op: &str, left: &Value, right: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    };
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    let numeric = |f: fn(f64, f64) -> bool| matches!((number(left), number(right)), (Some(a), Some(b)) if f(a, b));
+    match op {
+        "equals" => left == right || text(left) == text(right),
+        "not_equals" => !(left == right || text(left) == text(right)),
+        "contains" => match left {
+            Value::Array(items) => {
+                items.contains(right) || items.iter().any(|i| text(i) == text(right))
+            }
+            _ => text(left).contains(&text(right)),
+        },
+        "not_contains" => !compare("contains", left, right),
+        "starts_with" => text(left).starts_with(&text(right)),
+        "ends_with" => text(left).ends_with(&text(right)),
+        "greater_than" => numeric(|a, b| a > b),
+        "less_than" => numeric(|a, b| a < b),
+        "greater_or_equal" => numeric(|a, b| a >= b),
+        "less_or_equal" => numeric(|a, b| a <= b),
+        "is_empty" => empty(left),
+        "is_not_empty" => !empty(left),
+        "matches_regex" => regex_match(&text(right), &text(left)),
+        _ => false,
+    }
+}
+
+/// `matches_regex`: the `regex` crate runs in linear time, so a user pattern cannot hang a
+/// worker; compiled size is capped and an invalid pattern simply does not match.
+fn regex_match(pattern: &str, text: &str) -> bool {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map(|re| re.is_match(text))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators_follow_upstream() {
+        assert!(compare("equals", &json!(1), &json!("1")));
+        assert!(compare("greater_than", &json!("10"), &json!(9)));
+        assert!(!compare("greater_than", &json!("x"), &json!(9)));
+        assert!(compare("contains", &json!(["a", "b"]), &json!("b")));
+        assert!(compare("is_empty", &json!([]), &Value::Null));
+        assert!(compare("starts_with", &json!("hello"), &json!("he")));
+        assert!(compare("matches_regex", &json!("hello"), &json!("^h.l+o$")));
+        assert!(!compare(
+            "matches_regex",
+            &json!("hello"),
+            &json!("(unclosed")
+        ));
+        assert!(!compare("nonsense", &json!(1), &json!(1)));
+    }
+
+    #[test]
+    fn condition_routes_to_the_first_matching_branch_or_default() {
+        let c = json!({"branches": [
+            {"id": "big", "conditions": [{"leftValue": "{{ctx.input.n}}", "operator": "greater_than", "rightValue": 10}]},
+            {"id": "any", "conditionLogic": "OR", "conditions": [
+                {"leftValue": "{{ctx.input.n}}", "operator": "equals", "rightValue": 5},
+                {"leftValue": "{{ctx.input.n}}", "operator": "equals", "rightValue": 6}]}
+        ]});
+        let route = |n: i64| {
+            run(NodeType::Condition, "c", &c, &json!({"input": {"n": n}}))
+                .expect("runs")
+                .handles
+        };
+        assert_eq!(route(11), ["big"]);
+        assert_eq!(route(6), ["any"]);
+        assert_eq!(route(1), ["default"]);
+    }
+
+    #[test]
+    fn loop_walks_items_then_completes() {
+        let c = json!({"sourceVariable": "{{ctx.input.items}}"});
+        let mut ctx = json!({"input": {"items": ["a", "b"]}});
+        let mut seen = Vec::new();
+        loop {
+            let out = run(NodeType::Loop, "l", &c, &ctx).expect("runs");
+            for (k, v) in &out.patch {
+                ctx[k] = v.clone();
+            }
+            if out.handles == ["completed"] {
+                assert_eq!(out.output["loopResults"], json!(["a", "b"]));
+                break;
+            }
+            seen.push(ctx["item"].clone());
+        }
+        assert_eq!(seen, [json!("a"), json!("b")]);
+        assert!(
+            ctx["__loop_l"].is_null(),
+            "the cursor resets so the loop can run again"
+        );
+    }
+
+    #[test]
+    fn delays_are_summed_and_capped_by_validation() {
+        let c = json!({"delayType": "fixed", "delaySeconds": 2, "delayMs": 500});
+        assert_eq!(
+            run(NodeType::Delay, "d", &c, &json!({}))
+                .expect("runs")
+                .delay,
+            Some(Duration::from_millis(2500))
+        );
+        assert!(validate_config(NodeType::Delay, &json!({"delayMinutes": 60 * 25})).is_err());
+        assert!(validate_config(NodeType::Delay, &json!({"delaySeconds": -1})).is_err());
+    }
+
+    #[test]
+    fn end_sets_the_workflow_output_and_finishes() {
+        let c = json!({"status": "success", "outputParameters": [{"name": "total", "sourceVariable": "{{ctx.input.n}}"}]});
+        let out = run(NodeType::End, "e", &c, &json!({"input": {"n": 3}})).expect("runs");
+        assert_eq!(out.finish, Some(true));
+        assert!(out.handles.is_empty());
+        assert_eq!(out.patch["output"], json!({"total": 3}));
+    }
+
+    #[test]
+    fn unsupported_types_say_so() {
+        assert!(
+            "dataQuery"
+                .parse::<NodeType>()
+                .expect_err("not yet")
+                .contains("datasources")
+        );
+        assert!(
+            "teleport"
+                .parse::<NodeType>()
+                .expect_err("unknown")
+                .contains("unknown")
+        );
+    }
+}

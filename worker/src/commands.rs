@@ -1,0 +1,65 @@
+//! The `commands` role: consumes the apalis-postgres command queue. Each command runs in one
+//! transaction and is idempotent, so a redelivery after a crash changes nothing.
+//!
+//! Wake-ups: the queue's NOTIFY trigger (pubsub) plus a 1 s poll, because NOTIFY is only a
+//! hint (lost while the listener reconnects). A crashed worker's commands are re-enqueued
+//! after `heartbeat × missed_heartbeats` = 6 s, not apalis's 5-minute default.
+
+use apalis::prelude::*;
+use apalis_postgres::{Config, PostgresStorage, Pubsub};
+use jet_shared::commands::{Command, QUEUE};
+use jet_shared::lifecycle::Shutdown;
+use jet_shared::workflow::instance;
+use sqlx::PgPool;
+use std::time::Duration;
+
+async fn handle(command: Command, pool: Data<PgPool>) -> Result<(), BoxDynError> {
+    let mut tx = pool.begin().await?;
+    match command {
+        Command::StartInstance { instance_id } => {
+            if let Err(err) = instance::start(&mut tx, instance_id).await {
+                // A workflow that cannot start (edited into an invalid graph) fails its
+                // instance instead of retrying forever.
+                tracing::warn!(%instance_id, error = %err, "instance cannot start");
+                jet_shared::workflow::queue::finish_instance(
+                    &mut tx,
+                    instance_id,
+                    "FAILED",
+                    Some(&err.to_string()),
+                )
+                .await?;
+            }
+        }
+        Command::CancelInstance { instance_id } => {
+            instance::cancel(&mut tx, instance_id).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Consumes commands until shutdown.
+pub async fn run(pool: PgPool, worker_id: String, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = Config::default()
+        .queue(QUEUE)
+        .batch_size(32)
+        .heartbeat_interval(Duration::from_secs(2))
+        .missed_heartbeats(3);
+    let strategy = Strategy::new()
+        .stream(Pubsub::new(pool.clone(), QUEUE.to_owned()))
+        .interval(Duration::from_secs(1));
+    let backend = PostgresStorage::<Command>::new(&pool)
+        .with_config(config)
+        .poll_with_strategy(strategy);
+    let worker = WorkerBuilder::new(format!("{worker_id}-commands"))
+        .backend(backend)
+        .data(pool)
+        .build(handle);
+    worker
+        .run_until(async move {
+            shutdown.wait().await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await?;
+    Ok(())
+}
