@@ -41,6 +41,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub client: reqwest::Client,
     _stop: ShutdownTrigger,
+    shutdown: Shutdown,
+    config: Config,
 }
 
 /// A tenant with an API key holding the global ADMIN role.
@@ -77,7 +79,7 @@ impl TestApp {
             ("JET_API_ADDR", "127.0.0.1:0".to_owned()),
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
-        let state = jet_api::AppState::new(db.pool.clone(), config).expect("state");
+        let state = jet_api::AppState::new(db.pool.clone(), config.clone()).expect("state");
         let (addr, acceptor) = jet_api::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
@@ -93,7 +95,29 @@ impl TestApp {
             db,
             client: reqwest::Client::new(),
             _stop: stop,
+            shutdown,
+            config,
         }
+    }
+
+    /// Starts the service and every worker role in this process, as `jet dev` does.
+    pub async fn with_workers() -> Self {
+        let app = Self::spawn().await;
+        app.start_workers("test-worker");
+        app
+    }
+
+    /// Starts every worker role under `worker_id`; they stop with the app.
+    pub fn start_workers(&self, worker_id: &str) {
+        let mut config = self.config.clone();
+        config.worker_id = Some(worker_id.to_owned());
+        let (pool, shutdown) = (self.db.pool.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let roles = jet_worker::Role::ALL.to_vec();
+            if let Err(err) = jet_worker::run_roles(pool, &config, &roles, shutdown).await {
+                panic!("workers failed: {err:#}");
+            }
+        });
     }
 
     /// Bootstraps a tenant titled `title` with an admin API key.
