@@ -25,8 +25,8 @@ CREATE TABLE "tblNodeExecutions" (
     CONSTRAINT "ck_tblNodeExecutions_lease" CHECK (("leaseOwner" IS NULL) = ("leaseExpiresAt" IS NULL))
 ) WITH (fillfactor = 70); -- HOT updates for claim/heartbeat churn
 
--- Ready rows in due order: what a claim scans.
-CREATE INDEX "idx_tblNodeExecutions_ready" ON "tblNodeExecutions" ("availableAt") WHERE "leaseOwner" IS NULL;
+-- Ready rows per tenant in due order: what a fair claim scans.
+CREATE INDEX "idx_tblNodeExecutions_ready" ON "tblNodeExecutions" ("tenantID", "availableAt") WHERE "leaseOwner" IS NULL;
 -- Held leases by expiry: what the reaper scans.
 CREATE INDEX "idx_tblNodeExecutions_leased" ON "tblNodeExecutions" ("leaseExpiresAt") WHERE "leaseOwner" IS NOT NULL;
 

@@ -189,6 +189,11 @@ fn conflict_message(constraint: &str) -> (&'static str, String) {
             "already_member",
             "the user is already a member of this tenant".into(),
         ),
+        "pkTblWorkflowNodes" => (
+            "node_id_taken",
+            "a node id is already used by another workflow; node ids are global UUIDs (clone a workflow to copy it)".into(),
+        ),
+        "fkTblCronJobsWorkflowID" => ("workflow_in_use", "cron jobs still run this workflow; delete them first".into()),
         "uq_tblUsers_firebaseID" => (
             "firebase_id_taken",
             "another user has this firebaseID".into(),

@@ -45,6 +45,23 @@ pub struct TestApp {
     config: Config,
 }
 
+/// In-process worker roles started by [`TestApp::start_workers`].
+pub struct Workers {
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Workers {
+    /// Stops the roles gracefully and waits for them.
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        self.task
+            .await
+            .expect("worker task")
+            .expect("workers stop cleanly");
+    }
+}
+
 /// A tenant with an API key holding the global ADMIN role.
 pub struct Admin {
     pub tenant_id: TenantId,
@@ -103,21 +120,33 @@ impl TestApp {
     /// Starts the service and every worker role in this process, as `jet dev` does.
     pub async fn with_workers() -> Self {
         let app = Self::spawn().await;
-        app.start_workers("test-worker");
+        std::mem::forget(app.start_workers("test-worker"));
         app
     }
 
-    /// Starts every worker role under `worker_id`; they stop with the app.
-    pub fn start_workers(&self, worker_id: &str) {
+    /// Starts every worker role under `worker_id`; they stop when the returned handle is
+    /// stopped (or with the app).
+    pub fn start_workers(&self, worker_id: &str) -> Workers {
         let mut config = self.config.clone();
         config.worker_id = Some(worker_id.to_owned());
-        let (pool, shutdown) = (self.db.pool.clone(), self.shutdown.clone());
+        let (trigger, own) = Shutdown::new();
+        let mut app_shutdown = self.shutdown.clone();
+        let mut own_wait = own.clone();
+        // Either the app's shutdown or this handle's stops the workers.
+        let (merged_trigger, merged) = Shutdown::new();
         tokio::spawn(async move {
-            let roles = jet_worker::Role::ALL.to_vec();
-            if let Err(err) = jet_worker::run_roles(pool, &config, &roles, shutdown).await {
-                panic!("workers failed: {err:#}");
+            tokio::select! {
+                () = app_shutdown.wait() => {}
+                () = own_wait.wait() => {}
             }
+            merged_trigger.trigger();
         });
+        let pool = self.db.pool.clone();
+        let task = tokio::spawn(async move {
+            let roles = jet_worker::Role::ALL.to_vec();
+            jet_worker::run_roles(pool, &config, &roles, merged).await
+        });
+        Workers { trigger, task }
     }
 
     /// Bootstraps a tenant titled `title` with an admin API key.

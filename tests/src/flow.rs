@@ -17,33 +17,46 @@ pub struct Flow {
 
 impl Flow {
     pub fn new() -> Self {
-        Self { options: json!({}), ..Default::default() }
+        Self {
+            options: json!({}),
+            ..Default::default()
+        }
     }
 
     /// The UUID of a named node.
     pub fn id(&self, name: &str) -> String {
-        self.ids.get(name).cloned().unwrap_or_else(|| panic!("no node named {name}"))
+        self.ids
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node named {name}"))
     }
 
     /// The name of a node id (for reading logs).
     pub fn name(&self, id: &str) -> String {
-        self.ids.iter().find(|(_, v)| *v == id).map(|(k, _)| k.clone()).unwrap_or_else(|| id.to_owned())
+        self.ids
+            .iter()
+            .find(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| id.to_owned())
     }
 
     pub fn node(mut self, name: &str, node_type: &str, data: Value) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
         self.ids.insert(name.to_owned(), id.clone());
-        self.nodes.push(json!({"id": id, "type": node_type, "data": data}));
+        self.nodes
+            .push(json!({"id": id, "type": node_type, "data": data}));
         self
     }
 
     pub fn edge(mut self, from: &str, to: &str) -> Self {
-        self.edges.push(json!({"source": self.id(from), "target": self.id(to)}));
+        self.edges
+            .push(json!({"source": self.id(from), "target": self.id(to)}));
         self
     }
 
     pub fn edge_on(mut self, from: &str, handle: &str, to: &str) -> Self {
-        self.edges.push(json!({"source": self.id(from), "target": self.id(to), "sourceHandle": handle}));
+        self.edges
+            .push(json!({"source": self.id(from), "target": self.id(to), "sourceHandle": handle}));
         self
     }
 
@@ -61,7 +74,13 @@ impl Flow {
 impl TestApp {
     /// Saves a flow; returns its workflow id.
     pub async fn save(&self, admin: &Admin, flow: &Flow) -> String {
-        let resp = self.post(&format!("/api/v1/tenants/{}/workflows", admin.tenant_id), &admin.auth, flow.body("test flow")).await;
+        let resp = self
+            .post(
+                &format!("/api/v1/tenants/{}/workflows", admin.tenant_id),
+                &admin.auth,
+                flow.body("test flow"),
+            )
+            .await;
         assert_eq!(resp.status, 201, "save workflow: {}", resp.body);
         resp.str("workflowID")
     }
@@ -70,7 +89,10 @@ impl TestApp {
     pub async fn execute(&self, admin: &Admin, workflow_id: &str, inputs: Value) -> String {
         let resp = self
             .post(
-                &format!("/api/v1/tenants/{}/workflows/{workflow_id}/execute", admin.tenant_id),
+                &format!(
+                    "/api/v1/tenants/{}/workflows/{workflow_id}/execute",
+                    admin.tenant_id
+                ),
                 &admin.auth,
                 json!({"inputValues": inputs}),
             )
@@ -81,7 +103,15 @@ impl TestApp {
 
     /// The instance detail (status, context, logs).
     pub async fn instance(&self, admin: &Admin, instance_id: &str) -> Value {
-        let resp = self.get(&format!("/api/v1/tenants/{}/workflows/instances/{instance_id}", admin.tenant_id), &admin.auth).await;
+        let resp = self
+            .get(
+                &format!(
+                    "/api/v1/tenants/{}/workflows/instances/{instance_id}",
+                    admin.tenant_id
+                ),
+                &admin.auth,
+            )
+            .await;
         assert_eq!(resp.status, 200, "get instance: {}", resp.body);
         resp.body
     }
@@ -94,7 +124,10 @@ impl TestApp {
             if detail["status"] != "RUNNING" {
                 return detail;
             }
-            assert!(Instant::now() < deadline, "instance still RUNNING after {secs}s: {detail}");
+            assert!(
+                Instant::now() < deadline,
+                "instance still RUNNING after {secs}s: {detail}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -22,7 +22,12 @@ async fn start_to_end_completes_with_the_workflow_output() {
     assert_eq!(done["context"]["input"], json!({"word": "hi"}));
     assert_eq!(completed(&flow, &done), ["start", "end"]);
     assert!(done["completedAt"].is_string());
-    assert!(done["context"].get("__node_".to_owned() + &flow.id("start")).is_none(), "internal keys stay hidden");
+    assert!(
+        done["context"]
+            .get("__node_".to_owned() + &flow.id("start"))
+            .is_none(),
+        "internal keys stay hidden"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,19 +67,33 @@ async fn a_loop_runs_its_body_once_per_item() {
     // start -> loop -(loop)-> body(delay 0) -> loop ; loop -(completed)-> end
     let flow = Flow::new()
         .node("start", "start", json!({}))
-        .node("loop", "loop", json!({"sourceVariable": "{{ctx.input.items}}", "itemVariable": "item"}))
-        .node("body", "delay", json!({"delayType": "fixed", "delayMs": 0, "outputVariable": "lastBody"}))
+        .node(
+            "loop",
+            "loop",
+            json!({"sourceVariable": "{{ctx.input.items}}", "itemVariable": "item"}),
+        )
+        .node(
+            "body",
+            "delay",
+            json!({"delayType": "fixed", "delayMs": 0, "outputVariable": "lastBody"}),
+        )
         .node("end", "end", end_with("all", "{{ctx.loopResults}}"))
         .edge("start", "loop")
         .edge_on("loop", "loop", "body")
         .edge("body", "loop")
         .edge_on("loop", "completed", "end");
-    let done = app.run_flow(&a, &flow, json!({"items": ["x", "y", "z"]})).await;
+    let done = app
+        .run_flow(&a, &flow, json!({"items": ["x", "y", "z"]}))
+        .await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["context"]["output"]["all"], json!(["x", "y", "z"]));
     let ran = completed(&flow, &done);
     assert_eq!(ran.iter().filter(|n| *n == "body").count(), 3, "{ran:?}");
-    assert_eq!(ran.iter().filter(|n| *n == "loop").count(), 4, "three items and the exit: {ran:?}");
+    assert_eq!(
+        ran.iter().filter(|n| *n == "loop").count(),
+        4,
+        "three items and the exit: {ran:?}"
+    );
     let attempts: Vec<i64> = done["logs"]
         .as_array()
         .expect("logs")
@@ -91,7 +110,11 @@ async fn fanout_then_join_all_waits_for_every_branch() {
     let a = app.admin("A").await;
     let flow = Flow::new()
         .node("start", "start", json!({}))
-        .node("fan", "fanout", json!({"branches": [{"id": "l"}, {"id": "r"}]}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
+        )
         .node("left", "delay", json!({"delayMs": 0}))
         .node("right", "delay", json!({"delayMs": 300}))
         .node("join", "join", json!({"joinMode": "all"}))
@@ -107,8 +130,17 @@ async fn fanout_then_join_all_waits_for_every_branch() {
     let ran = completed(&flow, &done);
     assert_eq!(ran.iter().filter(|n| *n == "join").count(), 1, "{ran:?}");
     let pos = |n: &str| ran.iter().position(|x| x == n).expect(n);
-    assert!(pos("join") > pos("left") && pos("join") > pos("right"), "{ran:?}");
-    assert_eq!(events(&flow, &done, "NODE_DISPATCHED").iter().filter(|n| *n == "join").count(), 1);
+    assert!(
+        pos("join") > pos("left") && pos("join") > pos("right"),
+        "{ran:?}"
+    );
+    assert_eq!(
+        events(&flow, &done, "NODE_DISPATCHED")
+            .iter()
+            .filter(|n| *n == "join")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +150,11 @@ async fn join_any_fires_on_the_first_branch() {
     // A delay node holds back its successors, so `slow` runs two seconds after `wait`.
     let flow = Flow::new()
         .node("start", "start", json!({}))
-        .node("fan", "fanout", json!({"branches": [{"id": "fast"}, {"id": "slow"}]}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "fast"}, {"id": "slow"}]}),
+        )
         .node("fast", "delay", json!({"delayMs": 0}))
         .node("wait", "delay", json!({"delaySeconds": 2}))
         .node("slow", "delay", json!({"delayMs": 0}))
@@ -135,7 +171,10 @@ async fn join_any_fires_on_the_first_branch() {
     assert_eq!(done["status"], "COMPLETED");
     let ran = completed(&flow, &done);
     assert!(ran.contains(&"end".to_owned()), "{ran:?}");
-    assert!(!ran.contains(&"slow".to_owned()), "the end node finished the run before the slow branch: {ran:?}");
+    assert!(
+        !ran.contains(&"slow".to_owned()),
+        "the end node finished the run before the slow branch: {ran:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,9 +191,19 @@ async fn a_failed_node_follows_its_error_edge_after_its_retries() {
     let done = app.run_flow(&a, &flow, json!({"notAList": 5})).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["context"]["output"]["handled"], "yes");
-    let failed: Vec<&serde_json::Value> = done["logs"].as_array().expect("logs").iter().filter(|l| l["eventType"] == "NODE_FAILED").collect();
+    let failed: Vec<&serde_json::Value> = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter(|l| l["eventType"] == "NODE_FAILED")
+        .collect();
     assert_eq!(failed.len(), 1, "one failure row after the retries");
-    assert!(failed[0]["errorMessage"].as_str().unwrap_or("").contains("array"));
+    assert!(
+        failed[0]["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("array")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,14 +212,21 @@ async fn a_failed_node_without_error_edge_fails_the_instance() {
     let a = app.admin("A").await;
     let flow = Flow::new()
         .node("start", "start", json!({}))
-        .node("bad", "delay", json!({"delayType": "dynamic", "delayVariable": "{{ctx.input.missing}}"}))
+        .node(
+            "bad",
+            "delay",
+            json!({"delayType": "dynamic", "delayVariable": "{{ctx.input.missing}}"}),
+        )
         .node("end", "end", json!({}))
         .edge("start", "bad")
         .edge("bad", "end");
     let done = app.run_flow(&a, &flow, json!({})).await;
     assert_eq!(done["status"], "FAILED", "{done}");
     assert_eq!(completed(&flow, &done), ["start"]);
-    let left: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblNodeExecutions""#).fetch_one(&app.db.pool).await.expect("count");
+    let left: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblNodeExecutions""#)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
     assert_eq!(left, 0, "finished instances leave nothing in the queue");
 }
 
@@ -178,8 +234,14 @@ async fn a_failed_node_without_error_edge_fails_the_instance() {
 async fn an_end_with_error_status_fails_and_a_dead_branch_completes() {
     let app = TestApp::with_workers().await;
     let a = app.admin("A").await;
-    let failing = Flow::new().node("start", "start", json!({})).node("end", "end", json!({"status": "error"})).edge("start", "end");
-    assert_eq!(app.run_flow(&a, &failing, json!({})).await["status"], "FAILED");
+    let failing = Flow::new()
+        .node("start", "start", json!({}))
+        .node("end", "end", json!({"status": "error"}))
+        .edge("start", "end");
+    assert_eq!(
+        app.run_flow(&a, &failing, json!({})).await["status"],
+        "FAILED"
+    );
     // No end node reached, nothing left to run: upstream left these RUNNING forever.
     let dangling = Flow::new()
         .node("start", "start", json!({}))
@@ -209,22 +271,39 @@ async fn cancel_mid_run_stops_the_instance() {
     // Wait until the delayed successor is queued, then cancel.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let queued: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblNodeExecutions" WHERE "nodeID" = $1"#)
-            .bind(flow.id("after"))
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("count");
+        let queued: i64 =
+            sqlx::query_scalar(r#"SELECT count(*) FROM "tblNodeExecutions" WHERE "nodeID" = $1"#)
+                .bind(flow.id("after"))
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("count");
         if queued == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the delayed node was never queued");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delayed node was never queued"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let resp = app.post(&format!("/api/v1/tenants/{}/workflows/instances/{instance}/cancel", a.tenant_id), &a.auth, json!({})).await;
+    let resp = app
+        .post(
+            &format!(
+                "/api/v1/tenants/{}/workflows/instances/{instance}/cancel",
+                a.tenant_id
+            ),
+            &a.auth,
+            json!({}),
+        )
+        .await;
     assert_eq!(resp.status, 202, "{}", resp.body);
     let done = app.finished(&a, &instance, 10).await;
     assert_eq!(done["status"], "CANCELLED");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let after = app.instance(&a, &instance).await;
-    assert_eq!(completed(&flow, &after), ["start", "wait"], "nothing ran after the cancel");
+    assert_eq!(
+        completed(&flow, &after),
+        ["start", "wait"],
+        "nothing ran after the cancel"
+    );
 }

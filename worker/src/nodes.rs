@@ -79,11 +79,18 @@ fn jitter() -> f64 {
     f64::from(nanos % 1001) / 1000.0
 }
 
-/// Workflow graphs by id and version, so a batch does not reload the same graph.
+/// A workflow's graph and options as of one `updatedAt`.
+#[derive(Clone)]
+struct CachedWorkflow {
+    updated_at: chrono::DateTime<chrono::Utc>,
+    graph: Arc<Graph>,
+    options: serde_json::Value,
+}
+
+/// Workflow graphs by id, reloaded when the workflow's `updatedAt` moves, so a batch does not
+/// reload the same graph for every node.
 #[derive(Default)]
-struct GraphCache(
-    Mutex<HashMap<Uuid, (chrono::DateTime<chrono::Utc>, Arc<Graph>, serde_json::Value)>>,
-);
+struct GraphCache(Mutex<HashMap<Uuid, CachedWorkflow>>);
 
 impl GraphCache {
     async fn get(
@@ -91,21 +98,23 @@ impl GraphCache {
         pool: &PgPool,
         workflow_id: Uuid,
     ) -> anyhow::Result<(Arc<Graph>, serde_json::Value)> {
-        let (updated_at, options): (chrono::DateTime<chrono::Utc>, Option<serde_json::Value>) =
-            sqlx::query_as(r#"SELECT "updatedAt", "workflowOptions" FROM "tblWorkflows" WHERE "workflowID" = $1"#)
-                .bind(workflow_id)
-                .fetch_one(pool)
-                .await?;
+        let (updated_at, options) = definition::version(pool, workflow_id).await?;
         let mut cache = self.0.lock().await;
-        if let Some((at, graph, opts)) = cache.get(&workflow_id)
-            && *at == updated_at
+        if let Some(hit) = cache.get(&workflow_id)
+            && hit.updated_at == updated_at
         {
-            return Ok((graph.clone(), opts.clone()));
+            return Ok((hit.graph.clone(), hit.options.clone()));
         }
         let mut conn = pool.acquire().await?;
         let graph = Arc::new(definition::load_graph(&mut conn, workflow_id).await?);
-        let options = options.unwrap_or_default();
-        cache.insert(workflow_id, (updated_at, graph.clone(), options.clone()));
+        cache.insert(
+            workflow_id,
+            CachedWorkflow {
+                updated_at,
+                graph: graph.clone(),
+                options: options.clone(),
+            },
+        );
         Ok((graph, options))
     }
 }

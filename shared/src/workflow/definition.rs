@@ -101,12 +101,25 @@ pub async fn replace_graph(
     let mut ids = Vec::with_capacity(nodes.len());
     let mut types = Vec::with_capacity(nodes.len());
     let mut configs = Vec::with_capacity(nodes.len());
+    // The policy columns mirror the node's own settings (NULL when it has none), so the
+    // precedence nodeConfig > columns > workflowOptions > platform is never short-circuited
+    // by upstream's column defaults (300 s, 3 retries).
+    let mut timeouts: Vec<Option<i32>> = Vec::with_capacity(nodes.len());
+    let mut retries: Vec<Option<i32>> = Vec::with_capacity(nodes.len());
     for n in nodes {
         ids.push(
             Uuid::parse_str(&n.id)
                 .map_err(|_| Error::Invalid(format!("node id `{}` must be a UUID", n.id)))?,
         );
         types.push(n.node_type.clone());
+        let int = |key: &str| {
+            n.data
+                .get(key)
+                .and_then(Value::as_i64)
+                .and_then(|v| i32::try_from(v).ok())
+        };
+        timeouts.push(int("timeoutSeconds"));
+        retries.push(int("retryLimit"));
         let mut config: Map<String, Value> = n.data.as_object().cloned().unwrap_or_default();
         if let Some(position) = &n.position {
             config.insert("position".into(), position.clone());
@@ -114,13 +127,15 @@ pub async fn replace_graph(
         configs.push(Value::Object(config));
     }
     sqlx::query(
-        r#"INSERT INTO "tblWorkflowNodes" ("nodeID", "workflowID", "nodeType", "nodeConfig")
-           SELECT id, $1, t, c FROM unnest($2::uuid[], $3::varchar[], $4::jsonb[]) AS n(id, t, c)"#,
+        r#"INSERT INTO "tblWorkflowNodes" ("nodeID", "workflowID", "nodeType", "nodeConfig", "timeoutSeconds", "retryLimit")
+           SELECT id, $1, t, c, ts, rl FROM unnest($2::uuid[], $3::varchar[], $4::jsonb[], $5::int4[], $6::int4[]) AS n(id, t, c, ts, rl)"#,
     )
     .bind(workflow_id)
     .bind(&ids)
     .bind(&types)
     .bind(&configs)
+    .bind(&timeouts)
+    .bind(&retries)
     .execute(&mut *conn)
     .await?;
     let parse = |s: &str| {
@@ -311,4 +326,22 @@ pub async fn exists(
         .bind(workflow_id)
         .fetch_one(conn)
         .await?)
+}
+
+/// `updatedAt` and options of a workflow: the engine reloads a cached graph when it moves.
+pub async fn version(
+    conn: impl PgExecutor<'_>,
+    workflow_id: Uuid,
+) -> Result<(DateTime<Utc>, Value)> {
+    let (updated_at, options): (DateTime<Utc>, Option<Value>) = sqlx::query_as(
+        r#"SELECT "updatedAt", "workflowOptions" FROM "tblWorkflows" WHERE "workflowID" = $1"#,
+    )
+    .bind(workflow_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("workflow"))?;
+    Ok((
+        updated_at,
+        options.unwrap_or_else(|| Value::Object(Default::default())),
+    ))
 }

@@ -99,7 +99,11 @@ pub fn check_inputs(options: &Value, given: &Value) -> std::result::Result<Value
             def.get("type").and_then(Value::as_str).unwrap_or("any"),
             &value,
         ) {
-            ("number", Value::String(s)) => s.trim().parse::<serde_json::Number>().ok().map(Value::Number),
+            ("number", Value::String(s)) => s
+                .trim()
+                .parse::<serde_json::Number>()
+                .ok()
+                .map(Value::Number),
             ("number", Value::Number(_)) => Some(value.clone()),
             ("boolean", Value::String(s)) => match s.as_str() {
                 "true" => Some(json!(true)),

@@ -71,8 +71,9 @@ pub async fn dispatch(
 
 /// Claims up to `batch` ready executions for `owner`, leased for `lease`.
 ///
-/// Fairness: candidates are ranked per tenant (each tenant's oldest first, round-robin over
-/// tenants), so one tenant's flood cannot starve another tenant's single execution.
+/// Fairness: each tenant with ready work contributes its oldest executions and the batch is
+/// filled round-robin over tenants, so one tenant's flood cannot starve another tenant's
+/// single execution.
 pub async fn claim(
     pool: &PgPool,
     owner: &str,
@@ -80,16 +81,18 @@ pub async fn claim(
     batch: i64,
 ) -> Result<Vec<Claimed>> {
     Ok(sqlx::query_as(
-        r#"WITH candidates AS (
-             SELECT "executionID", "tenantID", "availableAt" FROM "tblNodeExecutions"
+        r#"WITH ready_tenants AS (
+             SELECT DISTINCT "tenantID" FROM "tblNodeExecutions"
              WHERE "leaseOwner" IS NULL AND "availableAt" <= now()
-             ORDER BY "availableAt" LIMIT $3 * 8 FOR UPDATE SKIP LOCKED
+           ), candidates AS (
+             SELECT c."executionID", c."availableAt",
+                    row_number() OVER (PARTITION BY c."tenantID" ORDER BY c."availableAt") AS turn
+             FROM ready_tenants t CROSS JOIN LATERAL (
+               SELECT e."executionID", e."availableAt", e."tenantID" FROM "tblNodeExecutions" e
+               WHERE e."tenantID" = t."tenantID" AND e."leaseOwner" IS NULL AND e."availableAt" <= now()
+               ORDER BY e."availableAt" LIMIT $3 FOR UPDATE SKIP LOCKED) c
            ), fair AS (
-             SELECT "executionID" FROM (
-               SELECT "executionID", "availableAt",
-                      row_number() OVER (PARTITION BY "tenantID" ORDER BY "availableAt") AS turn
-               FROM candidates) ranked
-             ORDER BY turn, "availableAt" LIMIT $3
+             SELECT "executionID" FROM candidates ORDER BY turn, "availableAt" LIMIT $3
            )
            UPDATE "tblNodeExecutions" e
            SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1
@@ -303,31 +306,11 @@ pub async fn settle(
             return Ok(Settled::Duplicate);
         }
 
-        let (handles, delay, finish): (Vec<String>, Duration, Option<(&str, Option<String>)>) =
-            match result {
-                NodeResult::Completed(o) => (
-                    o.handles.clone(),
-                    o.delay.unwrap_or_default(),
-                    o.finish.map(|ok| {
-                        if ok {
-                            ("COMPLETED", None)
-                        } else {
-                            ("FAILED", Some("the end node reported an error".to_owned()))
-                        }
-                    }),
-                ),
-                NodeResult::Failed(_) if graph.has_handle(&c.node_id, "error") => {
-                    (vec!["error".into()], Duration::ZERO, None)
-                }
-                NodeResult::Failed(message) => (
-                    vec![],
-                    Duration::ZERO,
-                    Some((
-                        "FAILED",
-                        Some(format!("node {} failed: {message}", c.node_id)),
-                    )),
-                ),
-            };
+        let Next {
+            handles,
+            delay,
+            finish,
+        } = next_step(result, graph, &c.node_id);
         let ready = if finish.is_none() {
             ready_successors(&mut tx, c.instance_id, graph, &c.node_id, &handles).await?
         } else {
@@ -367,6 +350,37 @@ pub async fn settle(
         "instance {} is too contended to settle; will retry",
         c.instance_id
     )))
+}
+
+/// Where a settled node leads: handles to follow (after `delay`), or the end of the run.
+struct Next {
+    handles: Vec<String>,
+    delay: Duration,
+    /// `(status, reason)` when the instance ends here.
+    finish: Option<(&'static str, Option<String>)>,
+}
+
+fn next_step(result: &NodeResult, graph: &Graph, node_id: &str) -> Next {
+    match result {
+        NodeResult::Completed(o) => Next {
+            handles: o.handles.clone(),
+            delay: o.delay.unwrap_or_default(),
+            finish: o.finish.map(|ok| match ok {
+                true => ("COMPLETED", None),
+                false => ("FAILED", Some("the end node reported an error".to_owned())),
+            }),
+        },
+        NodeResult::Failed(_) if graph.has_handle(node_id, "error") => Next {
+            handles: vec!["error".into()],
+            delay: Duration::ZERO,
+            finish: None,
+        },
+        NodeResult::Failed(message) => Next {
+            handles: vec![],
+            delay: Duration::ZERO,
+            finish: Some(("FAILED", Some(format!("node {node_id} failed: {message}")))),
+        },
+    }
 }
 
 /// Successors reachable through `handles` that may run now: a join (several upstreams) waits
