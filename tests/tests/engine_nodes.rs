@@ -307,3 +307,34 @@ async fn cancel_mid_run_stops_the_instance() {
         "nothing ran after the cancel"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_nodes_compute_and_runaway_scripts_time_out() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node("sum", "javascript", json!({"code": "return ctx.input.items.reduce((a, b) => a + b, 0)", "outputVariable": "total"}))
+        .node("check", "condition", json!({"branches": [{"id": "big", "conditions": [{"leftValue": "ctx.total > 5", "operator": "expression"}]}]}))
+        .node("big", "end", end_with("verdict", "big {{ctx.total}}"))
+        .node("small", "end", end_with("verdict", "small"))
+        .edge("start", "sum")
+        .edge_on("sum", "success", "check")
+        .edge_on("check", "big", "big")
+        .edge_on("check", "default", "small");
+    let done = app.run_flow(&a, &flow, json!({"items": [1, 2, 3]})).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["context"]["total"], 6);
+    assert_eq!(done["context"]["output"]["verdict"], "big 6");
+
+    let runaway = Flow::new()
+        .node("start", "start", json!({}))
+        .node("spin", "javascript", json!({"code": "while (true) {}", "timeoutSeconds": 1}))
+        .edge("start", "spin");
+    let started = std::time::Instant::now();
+    let done = app.run_flow(&a, &runaway, json!({})).await;
+    assert_eq!(done["status"], "FAILED");
+    let failure = done["logs"].as_array().expect("logs").iter().find(|l| l["eventType"] == "NODE_FAILED").cloned().expect("failed row");
+    assert!(failure["errorMessage"].as_str().unwrap_or("").contains("timed out"), "{failure}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

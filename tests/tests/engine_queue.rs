@@ -33,7 +33,14 @@ async fn run_claimed(app: &TestApp, workflow: Uuid, c: &queue::Claimed, owner: &
     let ctx = instance::load_context(&app.db.pool, c.instance_id)
         .await
         .expect("ctx");
-    let outcome = nodes::run(node.node_type, &node.id, &node.config, &ctx).expect("node runs");
+    let outcome = nodes::run(
+        node.node_type,
+        &node.id,
+        &node.config,
+        &ctx,
+        Duration::from_secs(5),
+    )
+    .expect("node runs");
     queue::settle(
         &app.db.pool,
         c,
@@ -171,7 +178,14 @@ async fn a_settle_that_loses_the_cas_retries_and_lands_once() {
             let ctx = instance::load_context(&pool, c.instance_id)
                 .await
                 .expect("ctx");
-            let outcome = nodes::run(node.node_type, &node.id, &node.config, &ctx).expect("runs");
+            let outcome = nodes::run(
+                node.node_type,
+                &node.id,
+                &node.config,
+                &ctx,
+                Duration::from_secs(5),
+            )
+            .expect("runs");
             queue::settle(&pool, &c, "w", &graph, &NodeResult::Completed(outcome))
                 .await
                 .expect("settle")

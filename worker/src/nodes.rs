@@ -217,10 +217,22 @@ async fn execute(
             }
         })
     };
-    let run = tokio::time::timeout(policy.timeout, async {
-        nodes::run(node.node_type, &node.id, &node.config, &ctx)
-    })
-    .await;
+    let timeout = policy.timeout;
+    let run = if node.node_type.needs_sandbox(&node.config) {
+        // Scripts block their thread until done or interrupted at `timeout`.
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("script thread failed: {e}"))
+        .map(Ok)?
+    } else {
+        tokio::time::timeout(timeout, async {
+            nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
+        })
+        .await
+    };
     heartbeat.abort();
     let outcome = match run {
         Ok(Ok(outcome)) => Ok(outcome),

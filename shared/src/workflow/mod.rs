@@ -7,4 +7,5 @@ pub mod graph;
 pub mod instance;
 pub mod nodes;
 pub mod queue;
+pub mod sandbox;
 pub mod template;

@@ -17,6 +17,7 @@ pub enum NodeType {
     Loop,
     Fanout,
     Join,
+    Javascript,
 }
 
 impl std::str::FromStr for NodeType {
@@ -32,13 +33,14 @@ impl std::str::FromStr for NodeType {
             "loop" => NodeType::Loop,
             "fanout" => NodeType::Fanout,
             "join" => NodeType::Join,
+            "javascript" => NodeType::Javascript,
             "dataQuery" => {
                 return Err(
                     "dataQuery nodes arrive with datasources and data queries; not runnable yet"
                         .into(),
                 );
             }
-            "javascript" | "dataCollection" | "approval" | "subWorkflow" => {
+            "dataCollection" | "approval" | "subWorkflow" => {
                 return Err(format!(
                     "node type `{s}` is not available in this version of the engine yet"
                 ));
@@ -60,6 +62,16 @@ impl NodeType {
             NodeType::Loop => "loop",
             NodeType::Fanout => "fanout",
             NodeType::Join => "join",
+            NodeType::Javascript => "javascript",
+        }
+    }
+
+    /// Whether running the node evaluates JavaScript, so it must run on a blocking thread.
+    pub fn needs_sandbox(self, config: &Value) -> bool {
+        match self {
+            NodeType::Javascript => true,
+            NodeType::Condition => config.to_string().contains("\"expression\""),
+            _ => false,
         }
     }
 
@@ -216,6 +228,13 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
             }
             Ok(())
         }
+        NodeType::Javascript => {
+            c.get("code")
+                .and_then(Value::as_str)
+                .filter(|code| !code.trim().is_empty())
+                .ok_or("code must be a non-empty string")?;
+            Ok(())
+        }
         NodeType::Fanout => {
             let branches = c
                 .get("branches")
@@ -247,10 +266,7 @@ fn one_of(v: &Value, field: &str, allowed: &[&str]) -> Result<(), String> {
 
 fn check_operator(op: Option<&Value>) -> Result<(), String> {
     match op.and_then(Value::as_str) {
-        Some(o) if OPERATORS.contains(&o) => Ok(()),
-        Some("expression") => {
-            Err("the `expression` operator needs the javascript sandbox, not available yet".into())
-        }
+        Some(o) if OPERATORS.contains(&o) || o == "expression" => Ok(()),
         Some(o) => Err(format!("unknown operator `{o}`")),
         None => Err("every condition needs an operator".into()),
     }
@@ -299,8 +315,15 @@ impl Outcome {
     }
 }
 
-/// Runs a node against the context; `Err` is a node failure (retried per policy).
-pub fn run(node_type: NodeType, node_id: &str, c: &Value, ctx: &Value) -> Result<Outcome, String> {
+/// Runs a node against the context; `Err` is a node failure (retried per policy). `timeout`
+/// bounds script evaluation (javascript nodes, expression conditions).
+pub fn run(
+    node_type: NodeType,
+    node_id: &str,
+    c: &Value,
+    ctx: &Value,
+    timeout: Duration,
+) -> Result<Outcome, String> {
     match node_type {
         NodeType::Start => Ok(Outcome::follow(
             json!({"started": true, "inputReceived": ctx.get("input")}),
@@ -354,13 +377,21 @@ pub fn run(node_type: NodeType, node_id: &str, c: &Value, ctx: &Value) -> Result
                     .collect();
                 let any = b.get("conditionLogic").and_then(Value::as_str) == Some("OR");
                 let results = conds.iter().map(|cond| {
+                    let op = cond.get("operator").and_then(Value::as_str).unwrap_or("");
+                    if op == "expression" {
+                        // Upstream: raw JavaScript `Boolean(<leftValue>)` with `ctx` in scope;
+                        // an exception counts as false.
+                        let source = cond
+                            .get("leftValue")
+                            .and_then(Value::as_str)
+                            .unwrap_or("false");
+                        let limit = timeout.min(Duration::from_secs(5));
+                        return super::sandbox::eval(&format!("Boolean({source})"), ctx, limit)
+                            == Ok(Value::Bool(true));
+                    }
                     let left = resolve(cond.get("leftValue").unwrap_or(&Value::Null), ctx);
                     let right = resolve(cond.get("rightValue").unwrap_or(&Value::Null), ctx);
-                    compare(
-                        cond.get("operator").and_then(Value::as_str).unwrap_or(""),
-                        &left,
-                        &right,
-                    )
+                    compare(op, &left, &right)
                 });
                 let matched = if any {
                     results.into_iter().any(|r| r)
@@ -452,6 +483,18 @@ pub fn run(node_type: NodeType, node_id: &str, c: &Value, ctx: &Value) -> Result
             Ok(outcome)
         }
         NodeType::Join => Ok(Outcome::follow(json!({"joined": true}), "output")),
+        NodeType::Javascript => {
+            let code = c.get("code").and_then(Value::as_str).unwrap_or_default();
+            let value = super::sandbox::run_node_code(code, ctx, timeout)?;
+            let out_var = c
+                .get("outputVariable")
+                .and_then(Value::as_str)
+                .unwrap_or("jsResult");
+            Ok(Outcome::follow(
+                json!({out_var: value, "success": true}),
+                "success",
+            ))
+        }
     }
 }
 
@@ -589,6 +632,48 @@ fn regex_match(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
 
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn javascript_nodes_return_their_value_under_the_output_variable() {
+        let c = json!({"code": "return ctx.input.items.reduce((a, b) => a + b, 0)", "outputVariable": "sum"});
+        let out = run(
+            NodeType::Javascript,
+            "j",
+            &c,
+            &json!({"input": {"items": [1, 2, 3]}}),
+            SEC,
+        )
+        .expect("runs");
+        assert_eq!(out.output["sum"], json!(6));
+        assert_eq!(out.handles, ["success"]);
+        assert!(
+            run(
+                NodeType::Javascript,
+                "j",
+                &json!({"code": "throw new Error('no')"}),
+                &json!({}),
+                SEC
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn expression_conditions_evaluate_javascript_and_errors_are_false() {
+        let c = json!({"branches": [
+            {"id": "js", "conditions": [{"leftValue": "ctx.input.n % 2 === 0", "operator": "expression"}]}]});
+        let route = |ctx: Value| {
+            run(NodeType::Condition, "c", &c, &ctx, SEC)
+                .expect("runs")
+                .handles
+        };
+        assert_eq!(route(json!({"input": {"n": 4}})), ["js"]);
+        assert_eq!(route(json!({"input": {"n": 3}})), ["default"]);
+        assert_eq!(route(json!({})), ["default"], "a thrown TypeError is false");
+        assert!(NodeType::Condition.needs_sandbox(&c));
+    }
+
     #[test]
     fn operators_follow_upstream() {
         assert!(compare("equals", &json!(1), &json!("1")));
@@ -615,9 +700,15 @@ mod tests {
                 {"leftValue": "{{ctx.input.n}}", "operator": "equals", "rightValue": 6}]}
         ]});
         let route = |n: i64| {
-            run(NodeType::Condition, "c", &c, &json!({"input": {"n": n}}))
-                .expect("runs")
-                .handles
+            run(
+                NodeType::Condition,
+                "c",
+                &c,
+                &json!({"input": {"n": n}}),
+                SEC,
+            )
+            .expect("runs")
+            .handles
         };
         assert_eq!(route(11), ["big"]);
         assert_eq!(route(6), ["any"]);
@@ -630,7 +721,7 @@ mod tests {
         let mut ctx = json!({"input": {"items": ["a", "b"]}});
         let mut seen = Vec::new();
         loop {
-            let out = run(NodeType::Loop, "l", &c, &ctx).expect("runs");
+            let out = run(NodeType::Loop, "l", &c, &ctx, SEC).expect("runs");
             for (k, v) in &out.patch {
                 ctx[k] = v.clone();
             }
@@ -651,7 +742,7 @@ mod tests {
     fn delays_are_summed_and_capped_by_validation() {
         let c = json!({"delayType": "fixed", "delaySeconds": 2, "delayMs": 500});
         assert_eq!(
-            run(NodeType::Delay, "d", &c, &json!({}))
+            run(NodeType::Delay, "d", &c, &json!({}), SEC)
                 .expect("runs")
                 .delay,
             Some(Duration::from_millis(2500))
@@ -663,7 +754,7 @@ mod tests {
     #[test]
     fn end_sets_the_workflow_output_and_finishes() {
         let c = json!({"status": "success", "outputParameters": [{"name": "total", "sourceVariable": "{{ctx.input.n}}"}]});
-        let out = run(NodeType::End, "e", &c, &json!({"input": {"n": 3}})).expect("runs");
+        let out = run(NodeType::End, "e", &c, &json!({"input": {"n": 3}}), SEC).expect("runs");
         assert_eq!(out.finish, Some(true));
         assert!(out.handles.is_empty());
         assert_eq!(out.patch["output"], json!({"total": 3}));
