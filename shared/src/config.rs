@@ -78,6 +78,11 @@ pub struct Config {
     pub worker_roles: Option<String>,
     /// `JET_WORKER_ID`: unique name of this worker replica (default: host name and pid).
     pub worker_id: Option<String>,
+    /// `JET_NODE_LEASE_SECONDS`: how long a claimed node execution is held before other
+    /// workers may take it over (a crashed worker's nodes re-run after this).
+    pub node_lease_seconds: u64,
+    /// `JET_NODE_BATCH`: node executions claimed per query.
+    pub node_batch: i64,
     /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
     pub audit_retention_days: u32,
 }
@@ -133,6 +138,12 @@ impl Config {
             },
             worker_roles: get("JET_WORKER_ROLES"),
             worker_id: get("JET_WORKER_ID"),
+            node_lease_seconds: parse(
+                "JET_NODE_LEASE_SECONDS",
+                get("JET_NODE_LEASE_SECONDS"),
+                "10",
+            )?,
+            node_batch: parse("JET_NODE_BATCH", get("JET_NODE_BATCH"), "32")?,
             audit_retention_days: parse(
                 "JET_AUDIT_RETENTION_DAYS",
                 get("JET_AUDIT_RETENTION_DAYS"),

@@ -329,12 +329,28 @@ async fn javascript_nodes_compute_and_runaway_scripts_time_out() {
 
     let runaway = Flow::new()
         .node("start", "start", json!({}))
-        .node("spin", "javascript", json!({"code": "while (true) {}", "timeoutSeconds": 1}))
+        .node(
+            "spin",
+            "javascript",
+            json!({"code": "while (true) {}", "timeoutSeconds": 1}),
+        )
         .edge("start", "spin");
     let started = std::time::Instant::now();
     let done = app.run_flow(&a, &runaway, json!({})).await;
     assert_eq!(done["status"], "FAILED");
-    let failure = done["logs"].as_array().expect("logs").iter().find(|l| l["eventType"] == "NODE_FAILED").cloned().expect("failed row");
-    assert!(failure["errorMessage"].as_str().unwrap_or("").contains("timed out"), "{failure}");
+    let failure = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .find(|l| l["eventType"] == "NODE_FAILED")
+        .cloned()
+        .expect("failed row");
+    assert!(
+        failure["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{failure}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

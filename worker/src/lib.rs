@@ -96,10 +96,11 @@ pub async fn run_roles(
                 ));
             }
             Role::Nodes => {
+                let settings = nodes::Settings::from_config(config);
                 tasks.spawn(nodes::run(
                     pool.clone(),
                     worker_id.clone(),
-                    nodes::Settings::default(),
+                    settings,
                     shutdown.clone(),
                 ));
             }

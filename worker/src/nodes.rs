@@ -25,6 +25,17 @@ pub struct Settings {
     pub poll: Duration,
 }
 
+impl Settings {
+    /// Lease and batch from configuration; a 500 ms poll fallback.
+    pub fn from_config(config: &jet_shared::config::Config) -> Self {
+        Self {
+            batch: config.node_batch.clamp(1, 1000),
+            lease: Duration::from_secs(config.node_lease_seconds.clamp(1, 3600)),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
