@@ -19,6 +19,8 @@ commands:
   openapi [--write | --check]  print the OpenAPI spec, write it to openapi/openapi.json, or
                                fail when the checked-in file differs
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
+  bench [--scale N]            engine throughput and latency with 1 and 2 jet-worker processes
+                               (release build; JET_BENCH_DATABASE_URL, default the local server)
 ";
 
 #[tokio::main]
@@ -34,6 +36,7 @@ async fn main() -> Result<()> {
         "bootstrap" => commands::bootstrap::run(rest).await,
         "openapi" => commands::openapi::run(rest),
         "test" => commands::test::run(rest).await,
+        "bench" => commands::bench::run(rest).await,
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -363,3 +363,118 @@ async fn a_delay_survives_a_worker_restart() {
 fn end_output() -> serde_json::Value {
     json!({"outputParameters": [{"name": "done", "sourceVariable": "yes"}]})
 }
+
+#[tokio::test]
+async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
+    let app = TestApp::spawn().await;
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
+        )
+        .node("left", "delay", json!({"delayMs": 0}))
+        .node("right", "delay", json!({"delayMs": 0}))
+        .node("join", "join", json!({}))
+        .node("end", "end", json!({}))
+        .edge("start", "fan")
+        .edge_on("fan", "l", "left")
+        .edge_on("fan", "r", "right")
+        .edge("left", "join")
+        .edge("right", "join")
+        .edge("join", "end");
+    let (_, workflow, instance_id) = started(&app, &flow).await;
+    for _ in 0..2 {
+        let c = queue::claim(&app.db.pool, "w", LEASE, 10)
+            .await
+            .expect("claim");
+        assert_eq!(
+            run_claimed(&app, workflow, &c[0], "w").await,
+            Settled::Advanced
+        );
+    }
+    let both = queue::claim(&app.db.pool, "w", LEASE, 10)
+        .await
+        .expect("claim");
+    assert_eq!(both.len(), 2);
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let graph = std::sync::Arc::new(
+        definition::load_graph(&mut conn, workflow)
+            .await
+            .expect("graph"),
+    );
+    drop(conn);
+    let ctx = instance::load_context(&app.db.pool, instance_id)
+        .await
+        .expect("ctx");
+    let pending: Vec<queue::Pending> = both
+        .iter()
+        .map(|c| {
+            let node = &graph.nodes[&c.node_id];
+            let outcome = nodes::run(
+                node.node_type,
+                &node.id,
+                &node.config,
+                &ctx,
+                Duration::from_secs(5),
+            )
+            .expect("runs");
+            queue::Pending {
+                claimed: c.clone(),
+                graph: graph.clone(),
+                result: NodeResult::Completed(outcome),
+            }
+        })
+        .collect();
+    let v0: i32 = sqlx::query_scalar(
+        r#"SELECT "version" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
+    )
+    .bind(instance_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("version");
+    let mut rival = app.db.pool.begin().await.expect("tx");
+    sqlx::query(
+        r#"UPDATE "tblWorkflowInstances" SET "version" = "version" + 1 WHERE "instanceID" = $1"#,
+    )
+    .bind(instance_id)
+    .execute(&mut *rival)
+    .await
+    .expect("rival bump");
+    let pool = app.db.pool.clone();
+    let batch = tokio::spawn(async move { queue::settle_batch(&pool, "w", pending).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rival.commit().await.expect("rival commits");
+    let results = batch.await.expect("task");
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| matches!(r, Ok(Settled::Advanced))),
+        "{:?}",
+        results
+            .iter()
+            .map(|(id, r)| (id, r.as_ref().ok()))
+            .collect::<Vec<_>>()
+    );
+    let v1: i32 = sqlx::query_scalar(
+        r#"SELECT "version" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
+    )
+    .bind(instance_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("version");
+    assert_eq!(v1, v0 + 3, "the rival's bump and one per settled result");
+    let logs = instance::logs(&app.db.pool, instance_id, 0)
+        .await
+        .expect("logs");
+    let join_dispatches = logs
+        .iter()
+        .filter(|l| {
+            l.event_type == "NODE_DISPATCHED"
+                && l.node_id.as_deref() == Some(flow.id("join").as_str())
+        })
+        .count();
+    assert_eq!(join_dispatches, 1);
+}

@@ -6,7 +6,7 @@
 use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::graph::Graph;
 use jet_shared::workflow::queue::{self, Claimed, NodeResult, Settled};
-use jet_shared::workflow::{definition, instance, nodes};
+use jet_shared::workflow::{definition, nodes};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,12 +90,11 @@ fn jitter() -> f64 {
     f64::from(nanos % 1001) / 1000.0
 }
 
-/// A workflow's graph and options as of one `updatedAt`.
+/// A workflow's graph as of one `updatedAt`.
 #[derive(Clone)]
 struct CachedWorkflow {
     updated_at: chrono::DateTime<chrono::Utc>,
     graph: Arc<Graph>,
-    options: serde_json::Value,
 }
 
 /// Workflow graphs by id, reloaded when the workflow's `updatedAt` moves, so a batch does not
@@ -104,33 +103,37 @@ struct CachedWorkflow {
 struct GraphCache(Mutex<HashMap<Uuid, CachedWorkflow>>);
 
 impl GraphCache {
+    /// The graph as of `updated_at` (read with the batch); reloaded when it moved.
     async fn get(
         &self,
         pool: &PgPool,
         workflow_id: Uuid,
-    ) -> anyhow::Result<(Arc<Graph>, serde_json::Value)> {
-        let (updated_at, options) = definition::version(pool, workflow_id).await?;
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> anyhow::Result<Arc<Graph>> {
         let mut cache = self.0.lock().await;
         if let Some(hit) = cache.get(&workflow_id)
-            && hit.updated_at == updated_at
+            && Some(hit.updated_at) == updated_at
         {
-            return Ok((hit.graph.clone(), hit.options.clone()));
+            return Ok(hit.graph.clone());
         }
         let mut conn = pool.acquire().await?;
         let graph = Arc::new(definition::load_graph(&mut conn, workflow_id).await?);
-        cache.insert(
-            workflow_id,
-            CachedWorkflow {
-                updated_at,
-                graph: graph.clone(),
-                options: options.clone(),
-            },
-        );
-        Ok((graph, options))
+        if let Some(updated_at) = updated_at {
+            cache.insert(
+                workflow_id,
+                CachedWorkflow {
+                    updated_at,
+                    graph: graph.clone(),
+                },
+            );
+        }
+        Ok(graph)
     }
 }
 
-/// Runs the node loop until shutdown; held executions are finished or released first.
+/// Runs the node loop until shutdown: claim a batch, run it, settle it in one transaction.
+/// A batch in flight when shutdown begins is finished (its nodes are short; long ones keep
+/// heartbeating) before the loop returns.
 pub async fn run(
     pool: PgPool,
     worker_id: String,
@@ -138,7 +141,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let owner = format!("{worker_id}-nodes");
-    let cache = Arc::new(GraphCache::default());
+    let cache = GraphCache::default();
     // Register interest before the first query, so no NOTIFY between them is missed.
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen("jet_node_executions").await?;
@@ -177,58 +180,116 @@ pub async fn run(
             }
             continue;
         }
-        let mut set = tokio::task::JoinSet::new();
-        for c in claimed {
-            let (pool, owner, cache, lease) =
-                (pool.clone(), owner.clone(), cache.clone(), settings.lease);
-            set.spawn(async move {
-                if let Err(err) = execute(&pool, &owner, &cache, &c, lease).await {
-                    tracing::warn!(execution = c.execution_id, error = %err, "execution not settled; its lease will expire");
-                }
-            });
+        if let Err(err) = run_batch(&pool, &owner, &cache, claimed, settings.lease).await {
+            tracing::warn!(error = %err, "batch not settled; its leases will expire and it runs again");
         }
-        while set.join_next().await.is_some() {}
     }
 }
 
-/// Runs one claimed execution and settles (or releases) it.
-async fn execute(
+/// What became of one claimed execution after running it.
+enum Ran {
+    /// Ready to settle.
+    Settle(queue::Pending),
+    /// Failed with retries left: give it back, due after `delay`.
+    Retry(Claimed, Duration, String),
+    /// Its instance is no longer running: drop it.
+    Discard(Claimed),
+}
+
+/// Runs a claimed batch: one read for all contexts, the nodes concurrently (scripts on
+/// blocking threads), then one settle transaction for all results.
+async fn run_batch(
     pool: &PgPool,
     owner: &str,
     cache: &GraphCache,
-    c: &Claimed,
+    claimed: Vec<Claimed>,
     lease: Duration,
 ) -> anyhow::Result<()> {
-    let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
-    let _guard = span.enter();
-    let Some((Some(workflow_id), status)) = instance::runtime(pool, c.instance_id).await? else {
-        return Ok(()); // the instance is gone; its executions went with it
-    };
-    if status != "RUNNING" {
-        queue::discard(pool, c, owner).await?;
-        return Ok(());
-    }
-    let (graph, options) = cache.get(pool, workflow_id).await?;
-    let Some(node) = graph.nodes.get(&c.node_id).cloned() else {
-        let result = NodeResult::Failed(format!("node {} is no longer in the workflow", c.node_id));
-        queue::settle(pool, c, owner, &graph, &result).await?;
-        return Ok(());
-    };
-    let policy = policy(&node.config, &options);
-    let ctx = instance::load_context(pool, c.instance_id).await?;
-    // Keep the lease while the node runs (only long nodes outlive a half lease).
+    let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
+    let views = queue::prepare(pool, &instance_ids).await?;
+    // Keep every lease of the batch while it runs (only long nodes outlive a third of it).
     let heartbeat = {
-        let (pool, c, owner) = (pool.clone(), c.clone(), owner.to_owned());
+        let (pool, owner) = (pool.clone(), owner.to_owned());
+        let held: Vec<(i64, i32)> = claimed
+            .iter()
+            .map(|c| (c.execution_id, c.claim_count))
+            .collect();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                if !matches!(queue::heartbeat(&pool, &c, &owner, lease).await, Ok(true)) {
+                if queue::heartbeat_batch(&pool, &owner, &held, lease)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         })
     };
+    let mut runs = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        let view = views.get(&c.instance_id).cloned();
+        runs.push(run_one(pool, cache, c, view));
+    }
+    let ran = futures::future::join_all(runs).await;
+    heartbeat.abort();
+
+    let mut pending = Vec::new();
+    for outcome in ran {
+        match outcome {
+            Ok(Ran::Settle(p)) => pending.push(p),
+            Ok(Ran::Retry(c, delay, message)) => {
+                queue::release(pool, &c, owner, Some((delay, &message))).await?;
+            }
+            Ok(Ran::Discard(c)) => queue::discard(pool, &c, owner).await?,
+            Err(err) => tracing::warn!(error = %err, "node not run; its lease will expire"),
+        }
+    }
+    for (execution, result) in queue::settle_batch(pool, owner, pending).await {
+        match result {
+            Ok(Settled::LostLease) => tracing::warn!(
+                execution,
+                "lease lost before settling; another worker runs this node"
+            ),
+            Ok(Settled::Duplicate) => tracing::info!(execution, "duplicate result ignored"),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(execution, error = %err, "settle failed; the lease will expire and the node runs again")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one node of a batch.
+async fn run_one(
+    pool: &PgPool,
+    cache: &GraphCache,
+    c: Claimed,
+    view: Option<queue::InstanceView>,
+) -> anyhow::Result<Ran> {
+    let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
+    let _guard = span.enter();
+    let Some(view) = view.filter(|v| v.status == "RUNNING") else {
+        return Ok(Ran::Discard(c));
+    };
+    let Some(workflow_id) = view.workflow_id else {
+        return Ok(Ran::Discard(c));
+    };
+    let graph = cache
+        .get(pool, workflow_id, view.workflow_updated_at)
+        .await?;
+    let Some(node) = graph.nodes.get(&c.node_id).cloned() else {
+        let result = NodeResult::Failed(format!("node {} is no longer in the workflow", c.node_id));
+        return Ok(Ran::Settle(queue::Pending {
+            claimed: c,
+            graph,
+            result,
+        }));
+    };
+    let policy = policy(&node.config, &view.workflow_options);
     let timeout = policy.timeout;
+    let ctx = view.context;
     let run = if node.node_type.needs_sandbox(&node.config) {
         // Scripts block their thread until done or interrupted at `timeout`.
         let node = node.clone();
@@ -236,38 +297,27 @@ async fn execute(
             nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
         })
         .await
-        .map_err(|e| anyhow::anyhow!("script thread failed: {e}"))
-        .map(Ok)?
+        .map_err(|e| anyhow::anyhow!("script thread failed: {e}"))?
     } else {
-        tokio::time::timeout(timeout, async {
-            nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
-        })
-        .await
+        nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
     };
-    heartbeat.abort();
-    let outcome = match run {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(message)) => Err(message),
-        Err(_) => Err(format!("timed out after {} s", policy.timeout.as_secs())),
-    };
-    let result = match outcome {
-        Ok(outcome) => NodeResult::Completed(outcome),
+    Ok(match run {
+        Ok(outcome) => Ran::Settle(queue::Pending {
+            claimed: c,
+            graph,
+            result: NodeResult::Completed(outcome),
+        }),
         Err(message) if c.retry_count < policy.retry_limit => {
             let delay = backoff(policy.retry_delay, c.retry_count);
             tracing::info!(error = %message, retry_in_ms = delay.as_millis() as u64, "node failed; retrying");
-            queue::release(pool, c, owner, Some((delay, &message))).await?;
-            return Ok(());
+            Ran::Retry(c, delay, message)
         }
-        Err(message) => NodeResult::Failed(message),
-    };
-    match queue::settle(pool, c, owner, &graph, &result).await? {
-        Settled::LostLease => {
-            tracing::warn!("lease lost before settling; another worker runs this node")
-        }
-        Settled::Duplicate => tracing::info!("duplicate result ignored"),
-        _ => {}
-    }
-    Ok(())
+        Err(message) => Ran::Settle(queue::Pending {
+            claimed: c,
+            graph,
+            result: NodeResult::Failed(message),
+        }),
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod dev;
 pub mod migrate;

@@ -243,113 +243,215 @@ pub async fn settle(
 ) -> Result<Settled> {
     for _ in 0..MAX_CAS_RETRIES {
         let mut tx = pool.begin().await?;
-        let fenced = sqlx::query(
-            r#"DELETE FROM "tblNodeExecutions" WHERE "executionID" = $1 AND "leaseOwner" = $2 AND "claimCount" = $3"#,
-        )
-        .bind(c.execution_id)
-        .bind(owner)
-        .bind(c.claim_count)
-        .execute(&mut *tx)
-        .await?;
-        if fenced.rows_affected() == 0 {
-            return Ok(Settled::LostLease);
-        }
-        let (version, status): (i32, String) = sqlx::query_as(
-            r#"SELECT "version", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
-        )
-        .bind(c.instance_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if status != "RUNNING" {
-            tx.commit().await?;
-            return Ok(Settled::InstanceNotRunning);
-        }
-        let node = graph.nodes.get(&c.node_id);
-        let (event, node_status, payload, error) = match (result, node) {
-            (NodeResult::Completed(outcome), Some(node)) => (
-                "NODE_COMPLETED",
-                "success",
-                completion_payload(&c.node_id, node.node_type, &node.config, outcome),
-                None,
-            ),
-            (NodeResult::Completed(_), None) => (
-                "NODE_FAILED",
-                "error",
-                json!({}),
-                Some("the node is no longer in the workflow"),
-            ),
-            (NodeResult::Failed(message), _) => {
-                ("NODE_FAILED", "error", json!({}), Some(message.as_str()))
+        match settle_in(&mut tx, c, owner, graph, result).await? {
+            Step::Done(settled) => {
+                tx.commit().await?;
+                return Ok(settled);
             }
-        };
-        let output_variable = node
-            .and_then(|n| n.config.get("outputVariable"))
-            .and_then(Value::as_str);
-        let logged = sqlx::query(
-            r#"INSERT INTO "tblWorkflowInstanceLogs"
-                 ("instanceID", "nodeID", "eventType", "nodeStatus", "outputVariable", "payload", "errorMessage", "nodeAttempt")
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL DO NOTHING"#,
-        )
-        .bind(c.instance_id)
-        .bind(&c.node_id)
-        .bind(event)
-        .bind(node_status)
-        .bind(output_variable)
-        .bind(&payload)
-        .bind(error)
-        .bind(c.node_attempt)
-        .execute(&mut *tx)
-        .await?;
-        if logged.rows_affected() == 0 {
-            tx.commit().await?;
-            return Ok(Settled::Duplicate);
+            Step::CasLost => tx.rollback().await?,
         }
-
-        let Next {
-            handles,
-            delay,
-            finish,
-        } = next_step(result, graph, &c.node_id);
-        let ready = if finish.is_none() {
-            ready_successors(&mut tx, c.instance_id, graph, &c.node_id, &handles).await?
-        } else {
-            vec![]
-        };
-
-        let won = sqlx::query(
-            r#"UPDATE "tblWorkflowInstances" SET "version" = "version" + 1, "updatedAt" = now()
-               WHERE "instanceID" = $1 AND "version" = $2 AND "status" = 'RUNNING'"#,
-        )
-        .bind(c.instance_id)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        if won.rows_affected() == 0 {
-            // A concurrent settle moved the instance: re-read everything and try again.
-            tx.rollback().await?;
-            continue;
-        }
-        if let Some((status, reason)) = finish {
-            finish_instance(&mut tx, c.instance_id, status, reason.as_deref()).await?;
-            tx.commit().await?;
-            return Ok(Settled::Finished);
-        }
-        for target in &ready {
-            dispatch(&mut tx, c.instance_id, c.tenant_id, target, delay).await?;
-        }
-        if !has_pending_work(&mut tx, c.instance_id).await? {
-            finish_instance(&mut tx, c.instance_id, "COMPLETED", None).await?;
-            tx.commit().await?;
-            return Ok(Settled::Finished);
-        }
-        tx.commit().await?;
-        return Ok(Settled::Advanced);
     }
     Err(crate::Error::Invalid(format!(
         "instance {} is too contended to settle; will retry",
         c.instance_id
     )))
+}
+
+/// One node result to settle in a batch.
+pub struct Pending {
+    pub claimed: Claimed,
+    pub graph: std::sync::Arc<Graph>,
+    pub result: NodeResult,
+}
+
+/// Settles many results in one transaction (one commit, one fsync, for the whole batch): each
+/// result runs inside its own savepoint, so a result that loses the instance CAS is rolled
+/// back alone and retried in the next round. Results are applied in instance order, so two
+/// workers' batches lock instances in the same order and cannot deadlock each other.
+pub async fn settle_batch(
+    pool: &PgPool,
+    owner: &str,
+    mut pending: Vec<Pending>,
+) -> Vec<(i64, Result<Settled>)> {
+    pending.sort_by(|a, b| {
+        (a.claimed.instance_id, a.claimed.execution_id)
+            .cmp(&(b.claimed.instance_id, b.claimed.execution_id))
+    });
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for _ in 0..MAX_CAS_RETRIES {
+        if pending.is_empty() {
+            return outcomes;
+        }
+        match settle_round(pool, owner, &pending).await {
+            Ok((done, retry)) => {
+                outcomes.extend(done);
+                pending.retain(|p| retry.contains(&p.claimed.execution_id));
+            }
+            Err(err) => {
+                // The batch transaction failed as a whole (e.g. a lost connection): settle
+                // each result on its own so one bad item cannot hold back the others.
+                tracing::warn!(error = %err, "batch settle failed; settling one by one");
+                for p in pending.drain(..) {
+                    let r = settle(pool, &p.claimed, owner, &p.graph, &p.result).await;
+                    outcomes.push((p.claimed.execution_id, r));
+                }
+                return outcomes;
+            }
+        }
+    }
+    for p in pending {
+        outcomes.push((
+            p.claimed.execution_id,
+            Err(crate::Error::Invalid(
+                "instance too contended to settle".into(),
+            )),
+        ));
+    }
+    outcomes
+}
+
+type Round = (Vec<(i64, Result<Settled>)>, Vec<i64>);
+
+async fn settle_round(pool: &PgPool, owner: &str, pending: &[Pending]) -> Result<Round> {
+    let mut tx = pool.begin().await?;
+    let mut done = Vec::new();
+    let mut retry = Vec::new();
+    for p in pending {
+        sqlx::query("SAVEPOINT settle").execute(&mut *tx).await?;
+        match settle_in(&mut tx, &p.claimed, owner, &p.graph, &p.result).await {
+            Ok(Step::Done(settled)) => {
+                sqlx::query("RELEASE SAVEPOINT settle")
+                    .execute(&mut *tx)
+                    .await?;
+                done.push((p.claimed.execution_id, Ok(settled)));
+            }
+            Ok(Step::CasLost) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT settle")
+                    .execute(&mut *tx)
+                    .await?;
+                retry.push(p.claimed.execution_id);
+            }
+            Err(err) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT settle")
+                    .execute(&mut *tx)
+                    .await?;
+                done.push((p.claimed.execution_id, Err(err)));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok((done, retry))
+}
+
+/// What one settle attempt inside a transaction came to.
+enum Step {
+    Done(Settled),
+    CasLost,
+}
+
+async fn settle_in(
+    conn: &mut PgConnection,
+    c: &Claimed,
+    owner: &str,
+    graph: &Graph,
+    result: &NodeResult,
+) -> Result<Step> {
+    let fenced = sqlx::query(
+        r#"DELETE FROM "tblNodeExecutions" WHERE "executionID" = $1 AND "leaseOwner" = $2 AND "claimCount" = $3"#,
+    )
+    .bind(c.execution_id)
+    .bind(owner)
+    .bind(c.claim_count)
+    .execute(&mut *conn)
+    .await?;
+    if fenced.rows_affected() == 0 {
+        return Ok(Step::Done(Settled::LostLease));
+    }
+    let (version, status): (i32, String) = sqlx::query_as(
+        r#"SELECT "version", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
+    )
+    .bind(c.instance_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if status != "RUNNING" {
+        return Ok(Step::Done(Settled::InstanceNotRunning));
+    }
+    let node = graph.nodes.get(&c.node_id);
+    let (event, node_status, payload, error) = match (result, node) {
+        (NodeResult::Completed(outcome), Some(node)) => (
+            "NODE_COMPLETED",
+            "success",
+            completion_payload(&c.node_id, node.node_type, &node.config, outcome),
+            None,
+        ),
+        (NodeResult::Completed(_), None) => (
+            "NODE_FAILED",
+            "error",
+            json!({}),
+            Some("the node is no longer in the workflow"),
+        ),
+        (NodeResult::Failed(message), _) => {
+            ("NODE_FAILED", "error", json!({}), Some(message.as_str()))
+        }
+    };
+    let output_variable = node
+        .and_then(|n| n.config.get("outputVariable"))
+        .and_then(Value::as_str);
+    let logged = sqlx::query(
+        r#"INSERT INTO "tblWorkflowInstanceLogs"
+             ("instanceID", "nodeID", "eventType", "nodeStatus", "outputVariable", "payload", "errorMessage", "nodeAttempt")
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL DO NOTHING"#,
+    )
+    .bind(c.instance_id)
+    .bind(&c.node_id)
+    .bind(event)
+    .bind(node_status)
+    .bind(output_variable)
+    .bind(&payload)
+    .bind(error)
+    .bind(c.node_attempt)
+    .execute(&mut *conn)
+    .await?;
+    if logged.rows_affected() == 0 {
+        return Ok(Step::Done(Settled::Duplicate));
+    }
+
+    let Next {
+        handles,
+        delay,
+        finish,
+    } = next_step(result, graph, &c.node_id);
+    let ready = if finish.is_none() {
+        ready_successors(&mut *conn, c.instance_id, graph, &c.node_id, &handles).await?
+    } else {
+        vec![]
+    };
+
+    let won = sqlx::query(
+        r#"UPDATE "tblWorkflowInstances" SET "version" = "version" + 1, "updatedAt" = now()
+           WHERE "instanceID" = $1 AND "version" = $2 AND "status" = 'RUNNING'"#,
+    )
+    .bind(c.instance_id)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    if won.rows_affected() == 0 {
+        // A concurrent settle moved the instance: the caller rolls back and retries.
+        return Ok(Step::CasLost);
+    }
+    if let Some((status, reason)) = finish {
+        finish_instance(&mut *conn, c.instance_id, status, reason.as_deref()).await?;
+        return Ok(Step::Done(Settled::Finished));
+    }
+    for target in &ready {
+        dispatch(&mut *conn, c.instance_id, c.tenant_id, target, delay).await?;
+    }
+    if !has_pending_work(&mut *conn, c.instance_id).await? {
+        finish_instance(&mut *conn, c.instance_id, "COMPLETED", None).await?;
+        return Ok(Step::Done(Settled::Finished));
+    }
+    Ok(Step::Done(Settled::Advanced))
 }
 
 /// Where a settled node leads: handles to follow (after `delay`), or the end of the run.
@@ -479,4 +581,87 @@ pub async fn finish_instance(
         .await?;
     }
     Ok(())
+}
+
+/// What running a batch of claimed executions needs, read in one query: each instance's
+/// status and workflow version, and its folded context.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub workflow_id: Option<Uuid>,
+    pub status: String,
+    pub workflow_updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub workflow_options: Value,
+    pub context: Value,
+}
+
+/// Reads the [`InstanceView`] of every instance of a batch in one round trip.
+pub async fn prepare(
+    pool: &PgPool,
+    instance_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, InstanceView>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(rename = "instanceID")]
+        instance_id: Uuid,
+        #[sqlx(rename = "workflowID")]
+        workflow_id: Option<Uuid>,
+        status: String,
+        #[sqlx(rename = "updatedAt")]
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+        #[sqlx(rename = "workflowOptions")]
+        workflow_options: Option<Value>,
+        payloads: Value,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        r#"SELECT i."instanceID", i."workflowID", i."status", w."updatedAt", w."workflowOptions",
+                  COALESCE((SELECT jsonb_agg(l."payload" ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l
+                            WHERE l."instanceID" = i."instanceID"
+                              AND l."eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET')), '[]') AS payloads
+           FROM "tblWorkflowInstances" i LEFT JOIN "tblWorkflows" w ON w."workflowID" = i."workflowID"
+           WHERE i."instanceID" = ANY($1)"#,
+    )
+    .bind(instance_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let context = super::context::fold(r.payloads.as_array().into_iter().flatten());
+            (
+                r.instance_id,
+                InstanceView {
+                    workflow_id: r.workflow_id,
+                    status: r.status,
+                    workflow_updated_at: r.updated_at,
+                    workflow_options: r
+                        .workflow_options
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                    context,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Extends the leases of a whole batch; returns how many were still held.
+pub async fn heartbeat_batch(
+    pool: &PgPool,
+    owner: &str,
+    held: &[(i64, i32)],
+    lease: Duration,
+) -> Result<u64> {
+    let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
+    let counts: Vec<i32> = held.iter().map(|h| h.1).collect();
+    let done = sqlx::query(
+        r#"UPDATE "tblNodeExecutions" e SET "leaseExpiresAt" = now() + $4::interval
+           FROM unnest($2::int8[], $3::int4[]) AS h(id, claims)
+           WHERE e."executionID" = h.id AND e."claimCount" = h.claims AND e."leaseOwner" = $1"#,
+    )
+    .bind(owner)
+    .bind(&ids)
+    .bind(&counts)
+    .bind(interval(lease))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
