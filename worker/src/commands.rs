@@ -44,7 +44,11 @@ pub async fn run(pool: PgPool, worker_id: String, mut shutdown: Shutdown) -> any
         .queue(QUEUE)
         .batch_size(32)
         .heartbeat_interval(Duration::from_secs(2))
-        .missed_heartbeats(3);
+        .missed_heartbeats(3)
+        // The fetch already marks a command Queued under this worker, and orphan recovery
+        // re-enqueues Queued commands of dead workers too; the extra Running write would cost
+        // a commit per command for nothing.
+        .lock_tasks(false);
     let strategy = Strategy::new()
         .stream(Pubsub::new(pool.clone(), QUEUE.to_owned()))
         .interval(Duration::from_secs(1));

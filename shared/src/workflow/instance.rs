@@ -2,7 +2,6 @@
 //! (`tblWorkflowInstanceLogs`): creation with inputs, the folded context, listing, cancel.
 
 use super::context;
-use super::definition;
 use super::queue;
 use crate::commands::{self, Command};
 use crate::ids::TenantId;
@@ -158,32 +157,28 @@ pub async fn create(
 /// Dispatches the start node of a RUNNING instance that has none yet (the start command;
 /// idempotent, so a redelivered command does nothing).
 pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
-    let row: Option<(Option<Uuid>, TenantId, String)> = sqlx::query_as(
-        r#"SELECT "workflowID", "tenantID", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1 FOR UPDATE"#,
+    // One read: the instance (locked), whether anything was dispatched yet, and the start
+    // node (validation guarantees exactly one per saved workflow).
+    let row: Option<(TenantId, String, bool, Option<String>)> = sqlx::query_as(
+        r#"SELECT i."tenantID", i."status",
+                  EXISTS (SELECT 1 FROM "tblWorkflowInstanceLogs" l
+                          WHERE l."instanceID" = i."instanceID" AND l."eventType" = 'NODE_DISPATCHED'),
+                  (SELECT n."nodeID"::text FROM "tblWorkflowNodes" n
+                   WHERE n."workflowID" = i."workflowID" AND n."nodeType" = 'start' LIMIT 1)
+           FROM "tblWorkflowInstances" i WHERE i."instanceID" = $1 FOR UPDATE OF i"#,
     )
     .bind(instance_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((Some(workflow_id), tenant_id, status)) = row else {
+    let Some((tenant_id, status, started, start_node)) = row else {
         return Ok(false);
     };
-    if status != "RUNNING" {
+    if status != "RUNNING" || started {
         return Ok(false);
     }
-    let started: bool = sqlx::query_scalar(
-        r#"SELECT EXISTS (SELECT 1 FROM "tblWorkflowInstanceLogs" WHERE "instanceID" = $1 AND "eventType" = 'NODE_DISPATCHED')"#,
-    )
-    .bind(instance_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if started {
-        return Ok(false);
-    }
-    let graph = definition::load_graph(&mut *conn, workflow_id).await?;
-    let start = graph
-        .start()
-        .ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
-    queue::dispatch(conn, instance_id, tenant_id.0, &start.id, Duration::ZERO).await?;
+    let start =
+        start_node.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
+    queue::dispatch(conn, instance_id, tenant_id.0, &start, Duration::ZERO).await?;
     Ok(true)
 }
 

@@ -45,26 +45,22 @@ pub async fn dispatch(
     node_id: &str,
     delay: Duration,
 ) -> Result<()> {
-    let attempt: i32 = sqlx::query_scalar(
-        r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
-           SELECT $1, $2, 'NODE_DISPATCHED', count(*) + 1 FROM "tblWorkflowInstanceLogs"
-           WHERE "instanceID" = $1 AND "nodeID" = $2 AND "eventType" = 'NODE_DISPATCHED'
-           RETURNING "nodeAttempt""#,
-    )
-    .bind(instance_id)
-    .bind(node_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    // One statement: the dispatch number is counted and logged, then the execution row is
+    // written with it.
     sqlx::query(
-        r#"INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
-           VALUES ($1, $2, $3, $4, now() + $5::interval)"#,
+        r#"WITH logged AS (
+             INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
+             SELECT $1, $2, 'NODE_DISPATCHED', count(*) + 1 FROM "tblWorkflowInstanceLogs"
+             WHERE "instanceID" = $1 AND "nodeID" = $2 AND "eventType" = 'NODE_DISPATCHED'
+             RETURNING "nodeAttempt")
+           INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
+           SELECT $1, $3, $2, "nodeAttempt", now() + $4::interval FROM logged"#,
     )
     .bind(instance_id)
-    .bind(tenant_id)
     .bind(node_id)
-    .bind(attempt)
+    .bind(tenant_id)
     .bind(interval(delay))
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     Ok(())
 }
