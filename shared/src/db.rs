@@ -18,17 +18,18 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
-/// Applies every pending migration: ours first, then apalis-postgres's queue schema.
-/// Safe to run from several processes at once (both migrators take an advisory lock).
+/// Applies every pending migration: apalis-postgres's queue schema first (our migrations add
+/// triggers to its tables), then ours. Safe to run from several processes at once (both
+/// migrators take an advisory lock).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    apalis_postgres::PostgresStorage::<()>::setup(pool)
+        .await
+        .context("applying apalis-postgres migrations")?;
     MIGRATOR
         .run(pool)
         .await
         .context("applying Jet Fleet migrations")?;
-    apalis_postgres::PostgresStorage::<()>::setup(pool)
-        .await
-        .context("applying apalis-postgres migrations")?;
     Ok(())
 }
 

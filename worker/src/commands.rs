@@ -13,7 +13,12 @@ use jet_shared::workflow::instance;
 use sqlx::PgPool;
 use std::time::Duration;
 
-async fn handle(command: Command, pool: Data<PgPool>) -> Result<(), BoxDynError> {
+/// Commands arrive as raw JSON and are decoded here: apalis leaves a payload it cannot decode
+/// stuck in `Queued` forever, whereas an undecodable command aborted here is `Killed` and the
+/// DLQ trigger parks it.
+async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDynError> {
+    let command: Command = serde_json::from_value(raw)
+        .map_err(|e| AbortError::new(format!("undecodable command: {e}")))?;
     let mut tx = pool.begin().await?;
     match command {
         Command::StartInstance { instance_id } => {
@@ -52,7 +57,7 @@ pub async fn run(pool: PgPool, worker_id: String, mut shutdown: Shutdown) -> any
     let strategy = Strategy::new()
         .stream(Pubsub::new(pool.clone(), QUEUE.to_owned()))
         .interval(Duration::from_secs(1));
-    let backend = PostgresStorage::<Command>::new(&pool)
+    let backend = PostgresStorage::<serde_json::Value>::new(&pool)
         .with_config(config)
         .poll_with_strategy(strategy);
     let worker = WorkerBuilder::new(format!("{worker_id}-commands"))
