@@ -6,12 +6,15 @@ use crate::error::ApiResult;
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use jet_shared::commands::{self, Command};
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{WORKFLOW_EXECUTE, WORKFLOW_LIST, WORKFLOW_READ};
 use jet_shared::workflow::{context, instance};
-use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 use uuid::Uuid;
@@ -67,6 +70,78 @@ pub struct LogOut {
     /// The row's context contribution, without internal (`__`) keys.
     pub payload: Value,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<instance::LogRow> for LogOut {
+    fn from(l: instance::LogRow) -> Self {
+        Self {
+            log_id: l.log_id,
+            node_id: l.node_id,
+            event_type: l.event_type,
+            node_status: l.node_status,
+            node_attempt: l.node_attempt,
+            error_message: l.error_message,
+            payload: context::public(&l.payload),
+            created_at: l.created_at,
+        }
+    }
+}
+
+/// One Server-Sent Event of an instance: a log row (`event` = its eventType, `id` = its
+/// logID), or, last, the final status (`event: status`).
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct InstanceEvent {
+    pub log: Option<LogOut>,
+    /// The instance's final status, in the last event.
+    pub status: Option<String>,
+}
+
+/// How often the stream looks for new log rows.
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+struct Cursor {
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+    instance_id: Uuid,
+    after: i64,
+    buffered: std::collections::VecDeque<InstanceEvent>,
+    finished: bool,
+}
+
+/// Polls the log after the cursor; once the instance has ended and its log is drained, emits
+/// the status and ends.
+async fn next_event(mut c: Cursor) -> Option<(InstanceEvent, Cursor)> {
+    loop {
+        if let Some(event) = c.buffered.pop_front() {
+            return Some((event, c));
+        }
+        if c.finished {
+            return None;
+        }
+        let status = instance::get(&c.pool, c.tenant, c.instance_id)
+            .await
+            .ok()?
+            .status;
+        // Read the log after the status: an ended instance wrote its last row before ending.
+        let rows = instance::logs(&c.pool, c.instance_id, c.after).await.ok()?;
+        if let Some(last) = rows.last() {
+            c.after = last.log_id;
+        }
+        c.buffered.extend(rows.into_iter().map(|l| InstanceEvent {
+            log: Some(l.into()),
+            status: None,
+        }));
+        if status != "RUNNING" && status != "PENDING" {
+            c.buffered.push_back(InstanceEvent {
+                log: None,
+                status: Some(status),
+            });
+            c.finished = true;
+        } else if c.buffered.is_empty() {
+            tokio::time::sleep(STREAM_POLL).await;
+        }
+    }
 }
 
 /// An instance with its progress.
@@ -150,20 +225,51 @@ impl InstancesApi {
         Ok(Json(InstanceDetail {
             instance: row.into(),
             context: context::public(&ctx),
-            logs: logs
-                .into_iter()
-                .map(|l| LogOut {
-                    log_id: l.log_id,
-                    node_id: l.node_id,
-                    event_type: l.event_type,
-                    node_status: l.node_status,
-                    node_attempt: l.node_attempt,
-                    error_message: l.error_message,
-                    payload: context::public(&l.payload),
-                    created_at: l.created_at,
-                })
-                .collect(),
+            logs: logs.into_iter().map(LogOut::from).collect(),
         }))
+    }
+
+    /// Stream a run's log as Server-Sent Events
+    ///
+    /// One event per log row (`id` = logID, `event` = its eventType), then a final `status`
+    /// event when the run has ended. Reconnect with `Last-Event-ID` to resume after that row.
+    #[oai(
+        path = "/:tenantID/workflows/instances/:instanceID/events",
+        method = "get",
+        operation_id = "streamInstanceEvents"
+    )]
+    async fn events(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "instanceID")] instance_id: Path<Uuid>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<i64>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, InstanceEvent>>> {
+        let tenant = TenantId(tenant_id.0);
+        let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
+        let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
+        grants.require(WORKFLOW_READ, row.workflow_id)?;
+        let cursor = Cursor {
+            pool: self.state.pool.clone(),
+            tenant,
+            instance_id: instance_id.0,
+            after: last_event_id.0.unwrap_or(0).max(0),
+            buffered: Default::default(),
+            finished: false,
+        };
+        let stream = futures::stream::unfold(cursor, next_event).boxed();
+        Ok(EventStream::new(stream)
+            .keep_alive(std::time::Duration::from_secs(15))
+            .to_event(|e| {
+                use poem_openapi::types::ToJSON;
+                let data = e.to_json_string();
+                match (&e.log, &e.status) {
+                    (Some(log), _) => Event::message(data)
+                        .id(log.log_id.to_string())
+                        .event_type(log.event_type.clone()),
+                    _ => Event::message(data).event_type("status"),
+                }
+            }))
     }
 
     /// Cancel a run
