@@ -189,6 +189,8 @@ fn conflict_message(constraint: &str) -> (&'static str, String) {
             "already_member",
             "the user is already a member of this tenant".into(),
         ),
+        "request_not_pending" => ("request_not_pending", "this request was already answered, expired or cancelled".into()),
+        "request_expired" => ("request_expired", "this request has expired".into()),
         "pkTblWorkflowNodes" => (
             "node_id_taken",
             "a node id is already used by another workflow; node ids are global UUIDs (clone a workflow to copy it)".into(),

@@ -13,7 +13,7 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
-    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi,
+    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi, human::HumanApi,
     instances::InstancesApi, roles::RolesApi, tenants::TenantsApi, users::UsersApi,
     workflows::WorkflowsApi,
 };
@@ -32,6 +32,7 @@ type Apis = (
     AuditApi,
     WorkflowsApi,
     InstancesApi,
+    HumanApi,
 );
 
 /// The OpenAPI service: every operation, described.
@@ -62,6 +63,9 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         InstancesApi {
+            state: state.clone(),
+        },
+        HumanApi {
             state: state.clone(),
         },
     );

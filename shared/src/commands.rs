@@ -21,6 +21,11 @@ pub enum Command {
         #[serde(rename = "instanceID")]
         instance_id: Uuid,
     },
+    /// Continue an instance after a human step was answered or expired.
+    ResumeHumanStep {
+        #[serde(rename = "collectionRequestID")]
+        collection_request_id: Uuid,
+    },
     /// Stop an instance: no further node runs.
     CancelInstance {
         #[serde(rename = "instanceID")]

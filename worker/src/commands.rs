@@ -19,6 +19,13 @@ use std::time::Duration;
 async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDynError> {
     let command: Command = serde_json::from_value(raw)
         .map_err(|e| AbortError::new(format!("undecodable command: {e}")))?;
+    if let Command::ResumeHumanStep {
+        collection_request_id,
+    } = command
+    {
+        jet_shared::workflow::human::resume(&pool, collection_request_id).await?;
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
     match command {
         Command::StartInstance { instance_id } => {
@@ -38,6 +45,7 @@ async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDyn
         Command::CancelInstance { instance_id } => {
             instance::cancel(&mut tx, instance_id).await?;
         }
+        Command::ResumeHumanStep { .. } => {} // handled above, outside this transaction
     }
     tx.commit().await?;
     Ok(())

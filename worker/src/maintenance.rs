@@ -1,5 +1,6 @@
-//! The `maintenance` role: periodic housekeeping. One replica does each round (a transaction
-//! advisory lock elects it), the others skip that round.
+//! The `maintenance` role: expires overdue human steps every couple of seconds (each request
+//! flips once, whichever replica sees it) and runs hourly housekeeping, one replica per round
+//! (a transaction advisory lock elects it).
 
 use jet_shared::config::Config;
 use jet_shared::lifecycle::Shutdown;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 /// Advisory-lock key of the maintenance round ("jetmaint").
 const ROUND_LOCK: i64 = 0x6a65_746d_6169_6e74;
+/// How often pending human steps are checked for expiry.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Rows deleted per statement, so a backlog never holds long locks.
 const PRUNE_BATCH: i64 = 1000;
 
@@ -51,9 +54,18 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
                 tracing::warn!(error = %err, "maintenance round failed; retrying next interval")
             }
         }
-        tokio::select! {
-            () = shutdown.wait() => return Ok(()),
-            () = tokio::time::sleep(settings.interval) => {}
+        // Human steps expire on a short tick; the housekeeping round runs every `interval`.
+        let next_round = tokio::time::Instant::now() + settings.interval;
+        while tokio::time::Instant::now() < next_round {
+            match jet_shared::workflow::human::expire_due(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "human steps expired"),
+                Err(err) => tracing::warn!(error = %err, "expiring human steps failed"),
+            }
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                () = tokio::time::sleep(EXPIRY_TICK.min(settings.interval)) => {}
+            }
         }
     }
 }

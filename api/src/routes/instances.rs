@@ -146,12 +146,15 @@ async fn next_event(mut c: Cursor) -> Option<(InstanceEvent, Cursor)> {
 
 /// An instance with its progress.
 #[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
 pub struct InstanceDetail {
     #[oai(flatten)]
     pub instance: InstanceOut,
     /// The folded context without internal keys (`input`, node outputs, `output` of the end node).
     pub context: Value,
     pub logs: Vec<LogOut>,
+    /// Human steps waiting for input.
+    pub pending_requests: Vec<super::human::RequestOut>,
 }
 
 /// `cancelInstance` answers.
@@ -226,6 +229,14 @@ impl InstancesApi {
             instance: row.into(),
             context: context::public(&ctx),
             logs: logs.into_iter().map(LogOut::from).collect(),
+            pending_requests: jet_shared::workflow::human::pending_of(
+                &self.state.pool,
+                instance_id.0,
+            )
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         }))
     }
 

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod human;
 pub mod instances;
 pub mod roles;
 pub mod tenants;

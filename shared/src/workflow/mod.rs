@@ -4,6 +4,7 @@
 pub mod context;
 pub mod definition;
 pub mod graph;
+pub mod human;
 pub mod instance;
 pub mod nodes;
 pub mod queue;

@@ -18,6 +18,8 @@ pub enum NodeType {
     Fanout,
     Join,
     Javascript,
+    DataCollection,
+    Approval,
 }
 
 impl std::str::FromStr for NodeType {
@@ -34,13 +36,15 @@ impl std::str::FromStr for NodeType {
             "fanout" => NodeType::Fanout,
             "join" => NodeType::Join,
             "javascript" => NodeType::Javascript,
+            "dataCollection" => NodeType::DataCollection,
+            "approval" => NodeType::Approval,
             "dataQuery" => {
                 return Err(
                     "dataQuery nodes arrive with datasources and data queries; not runnable yet"
                         .into(),
                 );
             }
-            "dataCollection" | "approval" | "subWorkflow" => {
+            "subWorkflow" => {
                 return Err(format!(
                     "node type `{s}` is not available in this version of the engine yet"
                 ));
@@ -63,6 +67,8 @@ impl NodeType {
             NodeType::Fanout => "fanout",
             NodeType::Join => "join",
             NodeType::Javascript => "javascript",
+            NodeType::DataCollection => "dataCollection",
+            NodeType::Approval => "approval",
         }
     }
 
@@ -77,7 +83,10 @@ impl NodeType {
 
     /// Nodes that follow exactly one of their handles, so their branches exclude each other.
     pub fn is_exclusive(self) -> bool {
-        matches!(self, NodeType::Condition | NodeType::Switch)
+        matches!(
+            self,
+            NodeType::Condition | NodeType::Switch | NodeType::Approval
+        )
     }
 }
 
@@ -228,6 +237,22 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
             }
             Ok(())
         }
+        NodeType::DataCollection | NodeType::Approval => {
+            if let Some(schema) = c.get("formSchema") {
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("formSchema is not a valid JSON Schema: {e}"))?;
+            }
+            if let Some(minutes) = c.get("expiryMinutes") {
+                minutes
+                    .as_u64()
+                    .filter(|m| *m <= 43_200)
+                    .ok_or("expiryMinutes must be 0..43200 (0 = never)")?;
+            }
+            if let Some(on_timeout) = c.get("onTimeout") {
+                one_of(on_timeout, "onTimeout", &["expired", "fail"])?;
+            }
+            Ok(())
+        }
         NodeType::Javascript => {
             c.get("code")
                 .and_then(Value::as_str)
@@ -301,6 +326,9 @@ pub struct Outcome {
     pub delay: Option<Duration>,
     /// An `end` node finishes the instance: `true` = COMPLETED, `false` = FAILED.
     pub finish: Option<bool>,
+    /// A human step waits for input: the request's configuration (title and description
+    /// resolved). The instance does not advance until the request is answered or expires.
+    pub suspend: Option<Value>,
 }
 
 impl Outcome {
@@ -311,6 +339,7 @@ impl Outcome {
             handles: vec![handle.into()],
             delay: None,
             finish: None,
+            suspend: None,
         }
     }
 }
@@ -483,6 +512,24 @@ pub fn run(
             Ok(outcome)
         }
         NodeType::Join => Ok(Outcome::follow(json!({"joined": true}), "output")),
+        NodeType::DataCollection | NodeType::Approval => {
+            let mut request = c.as_object().cloned().unwrap_or_default();
+            for key in ["title", "description"] {
+                if let Some(text) = c.get(key) {
+                    request.insert(key.into(), resolve(text, ctx));
+                }
+            }
+            let kind = if node_type == NodeType::Approval {
+                "approval"
+            } else {
+                "form"
+            };
+            request.insert("collectionType".into(), json!(kind));
+            let mut outcome = Outcome::follow(Value::Object(request.clone()), "output");
+            outcome.handles.clear();
+            outcome.suspend = Some(Value::Object(request));
+            Ok(outcome)
+        }
         NodeType::Javascript => {
             let code = c.get("code").and_then(Value::as_str).unwrap_or_default();
             let value = super::sandbox::run_node_code(code, ctx, timeout)?;

@@ -205,10 +205,11 @@ pub fn completion_payload(
         config
             .get("outputVariable")
             .and_then(Value::as_str)
-            .or(if node_type == NodeType::Loop {
-                Some("loopResults")
-            } else {
-                None
+            .or(match node_type {
+                NodeType::Loop => Some("loopResults"),
+                NodeType::DataCollection => Some("collectedData"),
+                NodeType::Approval => Some("approvalResult"),
+                _ => None,
             });
     if let Some(ov) = output_variable {
         payload.insert(
@@ -340,7 +341,7 @@ async fn settle_round(pool: &PgPool, owner: &str, pending: &[Pending]) -> Result
 }
 
 /// What one settle attempt inside a transaction came to.
-enum Step {
+pub(crate) enum Step {
     Done(Settled),
     CasLost,
 }
@@ -363,6 +364,17 @@ async fn settle_in(
     if fenced.rows_affected() == 0 {
         return Ok(Step::Done(Settled::LostLease));
     }
+    record_and_advance(conn, c, graph, result).await
+}
+
+/// Everything a settle does after the fence: the log row, the CAS, successors, completion.
+/// Also used to resume a human step, whose dispatch has no execution row left to fence.
+pub(crate) async fn record_and_advance(
+    conn: &mut PgConnection,
+    c: &Claimed,
+    graph: &Graph,
+    result: &NodeResult,
+) -> Result<Step> {
     let (version, status): (i32, String) = sqlx::query_as(
         r#"SELECT "version", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
     )
@@ -373,6 +385,9 @@ async fn settle_in(
         return Ok(Step::Done(Settled::InstanceNotRunning));
     }
     let node = graph.nodes.get(&c.node_id);
+    if let Some(request) = result_suspend(result) {
+        return suspend(conn, c, version, request).await;
+    }
     let (event, node_status, payload, error) = match (result, node) {
         (NodeResult::Completed(outcome), Some(node)) => (
             "NODE_COMPLETED",
@@ -446,6 +461,74 @@ async fn settle_in(
     if !has_pending_work(&mut *conn, c.instance_id).await? {
         finish_instance(&mut *conn, c.instance_id, "COMPLETED", None).await?;
         return Ok(Step::Done(Settled::Finished));
+    }
+    Ok(Step::Done(Settled::Advanced))
+}
+
+fn result_suspend(result: &NodeResult) -> Option<&Value> {
+    match result {
+        NodeResult::Completed(o) => o.suspend.as_ref(),
+        NodeResult::Failed(_) => None,
+    }
+}
+
+/// A human step: the request row and a `NODE_SUSPENDED` log row; the instance stays RUNNING
+/// and does not advance until the request is answered (or expires).
+async fn suspend(
+    conn: &mut PgConnection,
+    c: &Claimed,
+    version: i32,
+    request: &Value,
+) -> Result<Step> {
+    let minutes = request
+        .get("expiryMinutes")
+        .and_then(Value::as_i64)
+        .unwrap_or(60);
+    let kind = request
+        .get("collectionType")
+        .and_then(Value::as_str)
+        .unwrap_or("form");
+    // The log row first: its idempotency index makes a duplicate delivery a no-op before any
+    // request row exists.
+    let request_id = Uuid::new_v4();
+    let logged = sqlx::query(
+        r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeStatus", "payload", "nodeAttempt")
+           VALUES ($1, $2, 'NODE_SUSPENDED', 'suspended', $3, $4)
+           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL DO NOTHING"#,
+    )
+    .bind(c.instance_id)
+    .bind(&c.node_id)
+    .bind(json!({"collectionRequestID": request_id}))
+    .bind(c.node_attempt)
+    .execute(&mut *conn)
+    .await?;
+    if logged.rows_affected() == 0 {
+        return Ok(Step::Done(Settled::Duplicate));
+    }
+    sqlx::query(
+        r#"INSERT INTO "tblWorkflowDataCollectionRequests"
+             ("collectionRequestID", "instanceID", "nodeID", "nodeAttempt", "status", "collectionType", "collectionConfig", "expiresAt")
+           VALUES ($1, $2, $3::uuid, $4, 'PENDING', $5, $6, CASE WHEN $7 > 0 THEN now() + make_interval(mins => $7::int) END)"#,
+    )
+    .bind(request_id)
+    .bind(c.instance_id)
+    .bind(&c.node_id)
+    .bind(c.node_attempt)
+    .bind(kind)
+    .bind(request)
+    .bind(minutes)
+    .execute(&mut *conn)
+    .await?;
+    let won = sqlx::query(
+        r#"UPDATE "tblWorkflowInstances" SET "version" = "version" + 1, "updatedAt" = now()
+           WHERE "instanceID" = $1 AND "version" = $2 AND "status" = 'RUNNING'"#,
+    )
+    .bind(c.instance_id)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    if won.rows_affected() == 0 {
+        return Ok(Step::CasLost);
     }
     Ok(Step::Done(Settled::Advanced))
 }
