@@ -190,6 +190,7 @@ fn conflict_message(constraint: &str) -> (&'static str, String) {
             "the user is already a member of this tenant".into(),
         ),
         "request_not_pending" => ("request_not_pending", "this request was already answered, expired or cancelled".into()),
+        "not_a_test_instance" => ("not_a_test_instance", "only test instances can be deleted; cancel a real run instead".into()),
         "request_expired" => ("request_expired", "this request has expired".into()),
         "pkTblWorkflowNodes" => (
             "node_id_taken",

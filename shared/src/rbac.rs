@@ -68,6 +68,7 @@ pub mod permissions {
     pub const WORKFLOW_DELETE: Permission = Permission("tenant:workflow:delete");
     pub const WORKFLOW_EXECUTE: Permission = Permission("tenant:workflow:execute");
     pub const WORKFLOW_EXPORT: Permission = Permission("tenant:workflow:export");
+    pub const WORKFLOW_TEST: Permission = Permission("tenant:workflow:test");
 }
 
 /// What a principal may do in one tenant.

@@ -273,12 +273,29 @@ async fn run_one(
     let Some(view) = view.filter(|v| v.status == "RUNNING") else {
         return Ok(Ran::Discard(c));
     };
-    let Some(workflow_id) = view.workflow_id else {
-        return Ok(Ran::Discard(c));
+    let (graph, options) = match view.workflow_id {
+        Some(workflow_id) => (
+            cache
+                .get(pool, workflow_id, view.workflow_updated_at)
+                .await?,
+            view.workflow_options.clone(),
+        ),
+        // A test run carries its graph in its context.
+        None => match jet_shared::workflow::instance::test_graph(&view.context) {
+            Ok((graph, options)) => (Arc::new(graph), options),
+            Err(err) => {
+                let empty = Arc::new(Graph {
+                    nodes: Default::default(),
+                    edges: vec![],
+                });
+                return Ok(Ran::Settle(queue::Pending {
+                    claimed: c,
+                    graph: empty,
+                    result: NodeResult::Failed(err.to_string()),
+                }));
+            }
+        },
     };
-    let graph = cache
-        .get(pool, workflow_id, view.workflow_updated_at)
-        .await?;
     let Some(node) = graph.nodes.get(&c.node_id).cloned() else {
         let result = NodeResult::Failed(format!("node {} is no longer in the workflow", c.node_id));
         return Ok(Ran::Settle(queue::Pending {
@@ -287,7 +304,7 @@ async fn run_one(
             result,
         }));
     };
-    let policy = policy(&node.config, &view.workflow_options);
+    let policy = policy(&node.config, &options);
     let timeout = policy.timeout;
     let ctx = view.context;
     let run = if node.node_type.needs_sandbox(&node.config) {

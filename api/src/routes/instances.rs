@@ -10,7 +10,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use jet_shared::commands::{self, Command};
 use jet_shared::ids::TenantId;
-use jet_shared::rbac::permissions::{WORKFLOW_EXECUTE, WORKFLOW_LIST, WORKFLOW_READ};
+use jet_shared::rbac::permissions::{
+    WORKFLOW_EXECUTE, WORKFLOW_LIST, WORKFLOW_READ, WORKFLOW_TEST,
+};
 use jet_shared::workflow::{context, instance};
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
@@ -281,6 +283,25 @@ impl InstancesApi {
                     _ => Event::message(data).event_type("status"),
                 }
             }))
+    }
+
+    /// Delete a test instance and its log
+    #[oai(
+        path = "/:tenantID/workflows/instances/:instanceID/stop",
+        method = "delete",
+        operation_id = "deleteTestInstance"
+    )]
+    async fn delete_test(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "instanceID")] instance_id: Path<Uuid>,
+    ) -> ApiResult<super::Deleted> {
+        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_TEST, None).await?;
+        let mut tx = self.state.pool.begin().await?;
+        instance::delete_test(&mut tx, TenantId(tenant_id.0), instance_id.0).await?;
+        tx.commit().await?;
+        Ok(super::Deleted::Deleted)
     }
 
     /// Cancel a run

@@ -10,7 +10,7 @@ use jet_shared::api_key::Creator;
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{
     WORKFLOW_CREATE, WORKFLOW_DELETE, WORKFLOW_EXECUTE, WORKFLOW_EXPORT, WORKFLOW_LIST,
-    WORKFLOW_READ, WORKFLOW_UPDATE,
+    WORKFLOW_READ, WORKFLOW_TEST, WORKFLOW_UPDATE,
 };
 use jet_shared::workflow::definition::{self, Definition};
 use jet_shared::workflow::graph::{EditorEdge, EditorNode, Graph};
@@ -221,6 +221,17 @@ fn options(value: Option<Value>) -> ApiResult<Value> {
         Some(v @ Value::Object(_)) => Ok(v),
         Some(_) => Err(ApiError::unprocessable("workflowOptions must be an object")),
     }
+}
+
+/// Body of `testWorkflow`: an unsaved graph (any node ids) and its inputs.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TestWorkflow {
+    pub nodes: Vec<WorkflowNode>,
+    #[oai(default)]
+    pub edges: Vec<WorkflowEdge>,
+    pub workflow_options: Option<Value>,
+    pub input_values: Option<Value>,
 }
 
 /// Workflow definition routes.
@@ -475,6 +486,63 @@ impl WorkflowsApi {
         let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
         tx.commit().await?;
         Ok(Created::Created(Json(detail(def, vec![]))))
+    }
+
+    /// Run an unsaved graph as a test instance
+    ///
+    /// The graph is validated as on save (node ids may be any strings) and travels with the
+    /// instance (`isTest`); human steps need a saved workflow. Delete the test instance with
+    /// `deleteTestInstance`.
+    #[oai(
+        path = "/:tenantID/workflows/test",
+        method = "post",
+        operation_id = "testWorkflow"
+    )]
+    async fn test(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        body: Json<TestWorkflow>,
+    ) -> ApiResult<ExecuteResponse> {
+        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_TEST, None).await?;
+        let body = body.0;
+        let nodes: Vec<EditorNode> = body.nodes.iter().map(EditorNode::from).collect();
+        let edges: Vec<EditorEdge> = body.edges.iter().map(EditorEdge::from).collect();
+        Graph::validate(&nodes, &edges).map_err(|problems| {
+            ApiError::unprocessable(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| matches!(n.node_type.as_str(), "dataCollection" | "approval"))
+        {
+            return Err(ApiError::unprocessable(format!(
+                "node {}: human steps need a saved workflow",
+                n.id
+            )));
+        }
+        let opts = options(body.workflow_options)?;
+        let inputs =
+            instance::check_inputs(&opts, body.input_values.as_ref().unwrap_or(&Value::Null))
+                .map_err(ApiError::unprocessable)?;
+        let mut tx = self.state.pool.begin().await?;
+        let instance_id = instance::create_test(
+            &mut tx,
+            TenantId(tenant_id.0),
+            &nodes,
+            &edges,
+            &opts,
+            &inputs,
+        )
+        .await
+        .map_err(|e| ApiError::internal(e.as_ref()))?;
+        tx.commit().await?;
+        Ok(ExecuteResponse::Accepted(Json(Started { instance_id })))
     }
 
     /// Run a workflow

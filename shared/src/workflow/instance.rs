@@ -154,6 +154,88 @@ pub async fn create(
     Ok(instance_id)
 }
 
+/// Context key holding a test run's graph (upstream's `__workflowDefinition`).
+pub const TEST_DEFINITION_KEY: &str = "__workflowDefinition";
+
+/// Creates a test instance of an unsaved graph: `isTest`, no workflow; the graph and options
+/// travel in a `SYSTEM_SET` row, as upstream's test runs do. Then the start command.
+pub async fn create_test(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    nodes: &[super::graph::EditorNode],
+    edges: &[super::graph::EditorEdge],
+    options: &Value,
+    inputs: &Value,
+) -> anyhow::Result<Uuid> {
+    let instance_id: Uuid = sqlx::query_scalar(
+        r#"INSERT INTO "tblWorkflowInstances" ("tenantID", "status", "startedAt", "isTest")
+           VALUES ($1, 'RUNNING', now(), true) RETURNING "instanceID""#,
+    )
+    .bind(tenant_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType", "outputVariable", "payload")
+           VALUES ($1, 'SYSTEM_SET', '__meta', $2), ($1, 'INPUT_SET', 'input', $3)"#,
+    )
+    .bind(instance_id)
+    .bind(json!({TEST_DEFINITION_KEY: {"nodes": nodes, "edges": edges, "workflowOptions": options}, "__isTestRun": true}))
+    .bind(json!({"input": inputs}))
+    .execute(&mut *conn)
+    .await?;
+    commands::push(conn, &Command::StartInstance { instance_id }).await?;
+    Ok(instance_id)
+}
+
+/// The graph and options of a test run, from its context.
+pub fn test_graph(ctx: &Value) -> Result<(super::graph::Graph, Value)> {
+    let def = ctx
+        .get(TEST_DEFINITION_KEY)
+        .ok_or_else(|| Error::Invalid("a test run without its definition".into()))?;
+    let nodes: Vec<super::graph::EditorNode> =
+        serde_json::from_value(def.get("nodes").cloned().unwrap_or_default())
+            .map_err(|e| Error::Invalid(format!("test definition: {e}")))?;
+    let edges: Vec<super::graph::EditorEdge> =
+        serde_json::from_value(def.get("edges").cloned().unwrap_or_default())
+            .map_err(|e| Error::Invalid(format!("test definition: {e}")))?;
+    let graph = super::graph::Graph::validate(&nodes, &edges)
+        .map(|v| v.graph)
+        .map_err(|p| {
+            Error::Invalid(
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+    Ok((
+        graph,
+        def.get("workflowOptions")
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+    ))
+}
+
+/// Deletes a test instance with its log (upstream's "stop" of a test run). `Conflict` for a
+/// real run: those are history.
+pub async fn delete_test(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    instance_id: Uuid,
+) -> Result<()> {
+    let row = get(&mut *conn, tenant_id, instance_id).await?;
+    if !row.is_test {
+        return Err(Error::Conflict {
+            constraint: "not_a_test_instance".into(),
+        });
+    }
+    sqlx::query(r#"DELETE FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#)
+        .bind(instance_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Dispatches the start node of a RUNNING instance that has none yet (the start command;
 /// idempotent, so a redelivered command does nothing).
 pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
@@ -176,8 +258,18 @@ pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
     if status != "RUNNING" || started {
         return Ok(false);
     }
-    let start =
-        start_node.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
+    let start = match start_node {
+        Some(id) => id,
+        None => {
+            // A test run carries its graph in its context.
+            let ctx = load_context(&mut *conn, instance_id).await?;
+            let (graph, _) = test_graph(&ctx)?;
+            graph
+                .start()
+                .map(|n| n.id.clone())
+                .ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?
+        }
+    };
     queue::dispatch(conn, instance_id, tenant_id.0, &start, Duration::ZERO).await?;
     Ok(true)
 }
