@@ -52,6 +52,40 @@ async fn run_claimed(app: &TestApp, workflow: Uuid, c: &queue::Claimed, owner: &
     .expect("settle")
 }
 
+/// start → fanout → (left, right) → join → end.
+fn fan_in() -> Flow {
+    Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
+        )
+        .node("left", "delay", json!({"delayMs": 0}))
+        .node("right", "delay", json!({"delayMs": 0}))
+        .node("join", "join", json!({}))
+        .node("end", "end", json!({}))
+        .edge("start", "fan")
+        .edge_on("fan", "l", "left")
+        .edge_on("fan", "r", "right")
+        .edge("left", "join")
+        .edge("right", "join")
+        .edge("join", "end")
+}
+
+/// Settles start and fanout, leaving left and right ready together.
+async fn run_to_the_fanout(app: &TestApp, workflow: Uuid) {
+    for _ in 0..2 {
+        let c = queue::claim(&app.db.pool, "w", LEASE, 10)
+            .await
+            .expect("claim");
+        assert_eq!(
+            run_claimed(app, workflow, &c[0], "w").await,
+            Settled::Advanced
+        );
+    }
+}
+
 fn simple() -> Flow {
     Flow::new()
         .node("start", "start", json!({}))
@@ -116,33 +150,9 @@ async fn a_duplicate_delivery_is_a_no_op() {
 #[tokio::test]
 async fn a_settle_that_loses_the_cas_retries_and_lands_once() {
     let app = TestApp::spawn().await;
-    let flow = Flow::new()
-        .node("start", "start", json!({}))
-        .node(
-            "fan",
-            "fanout",
-            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
-        )
-        .node("left", "delay", json!({"delayMs": 0}))
-        .node("right", "delay", json!({"delayMs": 0}))
-        .node("join", "join", json!({}))
-        .node("end", "end", json!({}))
-        .edge("start", "fan")
-        .edge_on("fan", "l", "left")
-        .edge_on("fan", "r", "right")
-        .edge("left", "join")
-        .edge("right", "join")
-        .edge("join", "end");
+    let flow = fan_in();
     let (_, workflow, instance_id) = started(&app, &flow).await;
-    for _ in 0..2 {
-        let c = queue::claim(&app.db.pool, "w", LEASE, 10)
-            .await
-            .expect("claim");
-        assert_eq!(
-            run_claimed(&app, workflow, &c[0], "w").await,
-            Settled::Advanced
-        );
-    }
+    run_to_the_fanout(&app, workflow).await;
     let both = queue::claim(&app.db.pool, "w", LEASE, 10)
         .await
         .expect("claim");
@@ -367,33 +377,9 @@ fn end_output() -> serde_json::Value {
 #[tokio::test]
 async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
     let app = TestApp::spawn().await;
-    let flow = Flow::new()
-        .node("start", "start", json!({}))
-        .node(
-            "fan",
-            "fanout",
-            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
-        )
-        .node("left", "delay", json!({"delayMs": 0}))
-        .node("right", "delay", json!({"delayMs": 0}))
-        .node("join", "join", json!({}))
-        .node("end", "end", json!({}))
-        .edge("start", "fan")
-        .edge_on("fan", "l", "left")
-        .edge_on("fan", "r", "right")
-        .edge("left", "join")
-        .edge("right", "join")
-        .edge("join", "end");
+    let flow = fan_in();
     let (_, workflow, instance_id) = started(&app, &flow).await;
-    for _ in 0..2 {
-        let c = queue::claim(&app.db.pool, "w", LEASE, 10)
-            .await
-            .expect("claim");
-        assert_eq!(
-            run_claimed(&app, workflow, &c[0], "w").await,
-            Settled::Advanced
-        );
-    }
+    run_to_the_fanout(&app, workflow).await;
     let both = queue::claim(&app.db.pool, "w", LEASE, 10)
         .await
         .expect("claim");

@@ -151,21 +151,8 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
             Ok(())
         }
         NodeType::Condition => {
-            let branches = c
-                .get("branches")
-                .and_then(Value::as_array)
-                .filter(|b| !b.is_empty())
-                .ok_or("branches must be a non-empty array")?;
-            let mut ids = std::collections::HashSet::new();
-            for b in branches {
-                let id = b
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .ok_or("every branch needs an id")?;
-                if !ids.insert(id) {
-                    return Err(format!("duplicate branch id `{id}`"));
-                }
+            let branches = unique_branches(c)?;
+            for (id, b) in branches {
                 if let Some(logic) = b.get("conditionLogic") {
                     one_of(logic, "conditionLogic", &["AND", "OR"])?;
                 }
@@ -261,25 +248,33 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
             Ok(())
         }
         NodeType::Fanout => {
-            let branches = c
-                .get("branches")
-                .and_then(Value::as_array)
-                .filter(|b| !b.is_empty())
-                .ok_or("branches must be a non-empty array")?;
-            let mut ids = std::collections::HashSet::new();
-            for b in branches {
-                let id = b
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .ok_or("every branch needs an id")?;
-                if !ids.insert(id) {
-                    return Err(format!("duplicate branch id `{id}`"));
-                }
-            }
+            unique_branches(c)?;
             Ok(())
         }
     }
+}
+
+/// `branches`: a non-empty array whose entries have distinct, non-empty ids (the handles).
+fn unique_branches(c: &Value) -> Result<Vec<(&str, &Value)>, String> {
+    let branches = c
+        .get("branches")
+        .and_then(Value::as_array)
+        .filter(|b| !b.is_empty())
+        .ok_or("branches must be a non-empty array")?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(branches.len());
+    for b in branches {
+        let id = b
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("every branch needs an id")?;
+        if !seen.insert(id) {
+            return Err(format!("duplicate branch id `{id}`"));
+        }
+        out.push((id, b));
+    }
+    Ok(out)
 }
 
 fn one_of(v: &Value, field: &str, allowed: &[&str]) -> Result<(), String> {
