@@ -46,7 +46,24 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
         )
     };
     let mut victim = start("victim");
+    // The survivors join once the victim is working, so it surely holds work to lose.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let working: bool = sqlx::query_scalar(r#"SELECT EXISTS (SELECT 1 FROM "tblNodeExecutions" WHERE "leaseOwner" = 'victim-nodes')"#)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("leases");
+        if working {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim never started working"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut survivors = vec![start("survivor-1"), start("survivor-2")];
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Kill the victim while it holds leases; remember what it held and until when.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -59,13 +76,31 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
         .await
         .expect("leases");
         if !rows.is_empty() {
+            // Freeze the victim first, let a commit already on the wire land, then look again:
+            // what it still holds now is what the SIGKILL makes it lose.
             let pid = victim.child.id().expect("pid").to_string();
-            let killed = std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-                .expect("kill");
-            assert!(killed.success());
-            break rows
+            let signal = |sig: &str| {
+                let sent = std::process::Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .expect("kill");
+                assert!(sent.success(), "kill {sig}");
+            };
+            signal("-STOP");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let still: Vec<(Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
+                r#"SELECT "instanceID", "nodeID", "nodeAttempt", "leaseExpiresAt" FROM "tblNodeExecutions"
+                   WHERE "leaseOwner" = 'victim-nodes'"#,
+            )
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("leases");
+            if still.is_empty() {
+                signal("-CONT");
+                continue;
+            }
+            signal("-KILL");
+            break still
                 .into_iter()
                 .map(|(i, n, at, exp)| (i.to_string(), n, at, exp))
                 .collect();
