@@ -156,7 +156,8 @@ pub async fn run(config: jet_shared::config::Config) -> anyhow::Result<()> {
     }
     let addr = config.api_addr;
     let state = AppState::new(pool, config)?;
+    let shutdown = jet_shared::lifecycle::shutdown_signal();
     let (local, acceptor) = bind(addr).await?;
     tracing::info!(%local, "jet-api listening");
-    serve(acceptor, state, jet_shared::lifecycle::shutdown_signal()).await
+    serve(acceptor, state, shutdown).await
 }

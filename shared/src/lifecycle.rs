@@ -1,27 +1,30 @@
 //! Process lifecycle: the shutdown signal every binary and loop observes.
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM, whichever comes first.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM, whichever comes first.
+///
+/// The handlers are installed when this is called, not when the future is first polled, so
+/// a signal that arrives between a "ready" message and the first poll is not lost (and does
+/// not kill the process with the default action). Call it before announcing readiness.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let wait = |installed: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match installed {
+                Ok(mut sig) => {
+                    sig.recv().await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = wait(interrupt, "SIGINT") => tracing::info!("SIGINT received, shutting down"),
+            () = wait(terminate, "SIGTERM") => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }
 

@@ -142,8 +142,9 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         pending.len()
     );
     let (trigger, shutdown) = Shutdown::new();
+    let signal = jet_shared::lifecycle::shutdown_signal();
     tokio::spawn(async move {
-        jet_shared::lifecycle::shutdown_signal().await;
+        signal.await;
         trigger.trigger();
     });
     run_roles(pool, &config, &roles, shutdown).await

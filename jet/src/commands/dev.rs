@@ -57,6 +57,8 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
     let (local, acceptor) = jet_api::bind(config.api_addr).await?;
     let base = format!("http://{local}");
 
+    // Installed before anything is announced: an early Ctrl-C still stops everything cleanly.
+    let signal = shutdown_signal();
     println!("Jet Fleet dev is running");
     println!("API:       {base}   (docs: {base}/docs, spec: {base}/openapi.json)");
     println!("Database:  {url}");
@@ -84,7 +86,7 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
 
     // Stop on a signal, or as soon as either half ends on its own (which is a failure).
     let early = tokio::select! {
-        () = shutdown_signal() => None,
+        () = signal => None,
         r = &mut api => Some(("API", r)),
         r = &mut workers => Some(("workers", r)),
     };
