@@ -239,6 +239,22 @@ pub struct WorkflowsApi {
     pub state: AppState,
 }
 
+impl WorkflowsApi {
+    /// A workflow with its graph, if the caller holds `permission` on it (get and export).
+    async fn read(
+        &self,
+        auth: &JetAuth,
+        tenant_id: Uuid,
+        workflow_id: Uuid,
+        permission: jet_shared::rbac::Permission,
+    ) -> ApiResult<Json<WorkflowDetail>> {
+        authorize(&self.state, auth, tenant_id, permission, Some(workflow_id)).await?;
+        let mut conn = self.state.pool.acquire().await?;
+        let def = definition::get(&mut conn, TenantId(tenant_id), workflow_id).await?;
+        Ok(Json(detail(def, vec![])))
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Workflows")]
 impl WorkflowsApi {
     /// List a tenant's workflows
@@ -310,17 +326,8 @@ impl WorkflowsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
     ) -> ApiResult<Json<WorkflowDetail>> {
-        authorize(
-            &self.state,
-            &auth,
-            tenant_id.0,
-            WORKFLOW_READ,
-            Some(workflow_id.0),
-        )
-        .await?;
-        let mut conn = self.state.pool.acquire().await?;
-        let def = definition::get(&mut conn, TenantId(tenant_id.0), workflow_id.0).await?;
-        Ok(Json(detail(def, vec![])))
+        self.read(&auth, tenant_id.0, workflow_id.0, WORKFLOW_READ)
+            .await
     }
 
     /// Export a workflow's definition (the shape `createWorkflow` accepts)
@@ -335,17 +342,8 @@ impl WorkflowsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
     ) -> ApiResult<Json<WorkflowDetail>> {
-        authorize(
-            &self.state,
-            &auth,
-            tenant_id.0,
-            WORKFLOW_EXPORT,
-            Some(workflow_id.0),
-        )
-        .await?;
-        let mut conn = self.state.pool.acquire().await?;
-        let def = definition::get(&mut conn, TenantId(tenant_id.0), workflow_id.0).await?;
-        Ok(Json(detail(def, vec![])))
+        self.read(&auth, tenant_id.0, workflow_id.0, WORKFLOW_EXPORT)
+            .await
     }
 
     /// Update a workflow; a new graph replaces all nodes and edges in one transaction

@@ -8,7 +8,7 @@ use crate::page::{Page, PageRequest};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// A row of `tblWorkflows`.
@@ -313,35 +313,4 @@ pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, workflow_id: U
         return Err(Error::NotFound("workflow"));
     }
     Ok(())
-}
-
-/// Whether the workflow exists in the tenant (for the execute path).
-pub async fn exists(
-    conn: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    workflow_id: Uuid,
-) -> Result<bool> {
-    Ok(sqlx::query_scalar(r#"SELECT EXISTS (SELECT 1 FROM "tblWorkflows" WHERE "tenantID" = $1 AND "workflowID" = $2)"#)
-        .bind(tenant_id)
-        .bind(workflow_id)
-        .fetch_one(conn)
-        .await?)
-}
-
-/// `updatedAt` and options of a workflow: the engine reloads a cached graph when it moves.
-pub async fn version(
-    conn: impl PgExecutor<'_>,
-    workflow_id: Uuid,
-) -> Result<(DateTime<Utc>, Value)> {
-    let (updated_at, options): (DateTime<Utc>, Option<Value>) = sqlx::query_as(
-        r#"SELECT "updatedAt", "workflowOptions" FROM "tblWorkflows" WHERE "workflowID" = $1"#,
-    )
-    .bind(workflow_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("workflow"))?;
-    Ok((
-        updated_at,
-        options.unwrap_or_else(|| Value::Object(Default::default())),
-    ))
 }

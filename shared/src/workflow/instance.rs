@@ -318,19 +318,6 @@ pub async fn get(
     .ok_or(Error::NotFound("instance"))
 }
 
-/// The instance's status and workflow (the engine's view, across tenants).
-pub async fn runtime(
-    conn: impl PgExecutor<'_>,
-    instance_id: Uuid,
-) -> Result<Option<(Option<Uuid>, String)>> {
-    Ok(sqlx::query_as(
-        r#"SELECT "workflowID", "status" FROM "tblWorkflowInstances" WHERE "instanceID" = $1"#,
-    )
-    .bind(instance_id)
-    .fetch_optional(conn)
-    .await?)
-}
-
 /// The folded context (internal keys included).
 pub async fn load_context(conn: impl PgExecutor<'_>, instance_id: Uuid) -> Result<Value> {
     let payloads: Vec<Value> = sqlx::query_scalar(
