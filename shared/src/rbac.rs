@@ -79,6 +79,8 @@ pub struct Grants {
     /// `ADMIN` membership: everything is allowed.
     pub is_admin: bool,
     titles: HashSet<String>,
+    /// Assets the principal created: upstream grants a creator every action on them.
+    owned: HashSet<Uuid>,
 }
 
 impl Grants {
@@ -88,13 +90,22 @@ impl Grants {
             tenant_id,
             is_admin,
             titles,
+            owned: HashSet::new(),
         }
     }
 
-    /// Whether `permission` is held generally, or for the asset `resource_id`.
+    /// These grants plus every action on the assets in `owned` (the principal created them).
+    pub fn with_owned(mut self, owned: impl IntoIterator<Item = Uuid>) -> Self {
+        self.owned.extend(owned);
+        self
+    }
+
+    /// Whether `permission` is held generally, or for the asset `resource_id` (by an asset
+    /// permission, or because the principal created it).
     pub fn allows(&self, permission: Permission, resource_id: Option<Uuid>) -> bool {
         self.is_admin
             || self.titles.contains(permission.title())
+            || resource_id.is_some_and(|id| self.owned.contains(&id))
             || resource_id
                 .and_then(|id| permission.for_asset(id))
                 .is_some_and(|asset| self.titles.contains(&asset))
@@ -125,8 +136,9 @@ impl Grants {
         };
         let mut parts = rest.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(resource), Some(_id), Some(action), None) => {
+            (Some(resource), Some(id), Some(action), None) => {
                 self.titles.contains(&format!("tenant:{resource}:{action}"))
+                    || Uuid::parse_str(id).is_ok_and(|id| self.owned.contains(&id))
             }
             _ => false,
         }
@@ -185,7 +197,8 @@ pub async fn load_grants(
             .bind(tenant_id)
             .fetch_all(pool)
             .await?;
-            Ok(Grants::new(tenant_id, false, titles.into_iter().collect()))
+            let owned = owned_assets(pool, tenant_id, Some(user_id.0), None).await?;
+            Ok(Grants::new(tenant_id, false, titles.into_iter().collect()).with_owned(owned))
         }
         Principal::ApiKey {
             api_key_id,
@@ -215,9 +228,36 @@ pub async fn load_grants(
             .bind(tenant_id)
             .fetch_all(pool)
             .await?;
-            Ok(Grants::new(tenant_id, false, titles.into_iter().collect()))
+            let owned = owned_assets(pool, tenant_id, None, Some(api_key_id.0)).await?;
+            Ok(Grants::new(tenant_id, false, titles.into_iter().collect()).with_owned(owned))
         }
     }
+}
+
+/// The tenant's assets created by this user or API key.
+async fn owned_assets(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    user_id: Option<Uuid>,
+    api_key_id: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        r#"SELECT "workflowID" FROM "tblWorkflows"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "dataQueryID" FROM "tblDataQueries"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "datasourceID" FROM "tblDatasources"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "appPageID" FROM "tblAppPages"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "widgetID" FROM "tblWidgets"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)"#,
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(api_key_id)
+    .fetch_all(pool)
+    .await?)
 }
 
 fn ensure_enabled(is_disabled: Option<bool>) -> Result<()> {
