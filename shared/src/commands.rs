@@ -16,7 +16,8 @@ pub const MAX_ATTEMPTS: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
-    /// Dispatch the start node of a freshly created instance.
+    /// Dispatch the start node of an instance. Instances are now created with their start node
+    /// dispatched; kept so commands queued by earlier versions still run.
     StartInstance {
         #[serde(rename = "instanceID")]
         instance_id: Uuid,

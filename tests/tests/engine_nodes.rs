@@ -354,3 +354,86 @@ async fn javascript_nodes_compute_and_runaway_scripts_time_out() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_modes_continue_on_the_error_handle_with_or_without_retries() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let flow = |mode: &str| {
+        Flow::new()
+            .node("start", "start", json!({}))
+            .node("bad", "javascript", json!({"code": "throw new Error('boom')", "outputVariable": "jsResult", "errorHandling": mode, "retryLimit": 2, "retryDelaySeconds": 0}))
+            .node("recover", "end", end_with("seen", "{{ctx.jsResult}}"))
+            .edge("start", "bad")
+            .edge_on("bad", "error", "recover")
+    };
+    for (mode, attempts) in [("continue", 1), ("retry_then_continue", 3)] {
+        let flow = flow(mode);
+        let done = app.run_flow(&a, &flow, json!({})).await;
+        assert_eq!(done["status"], "COMPLETED", "{mode}: {done}");
+        let seen = &done["context"]["output"]["seen"];
+        assert_eq!(seen["success"], false, "{mode}: {seen}");
+        assert!(
+            seen["error"].as_str().unwrap_or("").contains("boom"),
+            "{seen}"
+        );
+        assert_eq!(seen["attempts"], attempts, "{mode}: {seen}");
+        assert_eq!(completed(&flow, &done), ["start", "bad", "recover"]);
+        assert!(events(&flow, &done, "NODE_FAILED").is_empty(), "{mode}");
+    }
+    // Without an error edge, `continue` swallows the error as asked; the default fails.
+    let swallowed = Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "bad",
+            "javascript",
+            json!({"code": "throw new Error('x')", "errorHandling": "skip_item"}),
+        )
+        .edge("start", "bad");
+    assert_eq!(
+        app.run_flow(&a, &swallowed, json!({})).await["status"],
+        "COMPLETED"
+    );
+    let strict = Flow::new()
+        .node("start", "start", json!({}))
+        .node("bad", "javascript", json!({"code": "throw new Error('x')"}))
+        .edge("start", "bad");
+    assert_eq!(
+        app.run_flow(&a, &strict, json!({})).await["status"],
+        "FAILED"
+    );
+}
+
+#[tokio::test]
+async fn unknown_error_modes_and_out_of_range_policies_are_rejected() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    for (data, field) in [
+        (json!({"errorHandling": "ignore"}), "errorHandling"),
+        (json!({"retryLimit": 11}), "retryLimit"),
+        (json!({"timeoutSeconds": 0}), "timeoutSeconds"),
+        (json!({"retryDelaySeconds": -1}), "retryDelaySeconds"),
+    ] {
+        let flow = Flow::new()
+            .node("start", "start", json!({}))
+            .node("js", "javascript", {
+                let mut d = data.clone();
+                d["code"] = json!("return 1");
+                d
+            })
+            .edge("start", "js");
+        let resp = app
+            .post(
+                &format!("/api/v1/tenants/{}/workflows", a.tenant_id),
+                &a.auth,
+                flow.body("bad policy"),
+            )
+            .await;
+        assert_eq!(resp.status, 422, "{data}: {}", resp.body);
+        let message = resp.body["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(field) && message.contains(&flow.id("js")),
+            "{message}"
+        );
+    }
+}

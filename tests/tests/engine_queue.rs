@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// Saves `flow`, creates an instance and dispatches its start node, without any worker.
+/// Saves `flow` and creates an instance (its start node dispatched), without any worker.
 async fn started(app: &TestApp, flow: &Flow) -> (jet_tests::app::Admin, Uuid, Uuid) {
     let a = app.admin("A").await;
     let workflow: Uuid = app.save(&a, flow).await.parse().expect("uuid");
@@ -19,7 +19,10 @@ async fn started(app: &TestApp, flow: &Flow) -> (jet_tests::app::Admin, Uuid, Uu
     let instance = instance::create(&mut tx, a.tenant_id, workflow, &json!({}))
         .await
         .expect("create");
-    assert!(instance::start(&mut tx, instance).await.expect("start"));
+    assert!(
+        !instance::start(&mut tx, instance).await.expect("start"),
+        "created instances are dispatched already; a legacy start command is a no-op"
+    );
     tx.commit().await.expect("commit");
     (a, workflow, instance)
 }

@@ -186,12 +186,18 @@ async fn execute_checks_inputs_and_permissions() {
         json!({"input": {"n": 4, "tag": "x"}}),
         "coerced and defaulted"
     );
-    let command: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = 'jet-commands'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("jobs");
-    assert_eq!(command, 1, "the start command was queued with the instance");
+    let queued: Vec<String> = sqlx::query_scalar(
+        r#"SELECT e."nodeID" FROM "tblNodeExecutions" e WHERE e."instanceID"::text = $1"#,
+    )
+    .bind(ok.str("instanceID"))
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("executions");
+    assert_eq!(
+        queued,
+        [flow.id("start")],
+        "the start node was queued with the instance"
+    );
 
     let reader = app
         .role(
@@ -236,5 +242,48 @@ async fn execute_checks_inputs_and_permissions() {
     assert_eq!(
         foreign.status, 404,
         "another tenant's instance id under its own tenant"
+    );
+}
+
+#[tokio::test]
+async fn creators_may_do_everything_with_what_they_created_and_nothing_more() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let base = format!("/api/v1/tenants/{}/workflows", a.tenant_id);
+    let maker = app.role(&a, "maker", &["tenant:workflow:create"]).await;
+    let (_, key) = app.key_with_roles(&a, "maker", &[&maker]).await;
+    let mine = app.post(&base, &key, simple().body("mine")).await;
+    assert_eq!(mine.status, 201, "{}", mine.body);
+    let mine = mine.str("workflowID");
+    let admins = app.save(&a, &simple()).await;
+
+    assert_eq!(app.get(&format!("{base}/{mine}"), &key).await.status, 200);
+    let run = app
+        .post(
+            &format!("{base}/{mine}/execute"),
+            &key,
+            json!({"inputValues": {}}),
+        )
+        .await;
+    assert_eq!(run.status, 202, "{}", run.body);
+    let renamed = app
+        .patch(&format!("{base}/{mine}"), &key, json!({"title": "renamed"}))
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+
+    let theirs = app.get(&format!("{base}/{admins}"), &key).await;
+    assert_eq!(
+        (theirs.status, theirs.code()),
+        (403, "permission_denied"),
+        "creating grants nothing on others' workflows"
+    );
+    assert_eq!(
+        app.get(&base, &key).await.status,
+        403,
+        "nor the tenant-wide list"
+    );
+    assert_eq!(
+        app.delete(&format!("{base}/{mine}"), &key).await.status,
+        204
     );
 }

@@ -5,8 +5,9 @@
 
 use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::graph::Graph;
+use jet_shared::workflow::nodes::{ErrorMode, NodeType, Outcome};
 use jet_shared::workflow::queue::{self, Claimed, NodeResult, Settled};
-use jet_shared::workflow::{definition, nodes};
+use jet_shared::workflow::{definition, nodes, subworkflow};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -194,6 +195,9 @@ enum Ran {
     Retry(Claimed, Duration, String),
     /// Its instance is no longer running: drop it.
     Discard(Claimed),
+    /// Nothing left to do here: a sub-workflow node parked its execution to wait for its
+    /// child, or lost its lease before writing anything.
+    Parked,
 }
 
 /// Runs a claimed batch: one read for all contexts, the nodes concurrently (scripts on
@@ -229,7 +233,7 @@ async fn run_batch(
     let mut runs = Vec::with_capacity(claimed.len());
     for c in claimed {
         let view = views.get(&c.instance_id).cloned();
-        runs.push(run_one(pool, cache, c, view));
+        runs.push(run_one(pool, owner, cache, c, view));
     }
     let ran = futures::future::join_all(runs).await;
     heartbeat.abort();
@@ -242,6 +246,7 @@ async fn run_batch(
                 queue::release(pool, &c, owner, Some((delay, &message))).await?;
             }
             Ok(Ran::Discard(c)) => queue::discard(pool, &c, owner).await?,
+            Ok(Ran::Parked) => {}
             Err(err) => tracing::warn!(error = %err, "node not run; its lease will expire"),
         }
     }
@@ -264,6 +269,7 @@ async fn run_batch(
 /// Runs one node of a batch.
 async fn run_one(
     pool: &PgPool,
+    owner: &str,
     cache: &GraphCache,
     c: Claimed,
     view: Option<queue::InstanceView>,
@@ -306,34 +312,83 @@ async fn run_one(
     };
     let policy = policy(&node.config, &options);
     let timeout = policy.timeout;
-    let ctx = view.context;
-    let run = if node.node_type.needs_sandbox(&node.config) {
+    let result = if node.node_type == NodeType::SubWorkflow {
+        let step = match c.child_instance_id {
+            None => {
+                let parent = subworkflow::ParentRun {
+                    tenant_id: c.tenant_id,
+                    is_test: view.is_test,
+                };
+                // Only an explicit timeout bounds the wait: a child may rightly wait for
+                // people or delays far longer than any platform default.
+                let wait = node
+                    .config
+                    .get("timeoutSeconds")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(Duration::from_secs);
+                subworkflow::start(pool, &c, owner, &node.config, &view.context, parent, wait)
+                    .await?
+            }
+            Some(child) => subworkflow::collect(pool, child, &node.config).await?,
+        };
+        match step {
+            subworkflow::Step::Done(result) => result,
+            subworkflow::Step::Waiting => return Ok(Ran::Parked),
+            subworkflow::Step::LostLease => {
+                tracing::warn!(
+                    "lease lost before starting the sub-workflow; another worker has the node"
+                );
+                return Ok(Ran::Parked);
+            }
+        }
+    } else if node.node_type.needs_sandbox(&node.config) {
         // Scripts block their thread until done or interrupted at `timeout`.
-        let node = node.clone();
+        let (node, ctx) = (node.clone(), view.context);
         tokio::task::spawn_blocking(move || {
             nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
         })
         .await
         .map_err(|e| anyhow::anyhow!("script thread failed: {e}"))?
     } else {
-        nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
+        nodes::run(
+            node.node_type,
+            &node.id,
+            &node.config,
+            &view.context,
+            timeout,
+        )
     };
-    Ok(match run {
-        Ok(outcome) => Ran::Settle(queue::Pending {
-            claimed: c,
-            graph,
-            result: NodeResult::Completed(outcome),
-        }),
-        Err(message) if c.retry_count < policy.retry_limit => {
+    Ok(conclude(c, graph, &node.config, policy, result))
+}
+
+/// Turns a node's run into what happens next: settle its outcome; retry a failure while
+/// retries are left (unless the error mode forbids them); then continue on the `error` handle
+/// or fail, as `errorHandling` says.
+fn conclude(
+    c: Claimed,
+    graph: Arc<Graph>,
+    config: &serde_json::Value,
+    policy: Policy,
+    result: Result<Outcome, String>,
+) -> Ran {
+    let mode = ErrorMode::of(config);
+    let result = match result {
+        Ok(outcome) => NodeResult::Completed(outcome),
+        Err(message) if mode.retries() && c.retry_count < policy.retry_limit => {
             let delay = backoff(policy.retry_delay, c.retry_count);
             tracing::info!(error = %message, retry_in_ms = delay.as_millis() as u64, "node failed; retrying");
-            Ran::Retry(c, delay, message)
+            return Ran::Retry(c, delay, message);
         }
-        Err(message) => Ran::Settle(queue::Pending {
-            claimed: c,
-            graph,
-            result: NodeResult::Failed(message),
-        }),
+        Err(message) if mode.continues() => {
+            tracing::info!(error = %message, "node failed; continuing on its error handle");
+            NodeResult::Completed(nodes::caught_failure(config, &message, c.retry_count + 1))
+        }
+        Err(message) => NodeResult::Failed(message),
+    };
+    Ran::Settle(queue::Pending {
+        claimed: c,
+        graph,
+        result,
     })
 }
 

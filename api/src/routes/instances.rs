@@ -34,6 +34,9 @@ pub struct InstanceOut {
     pub is_test: bool,
     #[oai(rename = "parentInstanceID")]
     pub parent_instance_id: Option<Uuid>,
+    /// The parent's `subWorkflow` node that started this run.
+    #[oai(rename = "parentNodeID")]
+    pub parent_node_id: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -48,6 +51,7 @@ impl From<instance::Instance> for InstanceOut {
             status: i.status,
             is_test: i.is_test,
             parent_instance_id: i.parent_instance_id,
+            parent_node_id: i.parent_node_id,
             started_at: i.started_at,
             completed_at: i.completed_at,
             created_at: i.created_at,

@@ -8,6 +8,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use jet_shared::api_key::Creator;
 use jet_shared::ids::TenantId;
+use jet_shared::rbac::Grants;
 use jet_shared::rbac::permissions::{
     WORKFLOW_CREATE, WORKFLOW_DELETE, WORKFLOW_EXECUTE, WORKFLOW_EXPORT, WORKFLOW_LIST,
     WORKFLOW_READ, WORKFLOW_TEST, WORKFLOW_UPDATE,
@@ -27,7 +28,8 @@ use uuid::Uuid;
 pub struct WorkflowNode {
     /// The node id; a UUID in a saved workflow.
     pub id: String,
-    /// `start`, `end`, `condition`, `switch`, `delay`, `loop`, `fanout` or `join`.
+    /// `start`, `end`, `condition`, `switch`, `delay`, `loop`, `fanout`, `join`, `javascript`,
+    /// `dataCollection`, `approval` or `subWorkflow`.
     #[oai(rename = "type")]
     pub node_type: String,
     /// The node's configuration.
@@ -215,6 +217,36 @@ fn validate(
     ))
 }
 
+/// The assets a graph's nodes run later, when no caller is there to ask: each must exist in
+/// the tenant (422 naming the node) and the caller must hold its execute permission (403).
+async fn check_references(
+    conn: &mut sqlx::PgConnection,
+    grants: &Grants,
+    nodes: &[EditorNode],
+) -> ApiResult<()> {
+    for node in nodes.iter().filter(|n| n.node_type == "subWorkflow") {
+        let Some(child) = node
+            .data
+            .get("childWorkflowID")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            continue; // graph validation already named the node
+        };
+        if definition::get(&mut *conn, grants.tenant_id, child)
+            .await
+            .is_err()
+        {
+            return Err(ApiError::unprocessable(format!(
+                "node {}: childWorkflowID {child} is not a workflow of this tenant",
+                node.id
+            )));
+        }
+        grants.require(WORKFLOW_EXECUTE, Some(child))?;
+    }
+    Ok(())
+}
+
 fn options(value: Option<Value>) -> ApiResult<Value> {
     match value {
         None | Some(Value::Null) => Ok(Value::Object(Default::default())),
@@ -296,7 +328,7 @@ impl WorkflowsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         body: Json<SaveWorkflow>,
     ) -> ApiResult<Created<WorkflowDetail>> {
-        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_CREATE, None).await?;
+        let grants = authorize(&self.state, &auth, tenant_id.0, WORKFLOW_CREATE, None).await?;
         let body = body.0;
         let title = required_title("title", &body.title)?;
         let (nodes, edges, warnings) = validate(&body.nodes, &body.edges)?;
@@ -307,6 +339,7 @@ impl WorkflowsApi {
             api_key_id: auth.0.api_key_id(),
         };
         let mut tx = self.state.pool.begin().await?;
+        check_references(&mut tx, &grants, &nodes).await?;
         let saved =
             definition::insert(&mut tx, tenant, &title, &opts, &nodes, &edges, creator).await?;
         let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
@@ -359,7 +392,7 @@ impl WorkflowsApi {
         #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
         body: Json<UpdateWorkflow>,
     ) -> ApiResult<Json<WorkflowDetail>> {
-        authorize(
+        let grants = authorize(
             &self.state,
             &auth,
             tenant_id.0,
@@ -398,6 +431,7 @@ impl WorkflowsApi {
         .await?;
         let warnings = match graph {
             Some((nodes, edges, warnings)) => {
+                check_references(&mut tx, &grants, &nodes).await?;
                 definition::replace_graph(&mut tx, workflow_id.0, &nodes, &edges).await?;
                 warnings
             }
@@ -502,7 +536,7 @@ impl WorkflowsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         body: Json<TestWorkflow>,
     ) -> ApiResult<ExecuteResponse> {
-        authorize(&self.state, &auth, tenant_id.0, WORKFLOW_TEST, None).await?;
+        let grants = authorize(&self.state, &auth, tenant_id.0, WORKFLOW_TEST, None).await?;
         let body = body.0;
         let nodes: Vec<EditorNode> = body.nodes.iter().map(EditorNode::from).collect();
         let edges: Vec<EditorEdge> = body.edges.iter().map(EditorEdge::from).collect();
@@ -529,6 +563,7 @@ impl WorkflowsApi {
             instance::check_inputs(&opts, body.input_values.as_ref().unwrap_or(&Value::Null))
                 .map_err(ApiError::unprocessable)?;
         let mut tx = self.state.pool.begin().await?;
+        check_references(&mut tx, &grants, &nodes).await?;
         let instance_id = instance::create_test(
             &mut tx,
             TenantId(tenant_id.0),
@@ -546,7 +581,7 @@ impl WorkflowsApi {
     /// Run a workflow
     ///
     /// Checks `inputValues` against the workflow's input definitions, then writes the
-    /// instance, its `INPUT_SET` log row and the start command in one transaction.
+    /// instance, its `INPUT_SET` log row and its start node's execution in one transaction.
     #[oai(
         path = "/:tenantID/workflows/:workflowID/execute",
         method = "post",

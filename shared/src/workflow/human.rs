@@ -195,6 +195,7 @@ pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
         let result = resumed_result(&request, |handle| graph.has_handle(&node_id, handle));
         let claimed = Claimed {
             execution_id: 0, // no execution row: the dispatch ended in NODE_SUSPENDED
+            child_instance_id: None,
             instance_id: request.instance_id,
             tenant_id: request.tenant_id.0,
             node_id,

@@ -3,7 +3,6 @@
 
 use super::context;
 use super::queue;
-use crate::commands::{self, Command};
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
 use crate::{Error, Result};
@@ -36,6 +35,9 @@ pub struct Instance {
     pub is_test: bool,
     #[sqlx(rename = "parentInstanceID")]
     pub parent_instance_id: Option<Uuid>,
+    /// The `subWorkflow` node of the parent that started this instance.
+    #[sqlx(rename = "parentNodeID")]
+    pub parent_node_id: Option<String>,
 }
 
 /// A log row.
@@ -61,7 +63,7 @@ pub struct LogRow {
 }
 
 const COLUMNS: &str = r#""instanceID", "workflowID", "tenantID", "status", "version", "startedAt", "completedAt",
-    "createdAt", "updatedAt", "isTest", "parentInstanceID""#;
+    "createdAt", "updatedAt", "isTest", "parentInstanceID", "parentNodeID""#;
 
 /// Checks inputs against `workflowOptions.inputs` (`[{name, type, required, default}]`):
 /// required ones present, defaults filled in, numbers and booleans given as strings coerced.
@@ -126,20 +128,52 @@ pub fn check_inputs(options: &Value, given: &Value) -> std::result::Result<Value
     Ok(Value::Object(out))
 }
 
-/// Creates a RUNNING instance with its `INPUT_SET` row and pushes the start command, in the
-/// caller's transaction.
+/// Where a sub-workflow's instance was started from.
+#[derive(Debug, Clone, Copy)]
+pub struct Parent<'a> {
+    pub instance_id: Uuid,
+    pub node_id: &'a str,
+    pub is_test: bool,
+}
+
+/// Creates a RUNNING instance with its `INPUT_SET` row and dispatches its start node, in the
+/// caller's transaction: the instance is runnable exactly when the caller commits, with no
+/// command hop in between.
 pub async fn create(
     conn: &mut PgConnection,
     tenant_id: TenantId,
     workflow_id: Uuid,
     inputs: &Value,
 ) -> anyhow::Result<Uuid> {
+    create_from(conn, tenant_id, workflow_id, inputs, None).await
+}
+
+/// [`create`], for a sub-workflow started by a node of `parent` (or a top-level run).
+pub async fn create_from(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    workflow_id: Uuid,
+    inputs: &Value,
+    parent: Option<Parent<'_>>,
+) -> anyhow::Result<Uuid> {
+    // Validation guarantees exactly one start node per saved workflow.
+    let start: Option<String> = sqlx::query_scalar(
+        r#"SELECT "nodeID"::text FROM "tblWorkflowNodes" WHERE "workflowID" = $1 AND "nodeType" = 'start' LIMIT 1"#,
+    )
+    .bind(workflow_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let start = start.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
     let instance_id: Uuid = sqlx::query_scalar(
-        r#"INSERT INTO "tblWorkflowInstances" ("workflowID", "tenantID", "status", "startedAt")
-           VALUES ($1, $2, 'RUNNING', now()) RETURNING "instanceID""#,
+        r#"INSERT INTO "tblWorkflowInstances"
+             ("workflowID", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
+           VALUES ($1, $2, 'RUNNING', now(), $3, $4, $5) RETURNING "instanceID""#,
     )
     .bind(workflow_id)
     .bind(tenant_id)
+    .bind(parent.is_some_and(|p| p.is_test))
+    .bind(parent.map(|p| p.instance_id))
+    .bind(parent.map(|p| p.node_id))
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(
@@ -150,7 +184,7 @@ pub async fn create(
     .bind(json!({"input": inputs}))
     .execute(&mut *conn)
     .await?;
-    commands::push(conn, &Command::StartInstance { instance_id }).await?;
+    queue::dispatch(conn, instance_id, tenant_id.0, &start, Duration::ZERO).await?;
     Ok(instance_id)
 }
 
@@ -158,7 +192,8 @@ pub async fn create(
 pub const TEST_DEFINITION_KEY: &str = "__workflowDefinition";
 
 /// Creates a test instance of an unsaved graph: `isTest`, no workflow; the graph and options
-/// travel in a `SYSTEM_SET` row, as upstream's test runs do. Then the start command.
+/// travel in a `SYSTEM_SET` row, as upstream's test runs do. Its start node is dispatched in
+/// the same transaction.
 pub async fn create_test(
     conn: &mut PgConnection,
     tenant_id: TenantId,
@@ -167,6 +202,11 @@ pub async fn create_test(
     options: &Value,
     inputs: &Value,
 ) -> anyhow::Result<Uuid> {
+    let start = nodes
+        .iter()
+        .find(|n| n.node_type == "start")
+        .map(|n| n.id.clone())
+        .ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
     let instance_id: Uuid = sqlx::query_scalar(
         r#"INSERT INTO "tblWorkflowInstances" ("tenantID", "status", "startedAt", "isTest")
            VALUES ($1, 'RUNNING', now(), true) RETURNING "instanceID""#,
@@ -183,7 +223,7 @@ pub async fn create_test(
     .bind(json!({"input": inputs}))
     .execute(&mut *conn)
     .await?;
-    commands::push(conn, &Command::StartInstance { instance_id }).await?;
+    queue::dispatch(conn, instance_id, tenant_id.0, &start, Duration::ZERO).await?;
     Ok(instance_id)
 }
 
@@ -236,8 +276,9 @@ pub async fn delete_test(
     Ok(())
 }
 
-/// Dispatches the start node of a RUNNING instance that has none yet (the start command;
-/// idempotent, so a redelivered command does nothing).
+/// Dispatches the start node of a RUNNING instance that has none yet. Instances are created
+/// with their start node dispatched; this serves start commands queued by earlier versions
+/// (idempotent, so a redelivered command does nothing).
 pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
     // One read: the instance (locked), whether anything was dispatched yet, and the start
     // node (validation guarantees exactly one per saved workflow).
@@ -275,7 +316,8 @@ pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
 }
 
 /// Cancels a RUNNING instance: status CANCELLED, queued executions removed, so nothing runs
-/// further (a node running right now has its result dropped at settle).
+/// further (a node running right now has its result dropped at settle). Its sub-workflows are
+/// cancelled with it; a parent waiting on it is woken and sees it CANCELLED.
 pub async fn cancel(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
     let updated = sqlx::query(
         r#"UPDATE "tblWorkflowInstances" SET "status" = 'CANCELLED', "completedAt" = now(), "updatedAt" = now(),
@@ -299,6 +341,7 @@ pub async fn cancel(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> 
     .bind(instance_id)
     .execute(&mut *conn)
     .await?;
+    super::subworkflow::ended(conn, instance_id).await?;
     Ok(true)
 }
 

@@ -9,4 +9,5 @@ pub mod instance;
 pub mod nodes;
 pub mod queue;
 pub mod sandbox;
+pub mod subworkflow;
 pub mod template;

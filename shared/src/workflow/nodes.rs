@@ -20,6 +20,7 @@ pub enum NodeType {
     Javascript,
     DataCollection,
     Approval,
+    SubWorkflow,
 }
 
 impl std::str::FromStr for NodeType {
@@ -38,16 +39,12 @@ impl std::str::FromStr for NodeType {
             "javascript" => NodeType::Javascript,
             "dataCollection" => NodeType::DataCollection,
             "approval" => NodeType::Approval,
+            "subWorkflow" => NodeType::SubWorkflow,
             "dataQuery" => {
                 return Err(
                     "dataQuery nodes arrive with datasources and data queries; not runnable yet"
                         .into(),
                 );
-            }
-            "subWorkflow" => {
-                return Err(format!(
-                    "node type `{s}` is not available in this version of the engine yet"
-                ));
             }
             other => return Err(format!("unknown node type `{other}`")),
         })
@@ -69,6 +66,7 @@ impl NodeType {
             NodeType::Javascript => "javascript",
             NodeType::DataCollection => "dataCollection",
             NodeType::Approval => "approval",
+            NodeType::SubWorkflow => "subWorkflow",
         }
     }
 
@@ -121,11 +119,90 @@ const OPERATORS: &[&str] = &[
 /// Longest delay a delay node may ask for (upstream: 24 h).
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
+/// What a node does when running it fails for good (`errorHandling`, upstream's allowlist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorMode {
+    /// `fail_workflow`, `retry_then_fail` (the default): retry per policy, then follow the
+    /// `error` edge if there is one, else fail the instance.
+    Fail,
+    /// `retry_then_continue`: retry per policy, then continue as [`ErrorMode::Continue`].
+    RetryThenContinue,
+    /// `continue`, `continue_default`, `skip_item`: no retries; the node completes with
+    /// `{[outputVariable]: null, success: false, error}` and follows its `error` handle.
+    Continue,
+}
+
+const ERROR_MODES: &[&str] = &[
+    "fail_workflow",
+    "retry_then_fail",
+    "retry_then_continue",
+    "continue",
+    "continue_default",
+    "skip_item",
+];
+
+impl ErrorMode {
+    /// The mode a node's configuration asks for.
+    pub fn of(config: &Value) -> Self {
+        match config.get("errorHandling").and_then(Value::as_str) {
+            Some("retry_then_continue") => ErrorMode::RetryThenContinue,
+            Some("continue" | "continue_default" | "skip_item") => ErrorMode::Continue,
+            _ => ErrorMode::Fail,
+        }
+    }
+
+    /// Whether failures are retried (per `retryLimit`) before the mode applies.
+    pub fn retries(self) -> bool {
+        self != ErrorMode::Continue
+    }
+
+    /// Whether a failure, once retries are spent, becomes a completed node on its `error`
+    /// handle instead of a failed one.
+    pub fn continues(self) -> bool {
+        self != ErrorMode::Fail
+    }
+}
+
+/// The outcome of a failed node whose error mode continues: upstream's shape, plus how many
+/// times it was tried.
+pub fn caught_failure(config: &Value, message: &str, attempts: i32) -> Outcome {
+    let mut output = json!({"success": false, "error": message, "attempts": attempts});
+    if let Some(ov) = config.get("outputVariable").and_then(Value::as_str) {
+        output[ov] = Value::Null;
+    }
+    Outcome::follow(output, "error")
+}
+
+/// Checks the execution policy fields every node may carry.
+fn validate_policy(c: &Value) -> Result<(), String> {
+    if let Some(mode) = c.get("errorHandling") {
+        one_of(mode, "errorHandling", ERROR_MODES)?;
+    }
+    for (field, range) in [
+        ("timeoutSeconds", 1..=3600),
+        ("retryLimit", 0..=10),
+        ("retryDelaySeconds", 0..=300),
+    ] {
+        if let Some(v) = c.get(field).filter(|v| !v.is_null()) {
+            v.as_u64().filter(|n| range.contains(n)).ok_or(format!(
+                "{field} must be an integer in {}..{}",
+                range.start(),
+                range.end()
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deepest sub-workflow nesting a `subWorkflow` node may allow (`maxDepth`).
+pub const MAX_SUBWORKFLOW_DEPTH: u64 = 10;
+
 /// Checks a node's configuration; the message names the offending field.
 pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
     if !c.is_object() {
         return Err("data must be an object".into());
     }
+    validate_policy(c)?;
     match node_type {
         NodeType::Start | NodeType::Join => {
             if let Some(mode) = c.get("joinMode") {
@@ -251,6 +328,24 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
             unique_branches(c)?;
             Ok(())
         }
+        NodeType::SubWorkflow => {
+            c.get("childWorkflowID")
+                .and_then(Value::as_str)
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                .ok_or("childWorkflowID must be a workflow id (uuid)")?;
+            if let Some(mapping) = c.get("inputMapping").filter(|m| !m.is_null()) {
+                mapping
+                    .as_object()
+                    .ok_or("inputMapping must be an object of input name to template")?;
+            }
+            if let Some(depth) = c.get("maxDepth") {
+                depth
+                    .as_u64()
+                    .filter(|d| (1..=MAX_SUBWORKFLOW_DEPTH).contains(d))
+                    .ok_or(format!("maxDepth must be 1..{MAX_SUBWORKFLOW_DEPTH}"))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -327,7 +422,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn follow(output: Value, handle: impl Into<String>) -> Self {
+    pub(crate) fn follow(output: Value, handle: impl Into<String>) -> Self {
         Self {
             output,
             patch: Map::new(),
@@ -537,6 +632,9 @@ pub fn run(
                 "success",
             ))
         }
+        // Starting and awaiting a child instance writes to the database, which a pure run
+        // cannot: the worker runs these nodes through `subworkflow::start` and `collect`.
+        NodeType::SubWorkflow => Err("subWorkflow nodes run through the sub-workflow step".into()),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Claimed {
     pub retry_count: i32,
     #[sqlx(rename = "claimCount")]
     pub claim_count: i32,
+    /// The child instance a parked `subWorkflow` node waits for.
+    #[sqlx(rename = "childInstanceID")]
+    pub child_instance_id: Option<Uuid>,
 }
 
 fn interval(d: Duration) -> String {
@@ -94,7 +97,7 @@ pub async fn claim(
            SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1
            FROM fair WHERE e."executionID" = fair."executionID"
            RETURNING e."executionID", e."instanceID", e."tenantID", e."nodeID", e."nodeAttempt",
-                     e."retryCount", e."claimCount""#,
+                     e."retryCount", e."claimCount", e."childInstanceID""#,
     )
     .bind(owner)
     .bind(interval(lease))
@@ -130,7 +133,8 @@ pub async fn reap_expired(pool: &PgPool) -> Result<u64> {
 }
 
 /// Gives a held execution back: after a failed try (`retry` = true: counted, due after
-/// `delay`) or on shutdown (not counted, due now). Fenced like a settle.
+/// `delay`; a sub-workflow node forgets its failed child and starts a new one) or on shutdown
+/// (not counted, due now). Fenced like a settle.
 pub async fn release(
     pool: &PgPool,
     c: &Claimed,
@@ -144,7 +148,8 @@ pub async fn release(
     let done = sqlx::query(
         r#"UPDATE "tblNodeExecutions" SET "leaseOwner" = NULL, "leaseExpiresAt" = NULL,
              "retryCount" = "retryCount" + $4, "availableAt" = now() + $5::interval,
-             "lastError" = COALESCE($6, "lastError")
+             "lastError" = COALESCE($6, "lastError"),
+             "childInstanceID" = CASE WHEN $4 = 1 THEN NULL ELSE "childInstanceID" END
            WHERE "executionID" = $1 AND "leaseOwner" = $2 AND "claimCount" = $3"#,
     )
     .bind(c.execution_id)
@@ -209,6 +214,7 @@ pub fn completion_payload(
                 NodeType::Loop => Some("loopResults"),
                 NodeType::DataCollection => Some("collectedData"),
                 NodeType::Approval => Some("approvalResult"),
+                NodeType::SubWorkflow => Some(super::subworkflow::DEFAULT_OUTPUT_VARIABLE),
                 _ => None,
             });
     if let Some(ov) = output_variable {
@@ -217,6 +223,8 @@ pub fn completion_payload(
             outcome
                 .output
                 .get(ov)
+                // Upstream's `output[ov] ?? output`: null falls back to the whole output.
+                .filter(|v| !v.is_null())
                 .cloned()
                 .unwrap_or_else(|| outcome.output.clone()),
         );
@@ -630,7 +638,7 @@ async fn has_pending_work(conn: &mut PgConnection, instance_id: Uuid) -> Result<
 }
 
 /// Ends an instance: its status, `completedAt`, a `SYSTEM_SET` row with the reason, and no
-/// execution left behind.
+/// execution left behind; a parent waiting on it is woken, its own children are cancelled.
 pub async fn finish_instance(
     conn: &mut PgConnection,
     instance_id: Uuid,
@@ -649,6 +657,7 @@ pub async fn finish_instance(
         .bind(instance_id)
         .execute(&mut *conn)
         .await?;
+    super::subworkflow::ended(&mut *conn, instance_id).await?;
     if let Some(reason) = reason {
         sqlx::query(
             r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType", "outputVariable", "payload")
@@ -668,6 +677,7 @@ pub async fn finish_instance(
 pub struct InstanceView {
     pub workflow_id: Option<Uuid>,
     pub status: String,
+    pub is_test: bool,
     pub workflow_updated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub workflow_options: Value,
     pub context: Value,
@@ -685,6 +695,8 @@ pub async fn prepare(
         #[sqlx(rename = "workflowID")]
         workflow_id: Option<Uuid>,
         status: String,
+        #[sqlx(rename = "isTest")]
+        is_test: bool,
         #[sqlx(rename = "updatedAt")]
         updated_at: Option<chrono::DateTime<chrono::Utc>>,
         #[sqlx(rename = "workflowOptions")]
@@ -692,7 +704,7 @@ pub async fn prepare(
         payloads: Value,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        r#"SELECT i."instanceID", i."workflowID", i."status", w."updatedAt", w."workflowOptions",
+        r#"SELECT i."instanceID", i."workflowID", i."status", i."isTest", w."updatedAt", w."workflowOptions",
                   COALESCE((SELECT jsonb_agg(l."payload" ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l
                             WHERE l."instanceID" = i."instanceID"
                               AND l."eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET')), '[]') AS payloads
@@ -711,6 +723,7 @@ pub async fn prepare(
                 InstanceView {
                     workflow_id: r.workflow_id,
                     status: r.status,
+                    is_test: r.is_test,
                     workflow_updated_at: r.updated_at,
                     workflow_options: r
                         .workflow_options
