@@ -83,6 +83,9 @@ pub struct Config {
     pub node_lease_seconds: u64,
     /// `JET_NODE_BATCH`: node executions claimed per query.
     pub node_batch: i64,
+    /// `JET_NODE_CONCURRENCY`: claim loops per worker process, each with its own batch in
+    /// flight, so one process overlaps one batch's round trips with another's.
+    pub node_concurrency: usize,
     /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
     pub audit_retention_days: u32,
 }
@@ -144,6 +147,7 @@ impl Config {
                 "10",
             )?,
             node_batch: parse("JET_NODE_BATCH", get("JET_NODE_BATCH"), "32")?,
+            node_concurrency: parse("JET_NODE_CONCURRENCY", get("JET_NODE_CONCURRENCY"), "4")?,
             audit_retention_days: parse(
                 "JET_AUDIT_RETENTION_DAYS",
                 get("JET_AUDIT_RETENTION_DAYS"),

@@ -49,7 +49,7 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
     // The survivors join once the victim is working, so it surely holds work to lose.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let working: bool = sqlx::query_scalar(r#"SELECT EXISTS (SELECT 1 FROM "tblNodeExecutions" WHERE "leaseOwner" = 'victim-nodes')"#)
+        let working: bool = sqlx::query_scalar(r#"SELECT EXISTS (SELECT 1 FROM "tblNodeExecutions" WHERE "leaseOwner" LIKE 'victim-nodes-%')"#)
             .fetch_one(&app.db.pool)
             .await
             .expect("leases");
@@ -70,7 +70,7 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
     let held: Vec<(String, String, i32, DateTime<Utc>)> = loop {
         let rows: Vec<(Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
             r#"SELECT "instanceID", "nodeID", "nodeAttempt", "leaseExpiresAt" FROM "tblNodeExecutions"
-               WHERE "leaseOwner" = 'victim-nodes'"#,
+               WHERE "leaseOwner" LIKE 'victim-nodes-%'"#,
         )
         .fetch_all(&app.db.pool)
         .await
@@ -90,7 +90,7 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let still: Vec<(Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
                 r#"SELECT "instanceID", "nodeID", "nodeAttempt", "leaseExpiresAt" FROM "tblNodeExecutions"
-                   WHERE "leaseOwner" = 'victim-nodes'"#,
+                   WHERE "leaseOwner" LIKE 'victim-nodes-%'"#,
             )
             .fetch_all(&app.db.pool)
             .await
@@ -116,7 +116,7 @@ async fn a_killed_worker_loses_nothing_and_duplicates_nothing() {
     for (instance, node, attempt, expires) in held {
         let still: bool = sqlx::query_scalar(
             r#"SELECT EXISTS (SELECT 1 FROM "tblNodeExecutions" WHERE "instanceID"::text = $1 AND "nodeID" = $2
-                 AND "nodeAttempt" = $3 AND "leaseOwner" = 'victim-nodes')"#,
+                 AND "nodeAttempt" = $3 AND "leaseOwner" LIKE 'victim-nodes-%')"#,
         )
         .bind(&instance)
         .bind(&node)

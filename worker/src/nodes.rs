@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub struct Settings {
     /// Executions claimed per query.
     pub batch: i64,
+    /// Claim loops in this process, each with one batch in flight.
+    pub concurrency: usize,
     /// Lease length; a dead worker's executions run again this long after its last heartbeat.
     pub lease: Duration,
     /// Poll interval when no NOTIFY arrives.
@@ -31,6 +33,7 @@ impl Settings {
     pub fn from_config(config: &jet_shared::config::Config) -> Self {
         Self {
             batch: config.node_batch.clamp(1, 1000),
+            concurrency: config.node_concurrency.clamp(1, 64),
             lease: Duration::from_secs(config.node_lease_seconds.clamp(1, 3600)),
             ..Self::default()
         }
@@ -41,6 +44,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             batch: 32,
+            concurrency: 4,
             lease: Duration::from_secs(10),
             poll: Duration::from_millis(500),
         }
@@ -132,20 +136,66 @@ impl GraphCache {
     }
 }
 
-/// Runs the node loop until shutdown: claim a batch, run it, settle it in one transaction.
-/// A batch in flight when shutdown begins is finished (its nodes are short; long ones keep
-/// heartbeating) before the loop returns.
+/// Runs the node loops until shutdown: `concurrency` loops that each claim a batch, run it
+/// and settle it in one transaction. A batch in flight when shutdown begins is finished (its
+/// nodes are short; long ones keep heartbeating) before its loop returns.
+///
+/// One LISTEN connection serves all loops and wakes one idle loop per notification; a loop
+/// that claims a full batch wakes a sibling, since more work is likely waiting. So a burst
+/// of NOTIFYs does not turn into a herd of empty claims.
 pub async fn run(
     pool: PgPool,
     worker_id: String,
     settings: Settings,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let owner = format!("{worker_id}-nodes");
-    let cache = GraphCache::default();
-    // Register interest before the first query, so no NOTIFY between them is missed.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    // Register interest before the first claim, so no NOTIFY between them is missed.
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen("jet_node_executions").await?;
+    let cache = Arc::new(GraphCache::default());
+    let mut loops = tokio::task::JoinSet::new();
+    for n in 0..settings.concurrency {
+        loops.spawn(claim_loop(
+            pool.clone(),
+            format!("{worker_id}-nodes-{n}"),
+            settings.clone(),
+            cache.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut stopping = shutdown.clone();
+    loop {
+        tokio::select! {
+            () = stopping.wait() => break,
+            n = listener.try_recv() => match n {
+                Ok(Some(_)) => wake.notify_one(),
+                // The connection dropped; the next call reconnects. Loops poll meanwhile.
+                Ok(None) => wake.notify_waiters(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "notification listener failed; polling");
+                    tokio::time::sleep(settings.poll).await;
+                }
+            },
+        }
+    }
+    while let Some(done) = loops.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// One claim loop: claim a batch, run it, settle it; sleep until woken or the poll interval
+/// when there is nothing to claim. Expired leases are reaped along the way.
+async fn claim_loop(
+    pool: PgPool,
+    owner: String,
+    settings: Settings,
+    cache: Arc<GraphCache>,
+    wake: Arc<tokio::sync::Notify>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let mut last_reap = tokio::time::Instant::now();
     loop {
         if shutdown.is_triggered() {
@@ -168,18 +218,16 @@ pub async fn run(
             }
         };
         if claimed.is_empty() {
-            // Sleep until a NOTIFY, the poll interval, or shutdown; then re-query regardless.
+            // NOTIFY is only a hint: whatever wakes the loop, it re-queries.
             tokio::select! {
                 () = shutdown.wait() => return Ok(()),
-                n = listener.try_recv() => {
-                    if let Err(err) = n {
-                        tracing::warn!(error = %err, "notification listener failed; polling");
-                        tokio::time::sleep(settings.poll).await;
-                    }
-                }
+                () = wake.notified() => {}
                 () = tokio::time::sleep(settings.poll) => {}
             }
             continue;
+        }
+        if claimed.len() as i64 == settings.batch {
+            wake.notify_one();
         }
         if let Err(err) = run_batch(&pool, &owner, &cache, claimed, settings.lease).await {
             tracing::warn!(error = %err, "batch not settled; its leases will expire and it runs again");
