@@ -63,6 +63,11 @@ impl ApiError {
         ApiError::Unprocessable(body("validation_failed", message))
     }
 
+    /// A 422 with its own stable code (a failed query, an unreachable datasource, …).
+    pub fn unprocessable_as(code: &str, message: impl Into<String>) -> Self {
+        ApiError::Unprocessable(body(code, message))
+    }
+
     /// A 403 with the given code.
     pub fn forbidden(code: &str, message: impl Into<String>) -> Self {
         ApiError::Forbidden(body(code, message))

@@ -4,6 +4,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod page_hub;
 pub mod routes;
 pub mod security;
 pub mod state;
@@ -13,9 +14,10 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
-    api_keys::ApiKeysApi, audit::AuditApi, auth::AuthApi, health::HealthApi, human::HumanApi,
-    instances::InstancesApi, roles::RolesApi, tenants::TenantsApi, users::UsersApi,
-    workflows::WorkflowsApi,
+    api_keys::ApiKeysApi, app_pages::AppPagesApi, audit::AuditApi, auth::AuthApi,
+    datasources::DatasourcesApi, health::HealthApi, human::HumanApi, instances::InstancesApi,
+    queries::QueriesApi, roles::RolesApi, tenants::TenantsApi, users::UsersApi,
+    widgets::WidgetsApi, workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -33,6 +35,10 @@ type Apis = (
     WorkflowsApi,
     InstancesApi,
     HumanApi,
+    DatasourcesApi,
+    QueriesApi,
+    AppPagesApi,
+    WidgetsApi,
 );
 
 /// The OpenAPI service: every operation, described.
@@ -66,6 +72,18 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         HumanApi {
+            state: state.clone(),
+        },
+        DatasourcesApi {
+            state: state.clone(),
+        },
+        QueriesApi {
+            state: state.clone(),
+        },
+        AppPagesApi {
+            state: state.clone(),
+        },
+        WidgetsApi {
             state: state.clone(),
         },
     );

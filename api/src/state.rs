@@ -1,4 +1,5 @@
-//! What every handler can reach: the pool, the JWT verifier and the configuration.
+//! What every handler can reach: the pool, the JWT verifier, the configuration, the
+//! datasource runtime and the app-page event hub.
 
 use jet_shared::auth::JwtVerifier;
 use jet_shared::config::Config;
@@ -14,6 +15,10 @@ pub struct AppState {
     pub jwt: JwtVerifier,
     /// The loaded configuration.
     pub config: Arc<Config>,
+    /// The vault key and datasource drivers (with their connection pools).
+    pub data: Arc<jet_shared::datasource::DataRuntime>,
+    /// Fans app-page events out to SSE streams.
+    pub pages: crate::page_hub::PageHub,
 }
 
 impl AppState {
@@ -21,6 +26,10 @@ impl AppState {
     pub fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
+            data: Arc::new(jet_shared::datasource::DataRuntime::new(
+                config.vault_key.clone(),
+            )),
+            pages: crate::page_hub::PageHub::new(pool.clone()),
             pool,
             config: Arc::new(config),
         })

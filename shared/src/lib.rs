@@ -5,23 +5,28 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api_key;
+pub mod app_page;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod dataquery;
+pub mod datasource;
 pub mod db;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod page;
 pub mod rbac;
+pub mod references;
 pub mod role;
 pub mod telemetry;
 pub mod tenant;
 pub mod user;
 pub mod user_config;
+pub mod widget;
 pub mod workflow;
 
 pub use error::{Error, Result};

@@ -69,6 +69,31 @@ pub mod permissions {
     pub const WORKFLOW_EXECUTE: Permission = Permission("tenant:workflow:execute");
     pub const WORKFLOW_EXPORT: Permission = Permission("tenant:workflow:export");
     pub const WORKFLOW_TEST: Permission = Permission("tenant:workflow:test");
+    pub const DATASOURCE_LIST: Permission = Permission("tenant:datasource:list");
+    pub const DATASOURCE_CREATE: Permission = Permission("tenant:datasource:create");
+    pub const DATASOURCE_READ: Permission = Permission("tenant:datasource:read");
+    pub const DATASOURCE_UPDATE: Permission = Permission("tenant:datasource:update");
+    pub const DATASOURCE_DELETE: Permission = Permission("tenant:datasource:delete");
+    pub const DATASOURCE_TEST: Permission = Permission("tenant:datasource:test");
+    pub const DATAQUERY_LIST: Permission = Permission("tenant:dataquery:list");
+    pub const DATAQUERY_CREATE: Permission = Permission("tenant:dataquery:create");
+    pub const DATAQUERY_READ: Permission = Permission("tenant:dataquery:read");
+    pub const DATAQUERY_UPDATE: Permission = Permission("tenant:dataquery:update");
+    pub const DATAQUERY_DELETE: Permission = Permission("tenant:dataquery:delete");
+    pub const DATAQUERY_TEST: Permission = Permission("tenant:dataquery:test");
+    pub const DATAQUERY_EXECUTE: Permission = Permission("tenant:dataquery:execute");
+    pub const APPPAGE_LIST: Permission = Permission("tenant:apppage:list");
+    pub const APPPAGE_CREATE: Permission = Permission("tenant:apppage:create");
+    pub const APPPAGE_READ: Permission = Permission("tenant:apppage:read");
+    pub const APPPAGE_UPDATE: Permission = Permission("tenant:apppage:update");
+    pub const APPPAGE_DELETE: Permission = Permission("tenant:apppage:delete");
+    pub const WIDGET_LIST: Permission = Permission("tenant:widget:list");
+    pub const WIDGET_CREATE: Permission = Permission("tenant:widget:create");
+    pub const WIDGET_READ: Permission = Permission("tenant:widget:read");
+    pub const WIDGET_UPDATE: Permission = Permission("tenant:widget:update");
+    pub const WIDGET_DELETE: Permission = Permission("tenant:widget:delete");
+    pub const WIDGET_EXECUTE: Permission = Permission("tenant:widget:execute");
+    pub const LISTENER_EXECUTE: Permission = Permission("tenant:listener:execute");
 }
 
 /// What a principal may do in one tenant.

@@ -80,6 +80,9 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// The vault key of test services (`VAULT_ENCRYPTION_KEY`), to inspect stored envelopes.
+pub const TEST_VAULT_KEY: &str = "5c0e1a2b3d4f5061728394a5b6c7d8e9f0112233445566778899aabbccddeeff";
+
 impl TestApp {
     /// Starts the service on a fresh database.
     pub async fn spawn() -> Self {
@@ -94,6 +97,7 @@ impl TestApp {
             ("JET_JWT_RS256_PUBLIC_KEY", jwt::RS256_PUBLIC_PEM.to_owned()),
             ("JET_MAX_BODY_BYTES", TEST_MAX_BODY_BYTES.to_string()),
             ("JET_API_ADDR", "127.0.0.1:0".to_owned()),
+            ("VAULT_ENCRYPTION_KEY", TEST_VAULT_KEY.to_owned()),
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
         let state = jet_api::AppState::new(db.pool.clone(), config.clone()).expect("state");
@@ -228,11 +232,27 @@ impl TestApp {
 
     /// Creates a role via the API and returns its id.
     pub async fn role(&self, admin: &Admin, title: &str, permissions: &[&str]) -> String {
+        self.role_with_assets(admin, title, permissions, &[]).await
+    }
+
+    /// Creates a role with general permissions and asset permissions given as
+    /// `(resourceType, resourceID, action)`; returns its id.
+    pub async fn role_with_assets(
+        &self,
+        admin: &Admin,
+        title: &str,
+        permissions: &[&str],
+        assets: &[(&str, &str, &str)],
+    ) -> String {
+        let assets: Vec<serde_json::Value> = assets
+            .iter()
+            .map(|(kind, id, action)| serde_json::json!({"resourceType": kind, "resourceID": id, "action": action}))
+            .collect();
         let resp = self
             .post(
                 &format!("/api/v1/tenants/{}/roles", admin.tenant_id),
                 &admin.auth,
-                serde_json::json!({"roleTitle": title, "permissions": permissions}),
+                serde_json::json!({"roleTitle": title, "permissions": permissions, "assetPermissions": assets}),
             )
             .await;
         assert_eq!(resp.status, 201, "create role: {}", resp.body);

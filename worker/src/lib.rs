@@ -97,10 +97,14 @@ pub async fn run_roles(
             }
             Role::Nodes => {
                 let settings = nodes::Settings::from_config(config);
+                let data = std::sync::Arc::new(jet_shared::datasource::DataRuntime::new(
+                    config.vault_key.clone(),
+                ));
                 tasks.spawn(nodes::run(
                     pool.clone(),
                     worker_id.clone(),
                     settings,
+                    data,
                     shutdown.clone(),
                 ));
             }

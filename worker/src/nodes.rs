@@ -3,6 +3,9 @@
 //! worker always re-queries). Long nodes keep their lease with heartbeats; expired leases of
 //! dead workers are reaped back into the ready set by every replica.
 
+use jet_shared::dataquery;
+use jet_shared::datasource::DataRuntime;
+use jet_shared::ids::TenantId;
 use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::graph::Graph;
 use jet_shared::workflow::nodes::{ErrorMode, NodeType, Outcome};
@@ -147,6 +150,7 @@ pub async fn run(
     pool: PgPool,
     worker_id: String,
     settings: Settings,
+    data: Arc<DataRuntime>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -161,6 +165,7 @@ pub async fn run(
             format!("{worker_id}-nodes-{n}"),
             settings.clone(),
             cache.clone(),
+            data.clone(),
             wake.clone(),
             shutdown.clone(),
         ));
@@ -193,6 +198,7 @@ async fn claim_loop(
     owner: String,
     settings: Settings,
     cache: Arc<GraphCache>,
+    data: Arc<DataRuntime>,
     wake: Arc<tokio::sync::Notify>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -229,7 +235,7 @@ async fn claim_loop(
         if claimed.len() as i64 == settings.batch {
             wake.notify_one();
         }
-        if let Err(err) = run_batch(&pool, &owner, &cache, claimed, settings.lease).await {
+        if let Err(err) = run_batch(&pool, &owner, &cache, &data, claimed, settings.lease).await {
             tracing::warn!(error = %err, "batch not settled; its leases will expire and it runs again");
         }
     }
@@ -254,6 +260,7 @@ async fn run_batch(
     pool: &PgPool,
     owner: &str,
     cache: &GraphCache,
+    data: &DataRuntime,
     claimed: Vec<Claimed>,
     lease: Duration,
 ) -> anyhow::Result<()> {
@@ -281,7 +288,7 @@ async fn run_batch(
     let mut runs = Vec::with_capacity(claimed.len());
     for c in claimed {
         let view = views.get(&c.instance_id).cloned();
-        runs.push(run_one(pool, owner, cache, c, view));
+        runs.push(run_one(pool, owner, cache, data, c, view));
     }
     let ran = futures::future::join_all(runs).await;
     heartbeat.abort();
@@ -319,6 +326,7 @@ async fn run_one(
     pool: &PgPool,
     owner: &str,
     cache: &GraphCache,
+    data: &DataRuntime,
     c: Claimed,
     view: Option<queue::InstanceView>,
 ) -> anyhow::Result<Ran> {
@@ -389,6 +397,17 @@ async fn run_one(
                 return Ok(Ran::Parked);
             }
         }
+    } else if node.node_type == NodeType::DataQuery {
+        let run = dataquery::run_node(
+            pool,
+            data,
+            TenantId(c.tenant_id),
+            &node.config,
+            &view.context,
+        );
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(format!("the query did not finish within {timeout:?}")))
     } else if node.node_type.needs_sandbox(&node.config) {
         // Scripts block their thread until done or interrupted at `timeout`.
         let (node, ctx) = (node.clone(), view.context);
@@ -406,7 +425,14 @@ async fn run_one(
             timeout,
         )
     };
-    Ok(conclude(c, graph, &node.config, policy, result))
+    Ok(conclude(
+        c,
+        graph,
+        node.node_type,
+        &node.config,
+        policy,
+        result,
+    ))
 }
 
 /// Turns a node's run into what happens next: settle its outcome; retry a failure while
@@ -415,11 +441,12 @@ async fn run_one(
 fn conclude(
     c: Claimed,
     graph: Arc<Graph>,
+    node_type: NodeType,
     config: &serde_json::Value,
     policy: Policy,
     result: Result<Outcome, String>,
 ) -> Ran {
-    let mode = ErrorMode::of(config);
+    let mode = ErrorMode::of(node_type, config);
     let result = match result {
         Ok(outcome) => NodeResult::Completed(outcome),
         Err(message) if mode.retries() && c.retry_count < policy.retry_limit => {

@@ -1,14 +1,18 @@
 //! One `#[OpenApi]` struct per resource; this module holds what they share.
 
 pub mod api_keys;
+pub mod app_pages;
 pub mod audit;
 pub mod auth;
+pub mod datasources;
 pub mod health;
 pub mod human;
 pub mod instances;
+pub mod queries;
 pub mod roles;
 pub mod tenants;
 pub mod users;
+pub mod widgets;
 pub mod workflows;
 
 use crate::error::{ApiError, ApiResult};
@@ -39,6 +43,10 @@ pub enum ApiTags {
     Audit,
     /// Workflow definitions and their runs.
     Workflows,
+    /// Datasources and data queries.
+    Data,
+    /// App pages and widgets.
+    Ui,
     /// Liveness and readiness.
     Health,
 }

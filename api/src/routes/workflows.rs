@@ -7,8 +7,10 @@ use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use jet_shared::api_key::Creator;
+use jet_shared::dataquery;
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::Grants;
+use jet_shared::rbac::permissions::DATAQUERY_EXECUTE;
 use jet_shared::rbac::permissions::{
     WORKFLOW_CREATE, WORKFLOW_DELETE, WORKFLOW_EXECUTE, WORKFLOW_EXPORT, WORKFLOW_LIST,
     WORKFLOW_READ, WORKFLOW_TEST, WORKFLOW_UPDATE,
@@ -29,7 +31,7 @@ pub struct WorkflowNode {
     /// The node id; a UUID in a saved workflow.
     pub id: String,
     /// `start`, `end`, `condition`, `switch`, `delay`, `loop`, `fanout`, `join`, `javascript`,
-    /// `dataCollection`, `approval` or `subWorkflow`.
+    /// `dataQuery`, `dataCollection`, `approval` or `subWorkflow`.
     #[oai(rename = "type")]
     pub node_type: String,
     /// The node's configuration.
@@ -217,32 +219,55 @@ fn validate(
     ))
 }
 
-/// The assets a graph's nodes run later, when no caller is there to ask: each must exist in
-/// the tenant (422 naming the node) and the caller must hold its execute permission (403).
+/// The assets a graph's nodes run later, when no caller is there to ask (child workflows, data
+/// queries): each must exist in the tenant (422 naming the node) and the caller must hold its
+/// execute permission (403).
 async fn check_references(
     conn: &mut sqlx::PgConnection,
     grants: &Grants,
     nodes: &[EditorNode],
 ) -> ApiResult<()> {
-    for node in nodes.iter().filter(|n| n.node_type == "subWorkflow") {
-        let Some(child) = node
-            .data
-            .get("childWorkflowID")
+    let id_in = |node: &EditorNode, key: &str| {
+        node.data
+            .get(key)
             .and_then(Value::as_str)
             .and_then(|id| Uuid::parse_str(id).ok())
-        else {
-            continue; // graph validation already named the node
-        };
-        if definition::get(&mut *conn, grants.tenant_id, child)
-            .await
-            .is_err()
-        {
-            return Err(ApiError::unprocessable(format!(
-                "node {}: childWorkflowID {child} is not a workflow of this tenant",
-                node.id
-            )));
+    };
+    // Graph validation has already named nodes whose id fields are malformed.
+    for node in nodes {
+        match node.node_type.as_str() {
+            "subWorkflow" => {
+                let Some(child) = id_in(node, "childWorkflowID") else {
+                    continue;
+                };
+                if definition::get(&mut *conn, grants.tenant_id, child)
+                    .await
+                    .is_err()
+                {
+                    return Err(ApiError::unprocessable(format!(
+                        "node {}: childWorkflowID {child} is not a workflow of this tenant",
+                        node.id
+                    )));
+                }
+                grants.require(WORKFLOW_EXECUTE, Some(child))?;
+            }
+            "dataQuery" => {
+                let Some(query) = id_in(node, "dataQueryID") else {
+                    continue;
+                };
+                if dataquery::get(&mut *conn, grants.tenant_id, query)
+                    .await
+                    .is_err()
+                {
+                    return Err(ApiError::unprocessable(format!(
+                        "node {}: dataQueryID {query} is not a data query of this tenant",
+                        node.id
+                    )));
+                }
+                grants.require(DATAQUERY_EXECUTE, Some(query))?;
+            }
+            _ => {}
         }
-        grants.require(WORKFLOW_EXECUTE, Some(child))?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub enum NodeType {
     DataCollection,
     Approval,
     SubWorkflow,
+    DataQuery,
 }
 
 impl std::str::FromStr for NodeType {
@@ -40,12 +41,7 @@ impl std::str::FromStr for NodeType {
             "dataCollection" => NodeType::DataCollection,
             "approval" => NodeType::Approval,
             "subWorkflow" => NodeType::SubWorkflow,
-            "dataQuery" => {
-                return Err(
-                    "dataQuery nodes arrive with datasources and data queries; not runnable yet"
-                        .into(),
-                );
-            }
+            "dataQuery" => NodeType::DataQuery,
             other => return Err(format!("unknown node type `{other}`")),
         })
     }
@@ -67,6 +63,7 @@ impl NodeType {
             NodeType::DataCollection => "dataCollection",
             NodeType::Approval => "approval",
             NodeType::SubWorkflow => "subWorkflow",
+            NodeType::DataQuery => "dataQuery",
         }
     }
 
@@ -142,11 +139,13 @@ const ERROR_MODES: &[&str] = &[
 ];
 
 impl ErrorMode {
-    /// The mode a node's configuration asks for.
-    pub fn of(config: &Value) -> Self {
+    /// The mode a node's configuration asks for. Unset, a dataQuery node continues on its
+    /// `error` handle (upstream's default for it); every other node fails.
+    pub fn of(node_type: NodeType, config: &Value) -> Self {
         match config.get("errorHandling").and_then(Value::as_str) {
             Some("retry_then_continue") => ErrorMode::RetryThenContinue,
             Some("continue" | "continue_default" | "skip_item") => ErrorMode::Continue,
+            None if node_type == NodeType::DataQuery => ErrorMode::Continue,
             _ => ErrorMode::Fail,
         }
     }
@@ -326,6 +325,18 @@ pub fn validate_config(node_type: NodeType, c: &Value) -> Result<(), String> {
         }
         NodeType::Fanout => {
             unique_branches(c)?;
+            Ok(())
+        }
+        NodeType::DataQuery => {
+            c.get("dataQueryID")
+                .and_then(Value::as_str)
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                .ok_or("dataQueryID must be a data query id (uuid)")?;
+            if let Some(inputs) = c.get("inputValues").filter(|m| !m.is_null()) {
+                inputs
+                    .as_object()
+                    .ok_or("inputValues must be an object of input name to template")?;
+            }
             Ok(())
         }
         NodeType::SubWorkflow => {
@@ -635,6 +646,8 @@ pub fn run(
         // Starting and awaiting a child instance writes to the database, which a pure run
         // cannot: the worker runs these nodes through `subworkflow::start` and `collect`.
         NodeType::SubWorkflow => Err("subWorkflow nodes run through the sub-workflow step".into()),
+        // Running a query reaches a datasource; the worker runs these through `dataquery`.
+        NodeType::DataQuery => Err("dataQuery nodes run through the data runtime".into()),
     }
 }
 
@@ -901,13 +914,7 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_types_say_so() {
-        assert!(
-            "dataQuery"
-                .parse::<NodeType>()
-                .expect_err("not yet")
-                .contains("datasources")
-        );
+    fn unknown_types_say_so() {
         assert!(
             "teleport"
                 .parse::<NodeType>()

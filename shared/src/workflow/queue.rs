@@ -215,6 +215,7 @@ pub fn completion_payload(
                 NodeType::DataCollection => Some("collectedData"),
                 NodeType::Approval => Some("approvalResult"),
                 NodeType::SubWorkflow => Some(super::subworkflow::DEFAULT_OUTPUT_VARIABLE),
+                NodeType::DataQuery => Some(crate::dataquery::NODE_OUTPUT_VARIABLE),
                 _ => None,
             });
     if let Some(ov) = output_variable {

@@ -1,17 +1,25 @@
 //! `{{ctx.path}}` templates resolved against the instance context (upstream's expression
-//! engine with `allowedRoots: ['ctx']`): a string that is exactly one template keeps the
-//! value's JSON type; otherwise every template is interpolated as text.
+//! engine with `allowedRoots: ['ctx']`; data queries use the root `inputs`): a string that is
+//! exactly one template keeps the value's JSON type; otherwise every template is interpolated
+//! as text.
 
 use serde_json::Value;
 
 /// Resolves every template inside `value` (strings, arrays and objects, recursively).
 pub fn resolve(value: &Value, ctx: &Value) -> Value {
+    resolve_in(value, "ctx", ctx)
+}
+
+/// [`resolve`] with templates rooted at `root` (`{{<root>.path}}`) instead of `ctx`.
+pub fn resolve_in(value: &Value, root: &str, scope: &Value) -> Value {
     match value {
-        Value::String(s) => resolve_str(s, ctx),
-        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, ctx)).collect()),
+        Value::String(s) => resolve_str_in(s, root, scope),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| resolve_in(v, root, scope)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), resolve(v, ctx)))
+                .map(|(k, v)| (k.clone(), resolve_in(v, root, scope)))
                 .collect(),
         ),
         other => other.clone(),
@@ -20,6 +28,10 @@ pub fn resolve(value: &Value, ctx: &Value) -> Value {
 
 /// Resolves one string: a lone template returns the typed value, otherwise text.
 pub fn resolve_str(s: &str, ctx: &Value) -> Value {
+    resolve_str_in(s, "ctx", ctx)
+}
+
+fn resolve_str_in(s: &str, root: &str, ctx: &Value) -> Value {
     let trimmed = s.trim();
     if let Some(inner) = trimmed
         .strip_prefix("{{")
@@ -27,7 +39,9 @@ pub fn resolve_str(s: &str, ctx: &Value) -> Value {
         && !inner.contains("{{")
         && !inner.contains("}}")
     {
-        return lookup(inner.trim(), ctx).cloned().unwrap_or(Value::Null);
+        return lookup_in(inner.trim(), root, ctx)
+            .cloned()
+            .unwrap_or(Value::Null);
     }
     if !s.contains("{{") {
         return Value::String(s.to_owned());
@@ -39,7 +53,7 @@ pub fn resolve_str(s: &str, ctx: &Value) -> Value {
         let after = &rest[start + 2..];
         match after.find("}}") {
             Some(end) => {
-                match lookup(after[..end].trim(), ctx) {
+                match lookup_in(after[..end].trim(), root, ctx) {
                     Some(Value::String(text)) => out.push_str(text),
                     Some(Value::Null) | None => {}
                     Some(other) => out.push_str(&other.to_string()),
@@ -59,7 +73,16 @@ pub fn resolve_str(s: &str, ctx: &Value) -> Value {
 /// The value at `ctx.a.b[0].c` (or `ctx.a.b.0.c`); `None` when the root is not `ctx` or a
 /// step is missing.
 pub fn lookup<'a>(path: &str, ctx: &'a Value) -> Option<&'a Value> {
-    let rest = path.strip_prefix("ctx")?;
+    lookup_in(path, "ctx", ctx)
+}
+
+/// The value at `<root>.a.b[0]` in `scope`; `None` when the path has another root.
+pub fn lookup_in<'a>(path: &str, root: &str, scope: &'a Value) -> Option<&'a Value> {
+    let rest = path.strip_prefix(root)?;
+    if !(rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')) {
+        return None; // `ctxx.a` is not rooted at `ctx`
+    }
+    let ctx = scope;
     let mut current = ctx;
     let normalized = rest.replace('[', ".").replace(']', "");
     for step in normalized.split('.').filter(|s| !s.is_empty()) {

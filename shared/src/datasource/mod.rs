@@ -1,0 +1,337 @@
+//! Datasources (`tblDatasources`): connection settings stored encrypted in upstream's
+//! AES-256-GCM envelope, masked in responses, and the drivers that reach them.
+
+pub mod driver;
+pub mod postgres;
+pub mod restapi;
+pub mod secrets;
+
+use crate::api_key::Creator;
+use crate::crypto::VaultKey;
+use crate::ids::TenantId;
+use crate::page::{Page, PageRequest};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+pub use driver::{DriverError, Drivers, Limits, QueryOutput};
+
+/// What reading and running datasources needs: the vault key and the drivers (with their
+/// connection pools), shared by the API and the workers.
+pub struct DataRuntime {
+    vault: Option<VaultKey>,
+    pub drivers: Drivers,
+}
+
+impl DataRuntime {
+    pub fn new(vault: Option<VaultKey>) -> Self {
+        Self {
+            vault,
+            drivers: Drivers::new(),
+        }
+    }
+
+    /// The vault key; without one, datasources cannot be written or read.
+    pub fn vault(&self) -> Result<&VaultKey> {
+        self.vault.as_ref().ok_or_else(|| {
+            Error::Invalid("VAULT_ENCRYPTION_KEY is not configured on this server".into())
+        })
+    }
+}
+
+/// A row of `tblDatasources` with its options decrypted.
+#[derive(Debug, Clone)]
+pub struct Datasource {
+    pub datasource_id: Uuid,
+    pub tenant_id: TenantId,
+    pub title: String,
+    pub datasource_type: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Decrypted; mask with [`secrets::mask`] before showing.
+    pub options: Value,
+    pub connection_status: Option<String>,
+    pub creator_id: Option<Uuid>,
+    pub created_by_api_key_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    #[sqlx(rename = "datasourceID")]
+    datasource_id: Uuid,
+    #[sqlx(rename = "tenantID")]
+    tenant_id: TenantId,
+    #[sqlx(rename = "datasourceTitle")]
+    title: String,
+    #[sqlx(rename = "datasourceType")]
+    datasource_type: String,
+    #[sqlx(rename = "datasourceDescription")]
+    description: Option<String>,
+    #[sqlx(rename = "datasourceTags")]
+    tags: Vec<String>,
+    #[sqlx(rename = "datasourceOptions")]
+    options: Value,
+    #[sqlx(rename = "connectionStatus")]
+    connection_status: Option<String>,
+    #[sqlx(rename = "creatorID")]
+    creator_id: Option<Uuid>,
+    #[sqlx(rename = "createdByApiKeyID")]
+    created_by_api_key_id: Option<Uuid>,
+    #[sqlx(rename = "createdAt")]
+    created_at: DateTime<Utc>,
+    #[sqlx(rename = "updatedAt")]
+    updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = r#""datasourceID", "tenantID", "datasourceTitle", "datasourceType", "datasourceDescription",
+    "datasourceTags", "datasourceOptions", "connectionStatus", "creatorID", "createdByApiKeyID", "createdAt", "updatedAt""#;
+
+impl Row {
+    /// Decrypts the options. A plaintext row (no `__encrypted`) reads as it is; a tampered or
+    /// foreign-key envelope is an error, never garbage.
+    fn open(self, vault: &VaultKey) -> Result<Datasource> {
+        let options = vault.open(&self.options).map_err(|e| {
+            Error::Invalid(format!(
+                "the options of datasource {} cannot be decrypted: {e}",
+                self.datasource_id
+            ))
+        })?;
+        Ok(self.with_options(options))
+    }
+
+    fn with_options(self, options: Value) -> Datasource {
+        Datasource {
+            datasource_id: self.datasource_id,
+            tenant_id: self.tenant_id,
+            title: self.title,
+            datasource_type: self.datasource_type,
+            description: self.description,
+            tags: self.tags,
+            options,
+            connection_status: self.connection_status,
+            creator_id: self.creator_id,
+            created_by_api_key_id: self.created_by_api_key_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// Fields of a new datasource.
+#[derive(Debug, Clone)]
+pub struct NewDatasource {
+    pub title: String,
+    pub datasource_type: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub options: Value,
+}
+
+/// Checks the type has a driver and the options suit it.
+pub fn validate(rt: &DataRuntime, datasource_type: &str, options: &Value) -> Result<()> {
+    let driver = rt.drivers.get(datasource_type).ok_or_else(|| {
+        Error::Invalid(format!(
+            "datasourceType `{datasource_type}` is not supported; use one of {}",
+            Drivers::TYPES.join(", ")
+        ))
+    })?;
+    if !options.is_object() {
+        return Err(Error::Invalid("datasourceOptions must be an object".into()));
+    }
+    driver
+        .validate_options(options)
+        .map_err(|m| Error::Invalid(format!("datasourceOptions: {m}")))
+}
+
+/// Creates a datasource; its options are sealed with the vault key.
+pub async fn insert(
+    conn: &mut PgConnection,
+    rt: &DataRuntime,
+    tenant_id: TenantId,
+    new: &NewDatasource,
+    creator: Creator,
+) -> Result<Datasource> {
+    validate(rt, &new.datasource_type, &new.options)?;
+    let vault = rt.vault()?;
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"INSERT INTO "tblDatasources"
+             ("datasourceTitle", "datasourceType", "datasourceDescription", "datasourceTags", "datasourceOptions",
+              "tenantID", "creatorID", "createdByApiKeyID")
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"#
+    )))
+    .bind(&new.title)
+    .bind(&new.datasource_type)
+    .bind(&new.description)
+    .bind(&new.tags)
+    .bind(vault.seal(&new.options))
+    .bind(tenant_id)
+    .bind(creator.user_id)
+    .bind(creator.api_key_id)
+    .fetch_one(conn)
+    .await?;
+    row.open(vault)
+}
+
+/// The tenant's datasources, newest first.
+pub async fn list(
+    pool: &PgPool,
+    rt: &DataRuntime,
+    tenant_id: TenantId,
+    page: PageRequest,
+) -> Result<Page<Datasource>> {
+    let vault = rt.vault()?;
+    let total: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblDatasources" WHERE "tenantID" = $1"#)
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?;
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM "tblDatasources" WHERE "tenantID" = $1
+           ORDER BY "createdAt" DESC, "datasourceID" LIMIT $2 OFFSET $3"#
+    )))
+    .bind(tenant_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    // One row that cannot be decrypted must not hide the others: it is listed with null
+    // options (reading it alone reports the error).
+    let items = rows
+        .into_iter()
+        .map(|r| match vault.open(&r.options) {
+            Ok(options) => r.with_options(options),
+            Err(err) => {
+                tracing::warn!(datasource = %r.datasource_id, error = %err, "options do not decrypt");
+                r.with_options(Value::Null)
+            }
+        })
+        .collect();
+    Ok(Page {
+        items,
+        total_count: total,
+        request: page,
+    })
+}
+
+/// One datasource of the tenant, decrypted; `NotFound` for another tenant's.
+pub async fn get(
+    conn: impl PgExecutor<'_>,
+    rt: &DataRuntime,
+    tenant_id: TenantId,
+    datasource_id: Uuid,
+) -> Result<Datasource> {
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM "tblDatasources" WHERE "tenantID" = $1 AND "datasourceID" = $2"#
+    )))
+    .bind(tenant_id)
+    .bind(datasource_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("datasource"))?;
+    row.open(rt.vault()?)
+}
+
+/// Changes to a datasource; `None` leaves a field as it is. Masked secrets in `options` keep
+/// their stored values.
+#[derive(Debug, Clone, Default)]
+pub struct DatasourcePatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub options: Option<Value>,
+}
+
+/// Applies a patch in the caller's transaction.
+pub async fn update(
+    conn: &mut PgConnection,
+    rt: &DataRuntime,
+    tenant_id: TenantId,
+    datasource_id: Uuid,
+    patch: DatasourcePatch,
+) -> Result<Datasource> {
+    let current = get(&mut *conn, rt, tenant_id, datasource_id).await?;
+    let options = match patch.options {
+        Some(incoming) => {
+            let merged = secrets::restore(&incoming, &current.options);
+            validate(rt, &current.datasource_type, &merged)?;
+            merged
+        }
+        None => current.options.clone(),
+    };
+    let vault = rt.vault()?;
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"UPDATE "tblDatasources" SET "datasourceTitle" = COALESCE($3, "datasourceTitle"),
+             "datasourceDescription" = COALESCE($4, "datasourceDescription"),
+             "datasourceTags" = COALESCE($5, "datasourceTags"),
+             "datasourceOptions" = $6, "updatedAt" = now()
+           WHERE "tenantID" = $1 AND "datasourceID" = $2 RETURNING {COLUMNS}"#
+    )))
+    .bind(tenant_id)
+    .bind(datasource_id)
+    .bind(patch.title)
+    .bind(patch.description)
+    .bind(patch.tags)
+    .bind(vault.seal(&options))
+    .fetch_one(conn)
+    .await?;
+    row.open(vault)
+}
+
+/// Copies a datasource (`<title> (copy)`); the sealed options are copied as they are.
+pub async fn clone(
+    conn: &mut PgConnection,
+    rt: &DataRuntime,
+    tenant_id: TenantId,
+    datasource_id: Uuid,
+    creator: Creator,
+) -> Result<Datasource> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"INSERT INTO "tblDatasources"
+             ("datasourceTitle", "datasourceType", "datasourceDescription", "datasourceTags", "datasourceOptions",
+              "tenantID", "creatorID", "createdByApiKeyID")
+           SELECT "datasourceTitle" || ' (copy)', "datasourceType", "datasourceDescription", "datasourceTags",
+                  "datasourceOptions", "tenantID", $3, $4
+           FROM "tblDatasources" WHERE "tenantID" = $1 AND "datasourceID" = $2
+           RETURNING {COLUMNS}"#
+    )))
+    .bind(tenant_id)
+    .bind(datasource_id)
+    .bind(creator.user_id)
+    .bind(creator.api_key_id)
+    .fetch_optional(conn)
+    .await?;
+    row.ok_or(Error::NotFound("datasource"))?.open(rt.vault()?)
+}
+
+/// Deletes a datasource; its data queries go with it (upstream's cascade).
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    datasource_id: Uuid,
+) -> Result<()> {
+    let done = sqlx::query(
+        r#"DELETE FROM "tblDatasources" WHERE "tenantID" = $1 AND "datasourceID" = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(datasource_id)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound("datasource"));
+    }
+    Ok(())
+}
+
+/// Records the outcome of a connection test on a saved datasource.
+pub async fn set_connection_status(pool: &PgPool, datasource_id: Uuid, status: &str) -> Result<()> {
+    sqlx::query(r#"UPDATE "tblDatasources" SET "connectionStatus" = $2 WHERE "datasourceID" = $1"#)
+        .bind(datasource_id)
+        .bind(status)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

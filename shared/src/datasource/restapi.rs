@@ -1,0 +1,322 @@
+//! The `restapi` driver: a base URL with default headers and auth on the datasource; the query
+//! names the endpoint, method, headers, query parameters and body, all templated with
+//! `{{inputs.x}}`. One HTTP client per process, with connect and request timeouts, a redirect
+//! limit and a cap on the response size.
+
+use super::driver::{Driver, DriverError, Limits, QueryOutput};
+use crate::workflow::template::resolve_in;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Connecting to the API gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RestApiDriver {
+    client: reqwest::Client,
+}
+
+impl RestApiDriver {
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent("jet-fleet")
+            .build()
+            .expect("a client with static settings builds");
+        Self { client }
+    }
+}
+
+impl Default for RestApiDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The datasource's base URL (`baseUrl`, or upstream variants `baseURL` / `url`).
+fn base_url(options: &Value) -> Result<reqwest::Url, String> {
+    let raw = ["baseUrl", "baseURL", "url"]
+        .iter()
+        .find_map(|k| options.get(*k).and_then(Value::as_str))
+        .filter(|u| !u.trim().is_empty())
+        .ok_or("baseUrl is required")?;
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("baseUrl is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("baseUrl must be http or https".into());
+    }
+    Ok(url)
+}
+
+/// Header or parameter pairs from upstream's `[{key, value}]` lists or a plain object.
+fn pairs(value: Option<&Value>) -> Vec<(String, String)> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| {
+                let key = i.get("key").and_then(Value::as_str)?.trim();
+                (!key.is_empty())
+                    .then(|| (key.to_owned(), text(i.get("value").unwrap_or(&Value::Null))))
+            })
+            .collect(),
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        _ => vec![],
+    }
+}
+
+/// Percent-encodes a value interpolated into a URL path, so an input cannot add segments,
+/// queries or fragments.
+fn encode_path_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `apiEndpoint` with its templates filled in, each value percent-encoded.
+fn endpoint(template: &str, inputs: &Value) -> String {
+    let encoded: Map<String, Value> = inputs
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k.clone(), Value::String(encode_path_value(&text)))
+        })
+        .collect();
+    match resolve_in(
+        &Value::String(template.to_owned()),
+        "inputs",
+        &Value::Object(encoded),
+    ) {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl RestApiDriver {
+    /// A request with the datasource's default headers and auth applied.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        mut url: reqwest::Url,
+        options: &Value,
+    ) -> Result<reqwest::RequestBuilder, DriverError> {
+        let auth = options.get("auth").cloned().unwrap_or(Value::Null);
+        let field = |k: &str| {
+            auth.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let key_name = auth
+            .get("key")
+            .or_else(|| auth.get("headerName"))
+            .and_then(Value::as_str)
+            .unwrap_or("X-API-Key")
+            .to_owned();
+        let key_value = field("value") + &field("apiKey");
+        let key_in_query = auth.get("in").and_then(Value::as_str) == Some("query");
+        let kind = auth.get("type").and_then(Value::as_str).unwrap_or("none");
+        if kind == "apiKey" && key_in_query {
+            url.query_pairs_mut().append_pair(&key_name, &key_value);
+        }
+        let mut req = self.client.request(method, url);
+        for (k, v) in pairs(options.get("headers")) {
+            req = req.header(k, v);
+        }
+        match kind {
+            "none" => {}
+            "basic" => req = req.basic_auth(field("username"), Some(field("password"))),
+            "bearer" => req = req.bearer_auth(field("token")),
+            "apiKey" if key_in_query => {}
+            "apiKey" => req = req.header(key_name, key_value),
+            other => {
+                return Err(DriverError::Options(format!(
+                    "auth.type must be none, basic, bearer or apiKey, not `{other}`"
+                )));
+            }
+        }
+        Ok(req)
+    }
+}
+
+fn transport(err: reqwest::Error) -> DriverError {
+    if err.is_timeout() {
+        DriverError::Timeout
+    } else if err.is_connect() || err.is_redirect() {
+        DriverError::Unreachable(format!("{err}: {}", source_chain(&err)))
+    } else {
+        DriverError::Failed(format!("{err}: {}", source_chain(&err)))
+    }
+}
+
+/// The causes under an error, which carry the useful part (connection refused, DNS, TLS).
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+impl Driver for RestApiDriver {
+    fn validate_options(&self, options: &Value) -> Result<(), String> {
+        base_url(options).map(|_| ())
+    }
+
+    fn test<'a>(
+        &'a self,
+        _datasource_id: Option<Uuid>,
+        options: &'a Value,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let url = base_url(options).map_err(DriverError::Options)?;
+            // Any HTTP answer proves the API is reachable with these settings.
+            self.request(reqwest::Method::GET, url, options)?
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(transport)?;
+            Ok(())
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        _datasource_id: Option<Uuid>,
+        options: &'a Value,
+        query: &'a Value,
+        inputs: &'a Value,
+        limits: Limits,
+    ) -> BoxFuture<'a, Result<QueryOutput, DriverError>> {
+        Box::pin(async move {
+            let base = base_url(options).map_err(DriverError::Options)?;
+            let path = endpoint(
+                query
+                    .get("apiEndpoint")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                inputs,
+            );
+            let mut url = reqwest::Url::parse(&format!(
+                "{}/{}",
+                base.as_str().trim_end_matches('/'),
+                path.trim_start_matches('/')
+            ))
+            .map_err(|e| DriverError::Options(format!("apiEndpoint does not form a URL: {e}")))?;
+            let resolved = resolve_in(query, "inputs", inputs);
+            let params = pairs(resolved.get("queryParams"));
+            if !params.is_empty() {
+                url.query_pairs_mut().extend_pairs(&params);
+            }
+            let method = query
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("GET")
+                .to_ascii_uppercase();
+            let method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|_| DriverError::Options(format!("unknown HTTP method `{method}`")))?;
+            let mut req = self.request(method, url, options)?.timeout(limits.timeout);
+            for (k, v) in pairs(resolved.get("headers")) {
+                req = req.header(k, v);
+            }
+            req = match resolved.get("body") {
+                None | Some(Value::Null) => req,
+                Some(Value::String(text)) if text.is_empty() => req,
+                Some(Value::String(text)) => req.body(text.clone()),
+                Some(json) => req.json(json),
+            };
+            let mut response = req.send().await.map_err(transport)?;
+            let status = response.status();
+            let is_json = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.contains("json"));
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > limits.max_bytes {
+                    return Err(DriverError::TooLarge(format!(
+                        "the response is larger than {} bytes",
+                        limits.max_bytes
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let data = match serde_json::from_slice::<Value>(&body) {
+                Ok(json) if is_json || !text.trim().is_empty() => json,
+                _ => Value::String(text.clone()),
+            };
+            if !status.is_success() {
+                let excerpt: String = text.chars().take(500).collect();
+                return Err(DriverError::Failed(format!("HTTP {status}: {excerpt}")));
+            }
+            Ok(QueryOutput {
+                data,
+                columns: None,
+                row_count: None,
+                truncated: false,
+                status: Some(status.as_u16()),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn path_inputs_are_encoded_so_they_stay_one_segment() {
+        assert_eq!(
+            endpoint(
+                "/users/{{inputs.id}}/posts",
+                &json!({"id": "7/../admin?x=1"})
+            ),
+            "/users/7%2F..%2Fadmin%3Fx%3D1/posts"
+        );
+        assert_eq!(endpoint("/n/{{inputs.n}}", &json!({"n": 5})), "/n/5");
+    }
+
+    #[test]
+    fn headers_come_from_lists_or_objects() {
+        assert_eq!(
+            pairs(Some(
+                &json!([{"key": "A", "value": "1"}, {"key": " ", "value": "x"}])
+            )),
+            [("A".to_owned(), "1".to_owned())]
+        );
+        assert_eq!(
+            pairs(Some(&json!({"B": 2}))),
+            [("B".to_owned(), "2".to_owned())]
+        );
+    }
+
+    #[test]
+    fn base_url_must_be_http() {
+        assert!(base_url(&json!({"baseUrl": "http://localhost:8080/api"})).is_ok());
+        assert!(base_url(&json!({"baseUrl": "file:///etc/passwd"})).is_err());
+        assert!(base_url(&json!({})).is_err());
+    }
+}
