@@ -322,13 +322,19 @@ async fn settle_round(pool: &PgPool, owner: &str, pending: &[Pending]) -> Result
     let mut tx = pool.begin().await?;
     let mut done = Vec::new();
     let mut retry = Vec::new();
+    // One round trip per result for its savepoint: the previous one is released and the next
+    // taken in the same call (a rolled-back savepoint stays open until released).
+    let mut open = false;
     for p in pending {
-        sqlx::query("SAVEPOINT settle").execute(&mut *tx).await?;
+        let savepoint = if open {
+            "RELEASE SAVEPOINT settle; SAVEPOINT settle"
+        } else {
+            "SAVEPOINT settle"
+        };
+        sqlx::raw_sql(savepoint).execute(&mut *tx).await?;
+        open = true;
         match settle_in(&mut tx, &p.claimed, owner, &p.graph, &p.result).await {
             Ok(Step::Done(settled)) => {
-                sqlx::query("RELEASE SAVEPOINT settle")
-                    .execute(&mut *tx)
-                    .await?;
                 done.push((p.claimed.execution_id, Ok(settled)));
             }
             Ok(Step::CasLost) => {
@@ -362,18 +368,24 @@ async fn settle_in(
     graph: &Graph,
     result: &NodeResult,
 ) -> Result<Step> {
-    let fenced = sqlx::query(
-        r#"DELETE FROM "tblNodeExecutions" WHERE "executionID" = $1 AND "leaseOwner" = $2 AND "claimCount" = $3"#,
+    // The fence and the instance read in one round trip.
+    let (fenced, version, status): (bool, i32, String) = sqlx::query_as(
+        r#"WITH fenced AS (
+             DELETE FROM "tblNodeExecutions" WHERE "executionID" = $1 AND "leaseOwner" = $2 AND "claimCount" = $3
+             RETURNING 1)
+           SELECT EXISTS (SELECT 1 FROM fenced), "version", "status"
+           FROM "tblWorkflowInstances" WHERE "instanceID" = $4"#,
     )
     .bind(c.execution_id)
     .bind(owner)
     .bind(c.claim_count)
-    .execute(&mut *conn)
+    .bind(c.instance_id)
+    .fetch_one(&mut *conn)
     .await?;
-    if fenced.rows_affected() == 0 {
+    if !fenced {
         return Ok(Step::Done(Settled::LostLease));
     }
-    record_and_advance(conn, c, graph, result).await
+    advance(conn, c, graph, result, version, &status).await
 }
 
 /// Everything a settle does after the fence: the log row, the CAS, successors, completion.
@@ -390,6 +402,18 @@ pub(crate) async fn record_and_advance(
     .bind(c.instance_id)
     .fetch_one(&mut *conn)
     .await?;
+    advance(conn, c, graph, result, version, &status).await
+}
+
+/// [`record_and_advance`] once the instance's `version` and `status` are read.
+async fn advance(
+    conn: &mut PgConnection,
+    c: &Claimed,
+    graph: &Graph,
+    result: &NodeResult,
+    version: i32,
+    status: &str,
+) -> Result<Step> {
     if status != "RUNNING" {
         return Ok(Step::Done(Settled::InstanceNotRunning));
     }
@@ -467,7 +491,8 @@ pub(crate) async fn record_and_advance(
     for target in &ready {
         dispatch(&mut *conn, c.instance_id, c.tenant_id, target, delay).await?;
     }
-    if !has_pending_work(&mut *conn, c.instance_id).await? {
+    // Something just dispatched is pending work; only a node that led nowhere can end the run.
+    if ready.is_empty() && !has_pending_work(&mut *conn, c.instance_id).await? {
         finish_instance(&mut *conn, c.instance_id, "COMPLETED", None).await?;
         return Ok(Step::Done(Settled::Finished));
     }
