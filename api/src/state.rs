@@ -24,6 +24,11 @@ pub struct AppState {
 impl AppState {
     /// Builds the state; fails on a malformed JWT key.
     pub fn new(pool: PgPool, config: Config) -> anyhow::Result<Self> {
+        if config.vault_key.is_none() {
+            tracing::warn!(
+                "VAULT_ENCRYPTION_KEY is not set: datasource routes answer 422 until it is"
+            );
+        }
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
             data: Arc::new(jet_shared::datasource::DataRuntime::new(

@@ -116,9 +116,11 @@ pub async fn prune_older_than(pool: &PgPool, days: u32, batch: i64) -> Result<u6
 
 /// Replaces the values of secret-looking keys with `[FILTERED]` and cuts long strings,
 /// recursively. A key is secret when its lowercase name ends with one of the markers
-/// (`dbPassword`, `clientSecret`, `accessToken`, `apiKey`), so `apiKeyTitle` stays readable.
+/// (`dbPassword`, `clientSecret`, `accessToken`, `apiKey`, `connectionString`), so
+/// `apiKeyTitle` stays readable. Header lists count too: `{key: "Authorization", value}`
+/// filters `value`.
 pub fn redact(value: &Value) -> Value {
-    const SECRET_MARKERS: [&str; 8] = [
+    const SECRET_MARKERS: [&str; 11] = [
         "password",
         "secret",
         "token",
@@ -127,13 +129,21 @@ pub fn redact(value: &Value) -> Value {
         "authorization",
         "credential",
         "credentials",
+        "connectionstring",
+        "privatekey",
+        "accesskey",
     ];
+    let secret = |key: &str| {
+        let lower = key.to_ascii_lowercase();
+        SECRET_MARKERS.iter().any(|m| lower.ends_with(m))
+    };
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, v)| {
-                    let lower = key.to_ascii_lowercase();
-                    if SECRET_MARKERS.iter().any(|m| lower.ends_with(m)) {
+                    let named_secret = key == "value"
+                        && map.get("key").and_then(Value::as_str).is_some_and(secret);
+                    if secret(key) || named_secret {
                         (key.clone(), Value::String(FILTERED.into()))
                     } else {
                         (key.clone(), redact(v))
@@ -166,6 +176,12 @@ mod tests {
         assert_eq!(out["password"], FILTERED);
         assert_eq!(out["nested"]["clientSecret"], FILTERED);
         assert_eq!(out["nested"]["items"][0]["accessToken"], FILTERED);
+        let options = redact(
+            &json!({"connectionString": "postgres://u:pw@h/db", "headers": [{"key": "Authorization", "value": "Bearer t"}, {"key": "Accept", "value": "json"}]}),
+        );
+        assert_eq!(options["connectionString"], FILTERED);
+        assert_eq!(options["headers"][0]["value"], FILTERED);
+        assert_eq!(options["headers"][1]["value"], "json");
         assert_eq!(out["nested"]["items"][0]["keep"], 1);
     }
 

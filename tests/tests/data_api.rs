@@ -639,3 +639,55 @@ async fn a_rest_datasource_calls_a_real_http_server() {
         .await;
     assert_eq!(test.body["ok"], true, "{}", test.body);
 }
+
+#[tokio::test]
+async fn datasource_routes_check_permissions_and_creators_own_theirs() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let admins = create_datasource(
+        &app,
+        &a,
+        "restapi",
+        json!({"baseUrl": "http://127.0.0.1:9"}),
+    )
+    .await;
+    let lister = app.role(&a, "lister", &["tenant:datasource:list"]).await;
+    let (_, list_key) = app.key_with_roles(&a, "lister", &[&lister]).await;
+    assert_eq!(
+        app.get(&base(&a, "datasources"), &list_key).await.status,
+        200
+    );
+    for denied in [
+        app.get(&format!("{}/{admins}", base(&a, "datasources")), &list_key).await,
+        app.post(&base(&a, "datasources"), &list_key, json!({"datasourceTitle": "x", "datasourceType": "restapi", "datasourceOptions": {"baseUrl": "http://h"}})).await,
+        app.post(&format!("{}/test", base(&a, "datasources")), &list_key, json!({"datasourceID": admins})).await,
+        app.delete(&format!("{}/{admins}", base(&a, "datasources")), &list_key).await,
+    ] {
+        assert_eq!((denied.status, denied.code()), (403, "permission_denied"), "{}", denied.body);
+    }
+    // A key that may only create datasources may do everything with its own, nothing else.
+    let maker = app.role(&a, "maker", &["tenant:datasource:create"]).await;
+    let (_, make_key) = app.key_with_roles(&a, "maker", &[&maker]).await;
+    let mine = app
+        .post(&base(&a, "datasources"), &make_key, json!({"datasourceTitle": "mine", "datasourceType": "restapi", "datasourceOptions": {"baseUrl": "http://h", "auth": {"type": "basic", "username": "u", "password": "p"}}}))
+        .await;
+    assert_eq!(mine.status, 201, "{}", mine.body);
+    let mine = mine.str("datasourceID");
+    let read = app
+        .get(&format!("{}/{mine}", base(&a, "datasources")), &make_key)
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body["datasourceOptions"]["auth"]["password"], MASK);
+    assert_eq!(
+        app.get(&format!("{}/{admins}", base(&a, "datasources")), &make_key)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.delete(&format!("{}/{mine}", base(&a, "datasources")), &make_key)
+            .await
+            .status,
+        204
+    );
+}

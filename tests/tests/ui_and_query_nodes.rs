@@ -276,6 +276,21 @@ async fn widgets_and_pages_check_what_they_reference() {
         )
         .await;
     assert_eq!(edited.body["widgetType"], "chart");
+    let fetched = app
+        .get(&format!("{}/{widget_id}", base(&a, "widgets")), &a.auth)
+        .await;
+    assert_eq!(fetched.body["widgetType"], "chart");
+    assert_eq!(
+        fetched.body["widgetConfig"],
+        json!({"dataQueryID": query}),
+        "absent fields stay"
+    );
+    assert_eq!(
+        app.get(&format!("{}/{widget_id}", base(&a, "widgets")), &b.auth)
+            .await
+            .status,
+        404
+    );
     assert_eq!(
         app.get(&base(&a, "widgets"), &a.auth).await.body["totalCount"],
         2
