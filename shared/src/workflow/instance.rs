@@ -341,7 +341,7 @@ pub async fn cancel(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> 
     .bind(instance_id)
     .execute(&mut *conn)
     .await?;
-    super::subworkflow::ended(conn, instance_id).await?;
+    super::subworkflow::ended(conn, &[instance_id]).await?;
     Ok(true)
 }
 

@@ -1,6 +1,7 @@
 //! Workflows: definitions (graph + validation), instances and their append-only log, the
 //! node-execution queue, and the node types.
 
+mod batch_settle;
 pub mod context;
 pub mod definition;
 pub mod graph;

@@ -270,10 +270,11 @@ pub struct Pending {
     pub result: NodeResult,
 }
 
-/// Settles many results in one transaction (one commit, one fsync, for the whole batch): each
-/// result runs inside its own savepoint, so a result that loses the instance CAS is rolled
-/// back alone and retried in the next round. Results are applied in instance order, so two
-/// workers' batches lock instances in the same order and cannot deadlock each other.
+/// Settles many results in one transaction (one commit, one fsync, for the whole batch). The
+/// batch's instances are locked first, in id order, so two workers' batches cannot deadlock.
+/// Simple results (see `batch_settle`) are settled together in a fixed number of statements;
+/// the others one by one, each inside its own savepoint, so one that fails is rolled back
+/// alone and reported.
 pub async fn settle_batch(
     pool: &PgPool,
     owner: &str,
@@ -320,12 +321,25 @@ type Round = (Vec<(i64, Result<Settled>)>, Vec<i64>);
 
 async fn settle_round(pool: &PgPool, owner: &str, pending: &[Pending]) -> Result<Round> {
     let mut tx = pool.begin().await?;
-    let mut done = Vec::new();
-    let mut retry = Vec::new();
-    // One round trip per result for its savepoint: the previous one is released and the next
-    // taken in the same call (a rolled-back savepoint stays open until released).
-    let mut open = false;
+    let statuses = super::batch_settle::lock(&mut tx, pending).await?;
+    let mut per_instance: std::collections::HashMap<Uuid, usize> = Default::default();
     for p in pending {
+        *per_instance.entry(p.claimed.instance_id).or_default() += 1;
+    }
+    let (fast, slow): (Vec<&Pending>, Vec<&Pending>) = pending
+        .iter()
+        .partition(|p| super::batch_settle::eligible(p, per_instance[&p.claimed.instance_id] == 1));
+    let mut done: Vec<(i64, Result<Settled>)> =
+        super::batch_settle::settle(&mut tx, owner, &statuses, &fast)
+            .await?
+            .into_iter()
+            .map(|(id, settled)| (id, Ok(settled)))
+            .collect();
+    let mut retry = Vec::new();
+    // The rest one by one. One round trip per result for its savepoint: the previous one is
+    // released and the next taken in the same call (a rolled-back savepoint stays open).
+    let mut open = false;
+    for p in slow {
         let savepoint = if open {
             "RELEASE SAVEPOINT settle; SAVEPOINT settle"
         } else {
@@ -671,26 +685,43 @@ pub async fn finish_instance(
     status: &str,
     reason: Option<&str>,
 ) -> Result<()> {
+    finish_many(conn, &[(instance_id, status, reason.map(str::to_owned))]).await
+}
+
+/// [`finish_instance`] for many instances in a fixed number of statements.
+pub(crate) async fn finish_many(
+    conn: &mut PgConnection,
+    ended: &[(Uuid, &str, Option<String>)],
+) -> Result<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = ended.iter().map(|e| e.0).collect();
+    let statuses: Vec<&str> = ended.iter().map(|e| e.1).collect();
     sqlx::query(
-        r#"UPDATE "tblWorkflowInstances" SET "status" = $2, "completedAt" = now(), "updatedAt" = now()
-           WHERE "instanceID" = $1"#,
+        r#"UPDATE "tblWorkflowInstances" i SET "status" = e.status, "completedAt" = now(), "updatedAt" = now()
+           FROM unnest($1::uuid[], $2::text[]) AS e(id, status) WHERE i."instanceID" = e.id"#,
     )
-    .bind(instance_id)
-    .bind(status)
+    .bind(&ids)
+    .bind(&statuses)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "instanceID" = $1"#)
-        .bind(instance_id)
+    sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "instanceID" = ANY($1)"#)
+        .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    super::subworkflow::ended(&mut *conn, instance_id).await?;
-    if let Some(reason) = reason {
+    super::subworkflow::ended(&mut *conn, &ids).await?;
+    let (reason_ids, reasons): (Vec<Uuid>, Vec<Value>) = ended
+        .iter()
+        .filter_map(|(id, _, reason)| reason.as_ref().map(|r| (*id, json!({"__error": r}))))
+        .unzip();
+    if !reason_ids.is_empty() {
         sqlx::query(
             r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType", "outputVariable", "payload")
-               VALUES ($1, 'SYSTEM_SET', '__error', $2)"#,
+               SELECT id, 'SYSTEM_SET', '__error', payload FROM unnest($1::uuid[], $2::jsonb[]) AS r(id, payload)"#,
         )
-        .bind(instance_id)
-        .bind(json!({"__error": reason}))
+        .bind(&reason_ids)
+        .bind(&reasons)
         .execute(&mut *conn)
         .await?;
     }

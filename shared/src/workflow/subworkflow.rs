@@ -248,24 +248,24 @@ fn completed(config: &Value, child_id: Uuid, child_ctx: &Value) -> Outcome {
     outcome
 }
 
-/// An instance ended (finished or cancelled), inside the transaction that ends it: the parent
-/// node waiting for it becomes due now, and its own running descendants are cancelled.
-pub(crate) async fn ended(conn: &mut PgConnection, instance_id: Uuid) -> Result<()> {
+/// Instances ended (finished or cancelled), inside the transaction that ends them: the parent
+/// nodes waiting for them become due now, and their running descendants are cancelled.
+pub(crate) async fn ended(conn: &mut PgConnection, instance_ids: &[Uuid]) -> Result<()> {
     let woken = sqlx::query(
-        r#"UPDATE "tblNodeExecutions" SET "availableAt" = now() WHERE "childInstanceID" = $1"#,
+        r#"UPDATE "tblNodeExecutions" SET "availableAt" = now() WHERE "childInstanceID" = ANY($1)"#,
     )
-    .bind(instance_id)
+    .bind(instance_ids)
     .execute(&mut *conn)
     .await?;
     if woken.rows_affected() > 0 {
-        // The queue's NOTIFY trigger fires on inserts only; this row became due by update.
+        // The queue's NOTIFY trigger fires on inserts only; these rows became due by update.
         sqlx::query("SELECT pg_notify('jet_node_executions', '')")
             .execute(&mut *conn)
             .await?;
     }
     let cancelled: Vec<Uuid> = sqlx::query_scalar(
         r#"WITH RECURSIVE tree AS (
-             SELECT "instanceID" FROM "tblWorkflowInstances" WHERE "parentInstanceID" = $1 AND "status" = 'RUNNING'
+             SELECT "instanceID" FROM "tblWorkflowInstances" WHERE "parentInstanceID" = ANY($1) AND "status" = 'RUNNING'
              UNION
              SELECT i."instanceID" FROM "tblWorkflowInstances" i JOIN tree t ON i."parentInstanceID" = t."instanceID"
              WHERE i."status" = 'RUNNING')
@@ -273,7 +273,7 @@ pub(crate) async fn ended(conn: &mut PgConnection, instance_id: Uuid) -> Result<
              "version" = "version" + 1
            WHERE "instanceID" IN (SELECT "instanceID" FROM tree) RETURNING "instanceID""#,
     )
-    .bind(instance_id)
+    .bind(instance_ids)
     .fetch_all(&mut *conn)
     .await?;
     if !cancelled.is_empty() {
