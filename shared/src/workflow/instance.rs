@@ -156,36 +156,34 @@ pub async fn create_from(
     inputs: &Value,
     parent: Option<Parent<'_>>,
 ) -> anyhow::Result<Uuid> {
-    // Validation guarantees exactly one start node per saved workflow.
-    let start: Option<String> = sqlx::query_scalar(
-        r#"SELECT "nodeID"::text FROM "tblWorkflowNodes" WHERE "workflowID" = $1 AND "nodeType" = 'start' LIMIT 1"#,
-    )
-    .bind(workflow_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let start = start.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
-    let instance_id: Uuid = sqlx::query_scalar(
-        r#"INSERT INTO "tblWorkflowInstances"
-             ("workflowID", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
-           VALUES ($1, $2, 'RUNNING', now(), $3, $4, $5) RETURNING "instanceID""#,
+    // One statement: the instance, its INPUT_SET row, and its start node dispatched (the
+    // NODE_DISPATCHED row and the execution), so a run costs its caller one round trip.
+    // Validation guarantees exactly one start node per saved workflow; none, no row.
+    let instance_id: Option<Uuid> = sqlx::query_scalar(
+        r#"WITH start AS (
+             SELECT "nodeID"::text AS node FROM "tblWorkflowNodes"
+             WHERE "workflowID" = $1 AND "nodeType" = 'start' LIMIT 1),
+           inst AS (
+             INSERT INTO "tblWorkflowInstances"
+               ("workflowID", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
+             SELECT $1, $2, 'RUNNING', now(), $3, $4, $5 FROM start RETURNING "instanceID"),
+           logged AS (
+             INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "outputVariable", "payload", "nodeAttempt")
+             SELECT inst."instanceID", NULL, 'INPUT_SET', 'input', $6::jsonb, NULL FROM inst
+             UNION ALL
+             SELECT inst."instanceID", start.node, 'NODE_DISPATCHED', NULL, '{}'::jsonb, 1 FROM inst, start)
+           INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt")
+           SELECT inst."instanceID", $2, start.node, 1 FROM inst, start RETURNING "instanceID""#,
     )
     .bind(workflow_id)
     .bind(tenant_id)
     .bind(parent.is_some_and(|p| p.is_test))
     .bind(parent.map(|p| p.instance_id))
     .bind(parent.map(|p| p.node_id))
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "eventType", "outputVariable", "payload")
-           VALUES ($1, 'INPUT_SET', 'input', $2)"#,
-    )
-    .bind(instance_id)
     .bind(json!({"input": inputs}))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    queue::dispatch(conn, instance_id, tenant_id.0, &start, Duration::ZERO).await?;
-    Ok(instance_id)
+    Ok(instance_id.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?)
 }
 
 /// Context key holding a test run's graph (upstream's `__workflowDefinition`).
