@@ -42,6 +42,14 @@ impl Principal {
             Principal::User { .. } => None,
         }
     }
+
+    /// Who an asset created by this call is attributed to (`creatorID` / `createdByApiKeyID`).
+    pub fn creator(&self) -> crate::api_key::Creator {
+        crate::api_key::Creator {
+            user_id: self.user_id(),
+            api_key_id: self.api_key_id(),
+        }
+    }
 }
 
 /// Why a request is not authenticated. Every variant is a 401 with its `code`.

@@ -6,7 +6,7 @@ use crate::error::ApiResult;
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::api_key::{self, Creator};
+use jet_shared::api_key;
 use jet_shared::ids::{ApiKeyId, RoleId, TenantId};
 use jet_shared::rbac::Grants;
 use jet_shared::rbac::permissions::{
@@ -90,13 +90,6 @@ pub struct UpdateApiKey {
     pub is_disabled: Option<bool>,
 }
 
-fn creator(auth: &JetAuth) -> Creator {
-    Creator {
-        user_id: auth.0.user_id(),
-        api_key_id: auth.0.api_key_id(),
-    }
-}
-
 /// A key may only act through roles whose permissions the caller holds itself.
 async fn check_assignable(
     conn: &mut PgConnection,
@@ -161,7 +154,7 @@ impl ApiKeysApi {
         let mut tx = self.state.pool.begin().await?;
         check_assignable(&mut tx, &grants, tenant, &role_ids).await?;
         let (key, raw) =
-            api_key::insert(&mut tx, tenant, &title, &role_ids, false, creator(&auth)).await?;
+            api_key::insert(&mut tx, tenant, &title, &role_ids, false, auth.0.creator()).await?;
         tx.commit().await?;
         Ok(Created::Created(Json(CreatedApiKey {
             api_key: raw.expose().to_owned(),
@@ -293,7 +286,7 @@ impl ApiKeysApi {
         let source = api_key::get(&mut *tx, tenant, ApiKeyId(api_key_id.0)).await?;
         check_assignable(&mut tx, &grants, tenant, &source.role_ids).await?;
         let (key, raw) =
-            api_key::clone_disabled(&mut tx, tenant, source.api_key_id, creator(&auth)).await?;
+            api_key::clone_disabled(&mut tx, tenant, source.api_key_id, auth.0.creator()).await?;
         tx.commit().await?;
         Ok(Created::Created(Json(CreatedApiKey {
             api_key: raw.expose().to_owned(),

@@ -9,7 +9,6 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use jet_shared::api_key::Creator;
 use jet_shared::app_page::{self, AppPage};
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{
@@ -128,10 +127,7 @@ impl AppPagesApi {
             body.app_page_title.as_deref().unwrap_or_default(),
         )?;
         let config = config(body.app_page_config)?.unwrap_or_else(|| json!({}));
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
         references::check(&mut tx, &grants, &config).await?;
         let page = app_page::insert(
@@ -258,10 +254,7 @@ impl AppPagesApi {
     ) -> ApiResult<Created<AppPageOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, APPPAGE_CREATE, None).await?;
         grants.require(APPPAGE_READ, Some(app_page_id.0))?;
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
         let source = app_page::get(&mut *tx, TenantId(tenant_id.0), app_page_id.0).await?;
         // The copy is a new save by this caller: its references are checked against them.

@@ -6,7 +6,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::api_key::Creator;
 use jet_shared::datasource::{self, Datasource, DatasourcePatch, NewDatasource, secrets};
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{
@@ -120,13 +119,6 @@ pub struct DatasourcesApi {
     pub state: AppState,
 }
 
-fn creator(auth: &JetAuth) -> Creator {
-    Creator {
-        user_id: auth.0.user_id(),
-        api_key_id: auth.0.api_key_id(),
-    }
-}
-
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Data")]
 impl DatasourcesApi {
     /// List a tenant's datasources
@@ -188,7 +180,7 @@ impl DatasourcesApi {
             &self.state.data,
             TenantId(tenant_id.0),
             &new,
-            creator(&auth),
+            auth.0.creator(),
         )
         .await?;
         tx.commit().await?;
@@ -363,7 +355,7 @@ impl DatasourcesApi {
             &self.state.data,
             TenantId(tenant_id.0),
             datasource_id.0,
-            creator(&auth),
+            auth.0.creator(),
         )
         .await?;
         tx.commit().await?;

@@ -6,7 +6,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::api_key::Creator;
 use jet_shared::dataquery::{self, DataQuery, QueryFields, RunError};
 use jet_shared::datasource::QueryOutput;
 use jet_shared::ids::TenantId;
@@ -228,10 +227,7 @@ impl QueriesApi {
         if fields.title.as_deref() == Some("") {
             return Err(ApiError::unprocessable("dataQueryTitle must not be blank"));
         }
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
         let saved = dataquery::insert(&mut tx, TenantId(tenant_id.0), fields, creator).await?;
         tx.commit().await?;
@@ -369,10 +365,7 @@ impl QueriesApi {
     ) -> ApiResult<Created<DataQueryOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, DATAQUERY_CREATE, None).await?;
         grants.require(DATAQUERY_READ, Some(data_query_id.0))?;
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
         let copy =
             dataquery::clone(&mut tx, TenantId(tenant_id.0), data_query_id.0, creator).await?;

@@ -7,7 +7,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::api_key::Creator;
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{
     WIDGET_CREATE, WIDGET_DELETE, WIDGET_LIST, WIDGET_READ, WIDGET_UPDATE,
@@ -104,13 +103,6 @@ pub struct WidgetsApi {
     pub state: AppState,
 }
 
-fn creator(auth: &JetAuth) -> Creator {
-    Creator {
-        user_id: auth.0.user_id(),
-        api_key_id: auth.0.api_key_id(),
-    }
-}
-
 #[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Ui")]
 impl WidgetsApi {
     /// List a tenant's widgets
@@ -157,7 +149,8 @@ impl WidgetsApi {
         if let Some(config) = &fields.config {
             references::check(&mut tx, &grants, config).await?;
         }
-        let saved = widget::insert(&mut tx, TenantId(tenant_id.0), fields, creator(&auth)).await?;
+        let saved =
+            widget::insert(&mut tx, TenantId(tenant_id.0), fields, auth.0.creator()).await?;
         tx.commit().await?;
         Ok(Created::Created(Json(saved.into())))
     }
@@ -260,8 +253,13 @@ impl WidgetsApi {
         let mut tx = self.state.pool.begin().await?;
         let source = widget::get(&mut *tx, TenantId(tenant_id.0), widget_id.0).await?;
         references::check(&mut tx, &grants, &source.config).await?;
-        let copy =
-            widget::clone(&mut tx, TenantId(tenant_id.0), widget_id.0, creator(&auth)).await?;
+        let copy = widget::clone(
+            &mut tx,
+            TenantId(tenant_id.0),
+            widget_id.0,
+            auth.0.creator(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Created::Created(Json(copy.into())))
     }

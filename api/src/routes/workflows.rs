@@ -6,7 +6,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::api_key::Creator;
 use jet_shared::dataquery;
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::Grants;
@@ -359,10 +358,7 @@ impl WorkflowsApi {
         let (nodes, edges, warnings) = validate(&body.nodes, &body.edges)?;
         let opts = options(body.workflow_options)?;
         let tenant = TenantId(tenant_id.0);
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
         check_references(&mut tx, &grants, &nodes).await?;
         let saved =
@@ -532,10 +528,7 @@ impl WorkflowsApi {
                 ..e.clone()
             })
             .collect();
-        let creator = Creator {
-            user_id: auth.0.user_id(),
-            api_key_id: auth.0.api_key_id(),
-        };
+        let creator = auth.0.creator();
         let title = format!("{} (copy)", source.workflow.title);
         let opts = source.workflow.workflow_options.clone().unwrap_or_default();
         let saved =
