@@ -157,11 +157,7 @@ impl RunError {
         match self {
             RunError::Inputs(_) => "invalid_inputs",
             RunError::NotRunnable(_) => "query_not_runnable",
-            RunError::Driver(DriverError::Options(_)) => "invalid_query_options",
-            RunError::Driver(DriverError::Unreachable(_)) => "datasource_unreachable",
-            RunError::Driver(DriverError::Failed(_)) => "query_failed",
-            RunError::Driver(DriverError::Timeout) => "query_timeout",
-            RunError::Driver(DriverError::TooLarge(_)) => "result_too_large",
+            RunError::Driver(err) => err.code(),
             RunError::Domain(_) => "query_not_runnable",
         }
     }
@@ -219,9 +215,10 @@ pub async fn run(
     .await
 }
 
-/// The JSON a run returns (API and `dataQuery` node alike).
-pub fn output_json(out: &QueryOutput) -> Value {
-    let mut v = json!({"data": out.data, "truncated": out.truncated});
+/// A `dataQuery` node's output: upstream's `{[outputVariable]: rows, success: true}` plus the
+/// result's metadata.
+fn node_output(out: QueryOutput, output_variable: &str) -> Value {
+    let mut v = json!({"success": true, "truncated": out.truncated});
     if let Some(columns) = &out.columns {
         v["columns"] = columns
             .iter()
@@ -234,6 +231,7 @@ pub fn output_json(out: &QueryOutput) -> Value {
     if let Some(s) = out.status {
         v["status"] = json!(s);
     }
+    v[output_variable] = out.data;
     v
 }
 
@@ -437,11 +435,8 @@ pub async fn run_node(
         .get("outputVariable")
         .and_then(Value::as_str)
         .unwrap_or(NODE_OUTPUT_VARIABLE);
-    let mut output = output_json(&out);
-    if let Some(fields) = output.as_object_mut() {
-        fields.remove("data");
-    }
-    output[ov] = out.data;
-    output["success"] = json!(true);
-    Ok(crate::workflow::nodes::Outcome::follow(output, "success"))
+    Ok(crate::workflow::nodes::Outcome::follow(
+        node_output(out, ov),
+        "success",
+    ))
 }

@@ -246,15 +246,12 @@ impl DatasourcesApi {
                 error: None,
                 duration_ms,
             },
-            Err(err) => {
-                let code = jet_shared::dataquery::RunError::Driver(err.clone()).code();
-                TestResult {
-                    ok: false,
-                    code: Some(code.to_owned()),
-                    error: Some(err.to_string()),
-                    duration_ms,
-                }
-            }
+            Err(err) => TestResult {
+                ok: false,
+                code: Some(err.code().to_owned()),
+                error: Some(err.to_string()),
+                duration_ms,
+            },
         }))
     }
 

@@ -69,6 +69,19 @@ pub enum DriverError {
     TooLarge(String),
 }
 
+impl DriverError {
+    /// The stable code the API answers this failure with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DriverError::Options(_) => "invalid_query_options",
+            DriverError::Unreachable(_) => "datasource_unreachable",
+            DriverError::Failed(_) => "query_failed",
+            DriverError::Timeout => "query_timeout",
+            DriverError::TooLarge(_) => "result_too_large",
+        }
+    }
+}
+
 /// A datasource type. `datasource_id` keys per-datasource resources (connection pools);
 /// `None` for ad-hoc tests of unsaved options.
 pub trait Driver: Send + Sync {
