@@ -115,35 +115,16 @@ pub async fn prune_older_than(pool: &PgPool, days: u32, batch: i64) -> Result<u6
 }
 
 /// Replaces the values of secret-looking keys with `[FILTERED]` and cuts long strings,
-/// recursively. A key is secret when its lowercase name ends with one of the markers
-/// (`dbPassword`, `clientSecret`, `accessToken`, `apiKey`, `connectionString`), so
-/// `apiKeyTitle` stays readable. Header lists count too: `{key: "Authorization", value}`
-/// filters `value`.
+/// recursively. What counts as secret is the datasource masking rule
+/// (`datasource::secrets::is_secret_field`): `dbPassword`, `clientSecret`, `accessToken`,
+/// `apiKey`, `connectionString`, and the value of an `Authorization` header pair, while
+/// `apiKeyTitle` stays readable.
 pub fn redact(value: &Value) -> Value {
-    const SECRET_MARKERS: [&str; 11] = [
-        "password",
-        "secret",
-        "token",
-        "apikey",
-        "api_key",
-        "authorization",
-        "credential",
-        "credentials",
-        "connectionstring",
-        "privatekey",
-        "accesskey",
-    ];
-    let secret = |key: &str| {
-        let lower = key.to_ascii_lowercase();
-        SECRET_MARKERS.iter().any(|m| lower.ends_with(m))
-    };
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, v)| {
-                    let named_secret = key == "value"
-                        && map.get("key").and_then(Value::as_str).is_some_and(secret);
-                    if secret(key) || named_secret {
+                    if crate::datasource::secrets::is_secret_field(map, key) {
                         (key.clone(), Value::String(FILTERED.into()))
                     } else {
                         (key.clone(), redact(v))

@@ -1,5 +1,6 @@
 //! Secret fields of datasource options: masked in every response, and restored from the
-//! stored value when an update sends the mask back (upstream's `MASK_PLACEHOLDER`).
+//! stored value when an update sends the mask back (upstream's `MASK_PLACEHOLDER`). The same
+//! rule for what counts as secret redacts the audit log (`audit::redact`).
 
 use serde_json::{Map, Value};
 
@@ -7,8 +8,9 @@ use serde_json::{Map, Value};
 /// secret.
 pub const MASK: &str = "********";
 
-/// Key fragments that mark a value as secret (compared lowercase, without `_` and `-`).
-const SECRET_FRAGMENTS: &[&str] = &[
+/// Endings that mark a key as secret (compared lowercase, without `_` and `-`): `dbPassword`,
+/// `clientSecret`, `accessToken`, `api_key`, `connectionString` are secret; `apiKeyTitle` is not.
+const SECRET_ENDINGS: &[&str] = &[
     "password",
     "passwd",
     "secret",
@@ -16,44 +18,49 @@ const SECRET_FRAGMENTS: &[&str] = &[
     "apikey",
     "privatekey",
     "credential",
+    "credentials",
     "connectionstring",
     "authorization",
     "accesskey",
 ];
 
-/// Whether an options key names a secret.
+/// Whether a key names a secret.
 pub fn is_secret_key(key: &str) -> bool {
     let normalized: String = key
         .chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
         .collect();
-    SECRET_FRAGMENTS.iter().any(|f| normalized.contains(f))
+    SECRET_ENDINGS.iter().any(|e| normalized.ends_with(e))
+}
+
+/// Whether `key` of the object `map` holds a secret: a secret key, or the `value` of a
+/// `{key: "Authorization", value}` pair (upstream's header lists).
+pub fn is_secret_field(map: &Map<String, Value>, key: &str) -> bool {
+    is_secret_key(key)
+        || (key == "value"
+            && map
+                .get("key")
+                .and_then(Value::as_str)
+                .is_some_and(is_secret_key))
 }
 
 /// The options with every secret value replaced by [`MASK`], recursively. Header lists in
 /// upstream's `[{key, value}]` shape count too: `{key: "Authorization", value}` masks `value`.
 pub fn mask(options: &Value) -> Value {
     match options {
-        Value::Object(map) => {
-            let named_secret = map
-                .get("key")
-                .and_then(Value::as_str)
-                .is_some_and(is_secret_key);
-            Value::Object(
-                map.iter()
-                    .map(|(k, v)| {
-                        let secret = is_secret_key(k) || (named_secret && k == "value");
-                        let shown = if secret && is_present(v) {
-                            Value::String(MASK.into())
-                        } else {
-                            mask(v)
-                        };
-                        (k.clone(), shown)
-                    })
-                    .collect(),
-            )
-        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let shown = if is_secret_field(map, k) && is_present(v) {
+                        Value::String(MASK.into())
+                    } else {
+                        mask(v)
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        ),
         Value::Array(items) => Value::Array(items.iter().map(mask).collect()),
         other => other.clone(),
     }
