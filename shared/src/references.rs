@@ -92,23 +92,29 @@ fn walk(value: &Value, found: &mut BTreeSet<(Kind, Uuid)>) {
 /// hold its execute permission (`Forbidden`).
 pub async fn check(conn: &mut PgConnection, grants: &Grants, config: &Value) -> Result<()> {
     for (kind, id) in collect(config) {
-        let (table, key) = kind.table();
-        let exists: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            r#"SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{key}" = $1 AND "tenantID" = $2)"#
-        )))
-        .bind(id)
-        .bind(grants.tenant_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if !exists {
-            return Err(Error::Invalid(format!(
-                "the {} {id} it references is not in this tenant",
-                kind.noun()
-            )));
-        }
-        grants.require(kind.permission(), Some(id))?;
+        require(conn, grants, kind, id).await?;
     }
     Ok(())
+}
+
+/// One referenced asset: in the caller's tenant (`Invalid` names it) and executable by the
+/// caller (`Forbidden`).
+pub async fn require(conn: &mut PgConnection, grants: &Grants, kind: Kind, id: Uuid) -> Result<()> {
+    let (table, key) = kind.table();
+    let exists: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{key}" = $1 AND "tenantID" = $2)"#
+    )))
+    .bind(id)
+    .bind(grants.tenant_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        return Err(Error::Invalid(format!(
+            "the {} {id} it references is not in this tenant",
+            kind.noun()
+        )));
+    }
+    grants.require(kind.permission(), Some(id))
 }
 
 #[cfg(test)]

@@ -6,14 +6,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::dataquery;
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::Grants;
-use jet_shared::rbac::permissions::DATAQUERY_EXECUTE;
 use jet_shared::rbac::permissions::{
     WORKFLOW_CREATE, WORKFLOW_DELETE, WORKFLOW_EXECUTE, WORKFLOW_EXPORT, WORKFLOW_LIST,
     WORKFLOW_READ, WORKFLOW_TEST, WORKFLOW_UPDATE,
 };
+use jet_shared::references::{self, Kind};
 use jet_shared::workflow::definition::{self, Definition};
 use jet_shared::workflow::graph::{EditorEdge, EditorNode, Graph};
 use jet_shared::workflow::instance;
@@ -226,47 +225,29 @@ async fn check_references(
     grants: &Grants,
     nodes: &[EditorNode],
 ) -> ApiResult<()> {
-    let id_in = |node: &EditorNode, key: &str| {
-        node.data
-            .get(key)
-            .and_then(Value::as_str)
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
     // Graph validation has already named nodes whose id fields are malformed.
     for node in nodes {
-        match node.node_type.as_str() {
-            "subWorkflow" => {
-                let Some(child) = id_in(node, "childWorkflowID") else {
-                    continue;
-                };
-                if definition::get(&mut *conn, grants.tenant_id, child)
-                    .await
-                    .is_err()
-                {
-                    return Err(ApiError::unprocessable(format!(
-                        "node {}: childWorkflowID {child} is not a workflow of this tenant",
-                        node.id
-                    )));
+        let (kind, field) = match node.node_type.as_str() {
+            "subWorkflow" => (Kind::Workflow, "childWorkflowID"),
+            "dataQuery" => (Kind::DataQuery, "dataQueryID"),
+            _ => continue,
+        };
+        let Some(id) = node
+            .data
+            .get(field)
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            continue;
+        };
+        references::require(conn, grants, kind, id)
+            .await
+            .map_err(|err| match err {
+                jet_shared::Error::Invalid(m) => {
+                    ApiError::unprocessable(format!("node {}: {field}: {m}", node.id))
                 }
-                grants.require(WORKFLOW_EXECUTE, Some(child))?;
-            }
-            "dataQuery" => {
-                let Some(query) = id_in(node, "dataQueryID") else {
-                    continue;
-                };
-                if dataquery::get(&mut *conn, grants.tenant_id, query)
-                    .await
-                    .is_err()
-                {
-                    return Err(ApiError::unprocessable(format!(
-                        "node {}: dataQueryID {query} is not a data query of this tenant",
-                        node.id
-                    )));
-                }
-                grants.require(DATAQUERY_EXECUTE, Some(query))?;
-            }
-            _ => {}
-        }
+                other => other.into(),
+            })?;
     }
     Ok(())
 }
