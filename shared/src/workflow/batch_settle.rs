@@ -8,7 +8,10 @@
 //! here, and a concurrent settle of the same instance waits, then loses its own CAS and
 //! retries.
 
-use super::queue::{NodeResult, Pending, Settled, completion_payload, finish_many};
+use super::queue::{
+    Dispatch, NodeResult, Pending, Settled, completion_payload, dispatch_many, finish_many,
+    without_pending_work,
+};
 use crate::Result;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -229,41 +232,24 @@ async fn advance(conn: &mut PgConnection, items: &[&Pending]) -> Result<Vec<(i64
         .collect()
     };
     let mut dispatched = HashSet::new();
-    let (mut d_inst, mut d_node, mut d_tenant, mut d_delay) = (vec![], vec![], vec![], vec![]);
-    for (i, target) in candidates {
-        let p = items[i];
+    let mut dispatches = Vec::new();
+    for (i, target) in &candidates {
+        let p = items[*i];
         if open.contains(&(p.claimed.instance_id, target.clone())) {
             continue;
         }
         let NodeResult::Completed(outcome) = &p.result else {
             continue;
         };
-        dispatched.insert(i);
-        d_inst.push(p.claimed.instance_id);
-        d_node.push(target);
-        d_tenant.push(p.claimed.tenant_id);
-        d_delay.push(outcome.delay.unwrap_or_default().as_millis() as i64);
+        dispatched.insert(*i);
+        dispatches.push(Dispatch {
+            instance_id: p.claimed.instance_id,
+            tenant_id: p.claimed.tenant_id,
+            node_id: target,
+            delay: outcome.delay.unwrap_or_default(),
+        });
     }
-    if !d_inst.is_empty() {
-        sqlx::query(
-            r#"WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) AS t(i, n, tenant, delay_ms)),
-               logged AS (
-                 INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
-                 SELECT t.i, t.n, 'NODE_DISPATCHED',
-                        1 + (SELECT count(*) FROM "tblWorkflowInstanceLogs" l
-                             WHERE l."instanceID" = t.i AND l."nodeID" = t.n AND l."eventType" = 'NODE_DISPATCHED')
-                 FROM t RETURNING "instanceID", "nodeID", "nodeAttempt")
-               INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
-               SELECT l."instanceID", t.tenant, l."nodeID", l."nodeAttempt", now() + t.delay_ms * interval '1 millisecond'
-               FROM logged l JOIN t ON t.i = l."instanceID" AND t.n = l."nodeID""#,
-        )
-        .bind(&d_inst)
-        .bind(&d_node)
-        .bind(&d_tenant)
-        .bind(&d_delay)
-        .execute(&mut *conn)
-        .await?;
-    }
+    dispatch_many(conn, &dispatches).await?;
     // Results that led nowhere end their run when nothing else is pending.
     let idle: Vec<Uuid> = items
         .iter()
@@ -272,15 +258,7 @@ async fn advance(conn: &mut PgConnection, items: &[&Pending]) -> Result<Vec<(i64
         .map(|(_, p)| p.claimed.instance_id)
         .collect();
     if !idle.is_empty() {
-        let done: Vec<Uuid> = sqlx::query_scalar(
-            r#"SELECT i FROM unnest($1::uuid[]) AS i
-               WHERE NOT EXISTS (SELECT 1 FROM "tblNodeExecutions" e WHERE e."instanceID" = i)
-                 AND NOT EXISTS (SELECT 1 FROM "tblWorkflowDataCollectionRequests" r
-                                 WHERE r."instanceID" = i AND r."status" = 'PENDING')"#,
-        )
-        .bind(&idle)
-        .fetch_all(&mut *conn)
-        .await?;
+        let done = without_pending_work(conn, &idle).await?;
         ended.extend(done.into_iter().map(|id| (id, "COMPLETED", None)));
     }
     let ended_ids: HashSet<Uuid> = ended.iter().map(|e| e.0).collect();

@@ -39,6 +39,15 @@ fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
 }
 
+/// A node of an instance to dispatch, runnable after `delay`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dispatch<'a> {
+    pub instance_id: Uuid,
+    pub tenant_id: Uuid,
+    pub node_id: &'a str,
+    pub delay: Duration,
+}
+
 /// Dispatches `node_id` in an instance: a `NODE_DISPATCHED` log row and an execution row that
 /// becomes claimable after `delay`. The dispatch number counts earlier dispatches of the node.
 pub async fn dispatch(
@@ -48,21 +57,44 @@ pub async fn dispatch(
     node_id: &str,
     delay: Duration,
 ) -> Result<()> {
-    // One statement: the dispatch number is counted and logged, then the execution row is
-    // written with it.
-    sqlx::query(
-        r#"WITH logged AS (
-             INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
-             SELECT $1, $2, 'NODE_DISPATCHED', count(*) + 1 FROM "tblWorkflowInstanceLogs"
-             WHERE "instanceID" = $1 AND "nodeID" = $2 AND "eventType" = 'NODE_DISPATCHED'
-             RETURNING "nodeAttempt")
-           INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
-           SELECT $1, $3, $2, "nodeAttempt", now() + $4::interval FROM logged"#,
+    dispatch_many(
+        conn,
+        &[Dispatch {
+            instance_id,
+            tenant_id,
+            node_id,
+            delay,
+        }],
     )
-    .bind(instance_id)
-    .bind(node_id)
-    .bind(tenant_id)
-    .bind(interval(delay))
+    .await
+}
+
+/// [`dispatch`] for many (instance, node) pairs, distinct, in one statement: each dispatch
+/// number is counted and logged, then the execution rows are written with them.
+pub(crate) async fn dispatch_many(conn: &mut PgConnection, items: &[Dispatch<'_>]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let instances: Vec<Uuid> = items.iter().map(|d| d.instance_id).collect();
+    let nodes: Vec<&str> = items.iter().map(|d| d.node_id).collect();
+    let tenants: Vec<Uuid> = items.iter().map(|d| d.tenant_id).collect();
+    let delays: Vec<i64> = items.iter().map(|d| d.delay.as_millis() as i64).collect();
+    sqlx::query(
+        r#"WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[]) AS t(i, n, tenant, delay_ms)),
+           logged AS (
+             INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
+             SELECT t.i, t.n, 'NODE_DISPATCHED',
+                    1 + (SELECT count(*) FROM "tblWorkflowInstanceLogs" l
+                         WHERE l."instanceID" = t.i AND l."nodeID" = t.n AND l."eventType" = 'NODE_DISPATCHED')
+             FROM t RETURNING "instanceID", "nodeID", "nodeAttempt")
+           INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
+           SELECT l."instanceID", t.tenant, l."nodeID", l."nodeAttempt", now() + t.delay_ms * interval '1 millisecond'
+           FROM logged l JOIN t ON t.i = l."instanceID" AND t.n = l."nodeID""#,
+    )
+    .bind(&instances)
+    .bind(&nodes)
+    .bind(&tenants)
+    .bind(&delays)
     .execute(conn)
     .await?;
     Ok(())
@@ -502,11 +534,22 @@ async fn advance(
         finish_instance(&mut *conn, c.instance_id, status, reason.as_deref()).await?;
         return Ok(Step::Done(Settled::Finished));
     }
-    for target in &ready {
-        dispatch(&mut *conn, c.instance_id, c.tenant_id, target, delay).await?;
-    }
+    let dispatches: Vec<Dispatch> = ready
+        .iter()
+        .map(|target| Dispatch {
+            instance_id: c.instance_id,
+            tenant_id: c.tenant_id,
+            node_id: target,
+            delay,
+        })
+        .collect();
+    dispatch_many(&mut *conn, &dispatches).await?;
     // Something just dispatched is pending work; only a node that led nowhere can end the run.
-    if ready.is_empty() && !has_pending_work(&mut *conn, c.instance_id).await? {
+    if ready.is_empty()
+        && !without_pending_work(&mut *conn, &[c.instance_id])
+            .await?
+            .is_empty()
+    {
         finish_instance(&mut *conn, c.instance_id, "COMPLETED", None).await?;
         return Ok(Step::Done(Settled::Finished));
     }
@@ -665,15 +708,20 @@ async fn ready_successors(
     Ok(ready)
 }
 
-/// Whether anything can still move the instance: a queued or running execution, or a human
-/// step waiting for input.
-async fn has_pending_work(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
+/// The instances of `ids` that nothing can move any more: no queued or running execution
+/// (a parked sub-workflow wait included), no human step waiting for input.
+pub(crate) async fn without_pending_work(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>> {
     Ok(sqlx::query_scalar(
-        r#"SELECT EXISTS (SELECT 1 FROM "tblNodeExecutions" WHERE "instanceID" = $1)
-               OR EXISTS (SELECT 1 FROM "tblWorkflowDataCollectionRequests" WHERE "instanceID" = $1 AND "status" = 'PENDING')"#,
+        r#"SELECT i FROM unnest($1::uuid[]) AS i
+           WHERE NOT EXISTS (SELECT 1 FROM "tblNodeExecutions" e WHERE e."instanceID" = i)
+             AND NOT EXISTS (SELECT 1 FROM "tblWorkflowDataCollectionRequests" r
+                             WHERE r."instanceID" = i AND r."status" = 'PENDING')"#,
     )
-    .bind(instance_id)
-    .fetch_one(conn)
+    .bind(ids)
+    .fetch_all(conn)
     .await?)
 }
 
