@@ -4,6 +4,7 @@
 use crate::api_key::Creator;
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
+use crate::tenant_table::TenantTable;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -42,6 +43,13 @@ pub struct AppPage {
 const COLUMNS: &str = r#""appPageID", "tenantID", "appPageTitle", "appPageDescription", "appPageConfig",
     "creatorID", "createdByApiKeyID", "createdAt", "updatedAt""#;
 
+const TABLE: TenantTable = TenantTable {
+    table: "tblAppPages",
+    id: "appPageID",
+    columns: COLUMNS,
+    noun: "app page",
+};
+
 /// Creates a page.
 pub async fn insert(
     conn: &mut PgConnection,
@@ -67,37 +75,12 @@ pub async fn insert(
 
 /// The tenant's pages, newest first.
 pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<AppPage>> {
-    let total: i64 =
-        sqlx::query_scalar(r#"SELECT count(*) FROM "tblAppPages" WHERE "tenantID" = $1"#)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?;
-    let items = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblAppPages" WHERE "tenantID" = $1
-           ORDER BY "createdAt" DESC, "appPageID" LIMIT $2 OFFSET $3"#
-    )))
-    .bind(tenant_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total_count: total,
-        request: page,
-    })
+    TABLE.list(pool, tenant_id, page).await
 }
 
 /// One page of the tenant; `NotFound` for another tenant's.
 pub async fn get(conn: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<AppPage> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblAppPages" WHERE "tenantID" = $1 AND "appPageID" = $2"#
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("app page"))
+    TABLE.get(conn, tenant_id, id).await
 }
 
 /// Applies the fields that are set.
@@ -148,16 +131,7 @@ pub async fn clone(
 
 /// Deletes a page.
 pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, id: Uuid) -> Result<()> {
-    let done =
-        sqlx::query(r#"DELETE FROM "tblAppPages" WHERE "tenantID" = $1 AND "appPageID" = $2"#)
-            .bind(tenant_id)
-            .bind(id)
-            .execute(conn)
-            .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound("app page"));
-    }
-    Ok(())
+    TABLE.delete(conn, tenant_id, id).await
 }
 
 /// Pushes `event` to everyone streaming the page, when the caller's transaction commits

@@ -6,6 +6,7 @@ use crate::api_key::Creator;
 use crate::datasource::{self, DataRuntime, DriverError, Limits, QueryOutput};
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
+use crate::tenant_table::TenantTable;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -55,6 +56,13 @@ pub struct DataQuery {
 const COLUMNS: &str = r#""dataQueryID", "tenantID", "dataQueryTitle", "dataQueryDescription", "dataQueryOptions",
     "runOnLoad", "dataQueryResultSchema", "datasourceID", "datasourceType", "isDisabled", "creatorID",
     "createdByApiKeyID", "createdAt", "updatedAt""#;
+
+const TABLE: TenantTable = TenantTable {
+    table: "tblDataQueries",
+    id: "dataQueryID",
+    columns: COLUMNS,
+    noun: "data query",
+};
 
 /// The editable fields of a query.
 #[derive(Debug, Clone, Default)]
@@ -292,37 +300,12 @@ pub async fn list(
     tenant_id: TenantId,
     page: PageRequest,
 ) -> Result<Page<DataQuery>> {
-    let total: i64 =
-        sqlx::query_scalar(r#"SELECT count(*) FROM "tblDataQueries" WHERE "tenantID" = $1"#)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?;
-    let items = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblDataQueries" WHERE "tenantID" = $1
-           ORDER BY "createdAt" DESC, "dataQueryID" LIMIT $2 OFFSET $3"#
-    )))
-    .bind(tenant_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total_count: total,
-        request: page,
-    })
+    TABLE.list(pool, tenant_id, page).await
 }
 
 /// One query of the tenant; `NotFound` for another tenant's.
 pub async fn get(conn: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<DataQuery> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblDataQueries" WHERE "tenantID" = $1 AND "dataQueryID" = $2"#
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("data query"))
+    TABLE.get(conn, tenant_id, id).await
 }
 
 /// Applies the fields that are set.
@@ -395,16 +378,7 @@ pub async fn clone(
 
 /// Deletes a query.
 pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, id: Uuid) -> Result<()> {
-    let done =
-        sqlx::query(r#"DELETE FROM "tblDataQueries" WHERE "tenantID" = $1 AND "dataQueryID" = $2"#)
-            .bind(tenant_id)
-            .bind(id)
-            .execute(conn)
-            .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound("data query"));
-    }
-    Ok(())
+    TABLE.delete(conn, tenant_id, id).await
 }
 
 /// Runs the query a `dataQuery` node names, with its `inputValues` templates resolved against

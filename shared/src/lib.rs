@@ -24,6 +24,7 @@ pub mod references;
 pub mod role;
 pub mod telemetry;
 pub mod tenant;
+pub mod tenant_table;
 pub mod user;
 pub mod user_config;
 pub mod widget;

@@ -3,6 +3,7 @@
 use crate::api_key::Creator;
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
+use crate::tenant_table::TenantTable;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -38,6 +39,13 @@ pub struct Widget {
 
 const COLUMNS: &str = r#""widgetID", "tenantID", "widgetTitle", "widgetDescription", "widgetType", "widgetConfig",
     "refreshInterval", "creatorID", "createdByApiKeyID", "createdAt", "updatedAt""#;
+
+const TABLE: TenantTable = TenantTable {
+    table: "tblWidgets",
+    id: "widgetID",
+    columns: COLUMNS,
+    noun: "widget",
+};
 
 /// The editable fields of a widget.
 #[derive(Debug, Clone, Default)]
@@ -75,37 +83,12 @@ pub async fn insert(
 
 /// The tenant's widgets, newest first.
 pub async fn list(pool: &PgPool, tenant_id: TenantId, page: PageRequest) -> Result<Page<Widget>> {
-    let total: i64 =
-        sqlx::query_scalar(r#"SELECT count(*) FROM "tblWidgets" WHERE "tenantID" = $1"#)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?;
-    let items = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblWidgets" WHERE "tenantID" = $1
-           ORDER BY "createdAt" DESC, "widgetID" LIMIT $2 OFFSET $3"#
-    )))
-    .bind(tenant_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
-    Ok(Page {
-        items,
-        total_count: total,
-        request: page,
-    })
+    TABLE.list(pool, tenant_id, page).await
 }
 
 /// One widget of the tenant; `NotFound` for another tenant's.
 pub async fn get(conn: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<Widget> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblWidgets" WHERE "tenantID" = $1 AND "widgetID" = $2"#
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("widget"))
+    TABLE.get(conn, tenant_id, id).await
 }
 
 /// Applies the fields that are set.
@@ -160,13 +143,5 @@ pub async fn clone(
 
 /// Deletes a widget.
 pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, id: Uuid) -> Result<()> {
-    let done = sqlx::query(r#"DELETE FROM "tblWidgets" WHERE "tenantID" = $1 AND "widgetID" = $2"#)
-        .bind(tenant_id)
-        .bind(id)
-        .execute(conn)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound("widget"));
-    }
-    Ok(())
+    TABLE.delete(conn, tenant_id, id).await
 }

@@ -10,6 +10,7 @@ use crate::api_key::Creator;
 use crate::crypto::VaultKey;
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
+use crate::tenant_table::TenantTable;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -89,6 +90,13 @@ struct Row {
 
 const COLUMNS: &str = r#""datasourceID", "tenantID", "datasourceTitle", "datasourceType", "datasourceDescription",
     "datasourceTags", "datasourceOptions", "connectionStatus", "creatorID", "createdByApiKeyID", "createdAt", "updatedAt""#;
+
+const TABLE: TenantTable = TenantTable {
+    table: "tblDatasources",
+    id: "datasourceID",
+    columns: COLUMNS,
+    noun: "datasource",
+};
 
 impl Row {
     /// Decrypts the options. A plaintext row (no `__encrypted`) reads as it is; a tampered or
@@ -184,37 +192,16 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<Datasource>> {
     let vault = rt.vault()?;
-    let total: i64 =
-        sqlx::query_scalar(r#"SELECT count(*) FROM "tblDatasources" WHERE "tenantID" = $1"#)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?;
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblDatasources" WHERE "tenantID" = $1
-           ORDER BY "createdAt" DESC, "datasourceID" LIMIT $2 OFFSET $3"#
-    )))
-    .bind(tenant_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await?;
+    let rows: Page<Row> = TABLE.list(pool, tenant_id, page).await?;
     // One row that cannot be decrypted must not hide the others: it is listed with null
     // options (reading it alone reports the error).
-    let items = rows
-        .into_iter()
-        .map(|r| match vault.open(&r.options) {
-            Ok(options) => r.with_options(options),
-            Err(err) => {
-                tracing::warn!(datasource = %r.datasource_id, error = %err, "options do not decrypt");
-                r.with_options(Value::Null)
-            }
-        })
-        .collect();
-    Ok(Page {
-        items,
-        total_count: total,
-        request: page,
-    })
+    Ok(rows.map(|r| match vault.open(&r.options) {
+        Ok(options) => r.with_options(options),
+        Err(err) => {
+            tracing::warn!(datasource = %r.datasource_id, error = %err, "options do not decrypt");
+            r.with_options(Value::Null)
+        }
+    }))
 }
 
 /// One datasource of the tenant, decrypted; `NotFound` for another tenant's.
@@ -224,14 +211,7 @@ pub async fn get(
     tenant_id: TenantId,
     datasource_id: Uuid,
 ) -> Result<Datasource> {
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblDatasources" WHERE "tenantID" = $1 AND "datasourceID" = $2"#
-    )))
-    .bind(tenant_id)
-    .bind(datasource_id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("datasource"))?;
+    let row: Row = TABLE.get(conn, tenant_id, datasource_id).await?;
     row.open(rt.vault()?)
 }
 
@@ -313,17 +293,7 @@ pub async fn delete(
     tenant_id: TenantId,
     datasource_id: Uuid,
 ) -> Result<()> {
-    let done = sqlx::query(
-        r#"DELETE FROM "tblDatasources" WHERE "tenantID" = $1 AND "datasourceID" = $2"#,
-    )
-    .bind(tenant_id)
-    .bind(datasource_id)
-    .execute(conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound("datasource"));
-    }
-    Ok(())
+    TABLE.delete(conn, tenant_id, datasource_id).await
 }
 
 /// Records the outcome of a connection test on a saved datasource.
