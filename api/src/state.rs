@@ -19,6 +19,9 @@ pub struct AppState {
     pub data: Arc<jet_shared::datasource::DataRuntime>,
     /// Fans app-page events out to SSE streams.
     pub pages: crate::page_hub::PageHub,
+    /// Worker roles running in this process (`jet dev`): `/ready` is 503 while one is down.
+    /// Empty for a standalone API.
+    pub worker_roles: jet_shared::lifecycle::RoleHealth,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
                 config.vault_key.clone(),
             )),
             pages: crate::page_hub::PageHub::new(pool.clone()),
+            worker_roles: Default::default(),
             pool,
             config: Arc::new(config),
         })

@@ -2,7 +2,7 @@
 //! subcommands are operator helpers.
 
 mod commands;
-mod pg;
+use jet::pg;
 
 use anyhow::Result;
 

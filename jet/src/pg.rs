@@ -184,6 +184,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops and starts the server on the same port: every connection is terminated
+    /// (`57P01`), as in a real database restart.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.start()
+    }
+
     /// Stops the server (fast mode: in-flight transactions are rolled back).
     pub fn stop(&self) -> Result<()> {
         let out = self

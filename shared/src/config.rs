@@ -88,6 +88,15 @@ pub struct Config {
     pub node_concurrency: usize,
     /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// `JET_WORKER_HEALTH_ADDR`: where `jet-worker` answers `/health` and `/ready` (unset: no
+    /// listener). `/ready` is 503 while any of its roles is down and restarting.
+    pub worker_health_addr: Option<SocketAddr>,
+    /// `JET_NODE_MAX_CLAIMS`: a node execution claimed this many times without a result (its
+    /// worker died or its result could not be stored each time) fails instead of running again.
+    pub node_max_claims: i32,
+    /// `JET_NODE_MAX_OUTPUT_BYTES`: a node whose output is larger fails with a clear error
+    /// instead of bloating every later read of its run's context.
+    pub node_max_output_bytes: usize,
 }
 
 impl Config {
@@ -152,6 +161,15 @@ impl Config {
                 "JET_AUDIT_RETENTION_DAYS",
                 get("JET_AUDIT_RETENTION_DAYS"),
                 "365",
+            )?,
+            worker_health_addr: get("JET_WORKER_HEALTH_ADDR")
+                .map(|v| parse("JET_WORKER_HEALTH_ADDR", Some(v), ""))
+                .transpose()?,
+            node_max_claims: parse("JET_NODE_MAX_CLAIMS", get("JET_NODE_MAX_CLAIMS"), "5")?,
+            node_max_output_bytes: parse(
+                "JET_NODE_MAX_OUTPUT_BYTES",
+                get("JET_NODE_MAX_OUTPUT_BYTES"),
+                "1048576",
             )?,
         })
     }

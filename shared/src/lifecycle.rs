@@ -61,3 +61,94 @@ impl ShutdownTrigger {
         let _ = self.0.send(true);
     }
 }
+
+/// Whether each role of a process is running, for `/ready` and for operators: a role that
+/// keeps failing makes its process unready instead of dying silently. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct RoleHealth(
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, RoleState>>>,
+);
+
+/// One role's state as its supervisor last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleState {
+    /// True while the role runs; false between a failure and its next successful start.
+    pub running: bool,
+    /// How many times the role was restarted after a failure.
+    pub restarts: u64,
+    /// The last failure, for the readiness answer and the logs.
+    pub last_error: Option<String>,
+}
+
+impl RoleHealth {
+    fn update(&self, role: &str, change: impl FnOnce(&mut RoleState)) {
+        let mut roles = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = roles.entry(role.to_owned()).or_insert(RoleState {
+            running: false,
+            restarts: 0,
+            last_error: None,
+        });
+        change(state);
+    }
+
+    /// The role started (or restarted) and runs.
+    pub fn running(&self, role: &str) {
+        self.update(role, |s| s.running = true);
+    }
+
+    /// The role failed with `error`; its supervisor will restart it.
+    pub fn failed(&self, role: &str, error: &str) {
+        self.update(role, |s| {
+            s.running = false;
+            s.restarts += 1;
+            s.last_error = Some(error.to_owned());
+        });
+    }
+
+    /// Every role's state, by name.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, RoleState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `None` when every registered role runs; otherwise why not, naming each stopped role.
+    pub fn unready_reason(&self) -> Option<String> {
+        let down: Vec<String> = self
+            .snapshot()
+            .into_iter()
+            .filter(|(_, s)| !s.running)
+            .map(|(role, s)| match s.last_error {
+                Some(error) => format!("role {role} is restarting after: {error}"),
+                None => format!("role {role} has not started"),
+            })
+            .collect();
+        (!down.is_empty()).then(|| down.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoleHealth;
+
+    #[test]
+    fn a_failed_role_makes_the_process_unready_until_it_runs_again() {
+        let health = RoleHealth::default();
+        health.running("nodes");
+        health.running("commands");
+        assert_eq!(health.unready_reason(), None);
+        health.failed("commands", "pool timed out");
+        let reason = health.unready_reason().expect("unready");
+        assert!(
+            reason.contains("commands") && reason.contains("pool timed out"),
+            "{reason}"
+        );
+        health.running("commands");
+        assert_eq!(health.unready_reason(), None);
+        assert_eq!(health.snapshot()["commands"].restarts, 1);
+    }
+}

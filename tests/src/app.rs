@@ -131,8 +131,20 @@ impl TestApp {
     /// Starts every worker role under `worker_id`; they stop when the returned handle is
     /// stopped (or with the app).
     pub fn start_workers(&self, worker_id: &str) -> Workers {
+        self.start_roles(worker_id, jet_worker::Role::ALL, |_| {})
+    }
+
+    /// Starts `roles` under `worker_id`, with `tune` applied to the test configuration.
+    pub fn start_roles(
+        &self,
+        worker_id: &str,
+        roles: &[jet_worker::Role],
+        tune: impl FnOnce(&mut Config),
+    ) -> Workers {
         let mut config = self.config.clone();
         config.worker_id = Some(worker_id.to_owned());
+        tune(&mut config);
+        let roles = roles.to_vec();
         let (trigger, own) = Shutdown::new();
         let mut app_shutdown = self.shutdown.clone();
         let mut own_wait = own.clone();
@@ -147,8 +159,7 @@ impl TestApp {
         });
         let pool = self.db.pool.clone();
         let task = tokio::spawn(async move {
-            let roles = jet_worker::Role::ALL.to_vec();
-            jet_worker::run_roles(pool, &config, &roles, merged).await
+            jet_worker::run_roles(pool, &config, &roles, Default::default(), merged).await
         });
         Workers { trigger, task }
     }

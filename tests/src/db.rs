@@ -11,9 +11,13 @@ pub fn server_url() -> String {
     })
 }
 
-/// `url` with its database name replaced.
+/// The test server's URL with its database name replaced.
 pub fn url_for(database: &str) -> String {
-    let server = server_url();
+    with_database(&server_url(), database)
+}
+
+/// `server` with its database name replaced.
+fn with_database(server: &str, database: &str) -> String {
     let (base, _) = server.rsplit_once('/').expect("a database URL has a path");
     format!("{base}/{database}")
 }
@@ -24,6 +28,8 @@ pub struct TestDb {
     pub pool: PgPool,
     /// Its name.
     pub name: String,
+    /// The server's URL (any database on it); the shared test server unless given.
+    server: String,
 }
 
 impl TestDb {
@@ -38,9 +44,23 @@ impl TestDb {
         Self::create(None).await
     }
 
+    /// A database migrated from scratch on another server (a private cluster a test can
+    /// restart), given by the URL of any database on it.
+    pub async fn on_server(server: &str) -> Self {
+        let db = Self::create_on(server.to_owned(), None).await;
+        jet_shared::db::migrate(&db.pool)
+            .await
+            .expect("migrate the database");
+        db
+    }
+
     async fn create(template: Option<&str>) -> Self {
+        Self::create_on(server_url(), template).await
+    }
+
+    async fn create_on(server: String, template: Option<&str>) -> Self {
         let name = format!("jet_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&server_url())
+        let mut admin = PgConnection::connect(&server)
             .await
             .expect("connect to the test server");
         let sql = match template {
@@ -51,21 +71,21 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .expect("create test database");
-        let pool = jet_shared::db::connect(&url_for(&name), 10)
+        let pool = jet_shared::db::connect(&with_database(&server, &name), 10)
             .await
             .expect("connect to test database");
-        Self { pool, name }
+        Self { pool, name, server }
     }
 
     /// The database's connection URL.
     pub fn url(&self) -> String {
-        url_for(&self.name)
+        with_database(&self.server, &self.name)
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, server) = (self.name.clone(), self.server.clone());
         // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -73,7 +93,7 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
+                if let Ok(mut admin) = PgConnection::connect(&server).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&mut admin)

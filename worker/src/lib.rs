@@ -3,11 +3,13 @@
 #![doc = include_str!("../README.md")]
 
 pub mod commands;
+mod health;
 pub mod maintenance;
 pub mod nodes;
+pub mod supervise;
 
 use jet_shared::config::Config;
-use jet_shared::lifecycle::Shutdown;
+use jet_shared::lifecycle::{RoleHealth, Shutdown};
 use sqlx::PgPool;
 use std::fmt;
 use std::str::FromStr;
@@ -76,23 +78,37 @@ pub fn parse_roles(spec: Option<&str>) -> Result<Vec<Role>, String> {
     Ok(roles)
 }
 
-/// Runs the selected roles until `shutdown`; returns the first role failure, if any.
+/// Runs the selected roles until `shutdown`, each under a supervisor that restarts it when it
+/// fails and reports it in `health` meanwhile; returns the first error seen at shutdown.
 pub async fn run_roles(
     pool: PgPool,
     config: &Config,
     roles: &[Role],
+    health: RoleHealth,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    use supervise::supervise;
     let mut tasks = tokio::task::JoinSet::new();
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
-    for role in roles {
+    for &role in roles {
         tracing::info!(%role, worker = %worker_id, "starting worker role");
+        let (pool, worker_id, stop) = (pool.clone(), worker_id.clone(), shutdown.clone());
+        let health = health.clone();
         match role {
             Role::Commands => {
-                tasks.spawn(commands::run(
-                    pool.clone(),
-                    worker_id.clone(),
+                tasks.spawn(supervise(
+                    role,
+                    health,
                     shutdown.clone(),
+                    move |generation| {
+                        // A restarted consumer registers under a new name: apalis holds a
+                        // session lock on the old one, possibly on a connection still pooled.
+                        let name = match generation {
+                            0 => worker_id.clone(),
+                            g => format!("{worker_id}-r{g}"),
+                        };
+                        commands::run(pool.clone(), name, stop.clone())
+                    },
                 ));
             }
             Role::Nodes => {
@@ -100,17 +116,21 @@ pub async fn run_roles(
                 let data = std::sync::Arc::new(jet_shared::datasource::DataRuntime::new(
                     config.vault_key.clone(),
                 ));
-                tasks.spawn(nodes::run(
-                    pool.clone(),
-                    worker_id.clone(),
-                    settings,
-                    data,
-                    shutdown.clone(),
-                ));
+                tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
+                    nodes::run(
+                        pool.clone(),
+                        worker_id.clone(),
+                        settings.clone(),
+                        data.clone(),
+                        stop.clone(),
+                    )
+                }));
             }
             Role::Maintenance => {
                 let settings = maintenance::Settings::from_config(config);
-                tasks.spawn(maintenance::run(pool.clone(), settings, shutdown.clone()));
+                tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
+                    maintenance::run(pool.clone(), settings.clone(), stop.clone())
+                }));
             }
         }
     }
@@ -151,7 +171,11 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         signal.await;
         trigger.trigger();
     });
-    run_roles(pool, &config, &roles, shutdown).await
+    let health = RoleHealth::default();
+    if let Some(addr) = config.worker_health_addr {
+        health::serve(addr, health.clone(), shutdown.clone()).await?;
+    }
+    run_roles(pool, &config, &roles, health, shutdown).await
 }
 
 #[cfg(test)]

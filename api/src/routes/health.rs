@@ -30,7 +30,8 @@ pub enum ReadyResponse {
     /// The database is reachable and every migration is applied.
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// The database is unreachable or migrations are pending.
+    /// The database is unreachable, migrations are pending, or a worker role of this process
+    /// (`jet dev`) is down and restarting.
     #[oai(status = 503)]
     NotReady(Json<Readiness>),
 }
@@ -60,6 +61,9 @@ impl HealthApi {
                 reason: Some(reason),
             }))
         };
+        if let Some(reason) = self.state.worker_roles.unready_reason() {
+            return not_ready(reason);
+        }
         match jet_shared::db::pending_migrations(&self.state.pool).await {
             Ok(pending) if pending.is_empty() => ReadyResponse::Ready(Json(Readiness {
                 status: "ready".into(),

@@ -73,7 +73,9 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
 
     let roles = jet_worker::Role::ALL.to_vec();
     let (trigger, shutdown) = Shutdown::new();
-    let state = jet_api::AppState::new(pool.clone(), config.clone())?;
+    let mut state = jet_api::AppState::new(pool.clone(), config.clone())?;
+    let health = jet_shared::lifecycle::RoleHealth::default();
+    state.worker_roles = health.clone();
     let mut api_shutdown = shutdown.clone();
     let mut api = tokio::spawn(jet_api::serve(acceptor, state, async move {
         api_shutdown.wait().await
@@ -81,7 +83,7 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
     let worker_config = config.clone();
     let worker_shutdown = shutdown.clone();
     let mut workers = tokio::spawn(async move {
-        jet_worker::run_roles(pool, &worker_config, &roles, worker_shutdown).await
+        jet_worker::run_roles(pool, &worker_config, &roles, health, worker_shutdown).await
     });
 
     // Stop on a signal, or as soon as either half ends on its own (which is a failure).

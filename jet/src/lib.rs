@@ -1,0 +1,4 @@
+//! The `jet` composition root's reusable part: the private PostgreSQL cluster that `jet dev`
+//! and `jet test` run, also used by the chaos tests to restart a database of their own.
+
+pub mod pg;
