@@ -45,6 +45,18 @@ impl From<sqlx::Error> for Error {
 }
 
 impl Error {
+    /// Whether the database refused the data itself (an invalid value such as a NUL
+    /// character, a value too large): trying again cannot succeed, unlike after a lost
+    /// connection or a lock timeout.
+    pub fn is_data_rejection(&self) -> bool {
+        let Error::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        // SQLSTATE classes 22 (data exception) and 54 (program limit exceeded).
+        db.code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("54"))
+    }
+
     /// A `Forbidden` with the generic `permission_denied` code.
     pub fn permission_denied(permission: &str) -> Self {
         Error::Forbidden {

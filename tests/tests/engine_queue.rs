@@ -1,7 +1,8 @@
 //! The node-execution queue under stress conditions: duplicate delivery, two settlers racing
 //! for the instance CAS, expired leases, tenant fairness, and a delay that outlives a worker.
 
-use jet_shared::workflow::queue::{self, NodeResult, Settled};
+use jet_shared::workflow::queue;
+use jet_shared::workflow::settle::{self, NodeResult, Settled};
 use jet_shared::workflow::{definition, instance, nodes};
 use jet_tests::TestApp;
 use jet_tests::flow::{Flow, completed};
@@ -44,7 +45,7 @@ async fn run_claimed(app: &TestApp, workflow: Uuid, c: &queue::Claimed, owner: &
         Duration::from_secs(5),
     )
     .expect("node runs");
-    queue::settle(
+    settle::settle(
         &app.db.pool,
         c,
         owner,
@@ -199,7 +200,7 @@ async fn a_settle_that_loses_the_cas_retries_and_lands_once() {
                 Duration::from_secs(5),
             )
             .expect("runs");
-            queue::settle(&pool, &c, "w", &graph, &NodeResult::Completed(outcome))
+            settle::settle(&pool, &c, "w", &graph, &NodeResult::Completed(outcome))
                 .await
                 .expect("settle")
         })
@@ -397,7 +398,7 @@ async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
     let ctx = instance::load_context(&app.db.pool, instance_id)
         .await
         .expect("ctx");
-    let pending: Vec<queue::Pending> = both
+    let pending: Vec<settle::Pending> = both
         .iter()
         .map(|c| {
             let node = &graph.nodes[&c.node_id];
@@ -409,7 +410,7 @@ async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
                 Duration::from_secs(5),
             )
             .expect("runs");
-            queue::Pending {
+            settle::Pending {
                 claimed: c.clone(),
                 graph: graph.clone(),
                 result: NodeResult::Completed(outcome),
@@ -432,10 +433,26 @@ async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
     .await
     .expect("rival bump");
     let pool = app.db.pool.clone();
-    let batch = tokio::spawn(async move { queue::settle_batch(&pool, "w", pending).await });
+    // The rival holds the instance: the batch does not wait for it, it hands the results
+    // back to try again, as the worker does until the lock is gone.
+    let batch = tokio::spawn(async move {
+        let (mut results, mut pending, mut busy_rounds) = (Vec::new(), pending, 0);
+        while !pending.is_empty() {
+            let round = settle::settle_batch(&pool, "w", pending).await;
+            results.extend(round.outcomes);
+            busy_rounds += usize::from(!round.busy.is_empty());
+            pending = round.busy;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (results, busy_rounds)
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     rival.commit().await.expect("rival commits");
-    let results = batch.await.expect("task");
+    let (results, busy_rounds) = batch.await.expect("task");
+    assert!(
+        busy_rounds >= 1,
+        "the locked instance was handed back, not waited for"
+    );
     assert_eq!(results.len(), 2);
     assert!(
         results

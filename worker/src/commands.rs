@@ -33,7 +33,7 @@ async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDyn
                 // A workflow that cannot start (edited into an invalid graph) fails its
                 // instance instead of retrying forever.
                 tracing::warn!(%instance_id, error = %err, "instance cannot start");
-                jet_shared::workflow::queue::finish_instance(
+                jet_shared::workflow::finish::finish_instance(
                     &mut tx,
                     instance_id,
                     "FAILED",

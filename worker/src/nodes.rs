@@ -9,13 +9,13 @@ use jet_shared::ids::TenantId;
 use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::graph::Graph;
 use jet_shared::workflow::nodes::{ErrorMode, NodeType, Outcome};
-use jet_shared::workflow::queue::{self, Claimed, NodeResult, Settled};
-use jet_shared::workflow::{definition, nodes, subworkflow};
+use jet_shared::workflow::queue::{self, Claimed};
+use jet_shared::workflow::settle::{self, NodeResult, Settled};
+use jet_shared::workflow::{definition, nodes, storable, subworkflow};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// Tunables of the node loop.
@@ -29,6 +29,10 @@ pub struct Settings {
     pub lease: Duration,
     /// Poll interval when no NOTIFY arrives.
     pub poll: Duration,
+    /// Claims without a result after which an execution fails instead of running again.
+    pub max_claims: i32,
+    /// Largest node output stored; a larger one fails its node.
+    pub max_output_bytes: usize,
 }
 
 impl Settings {
@@ -38,6 +42,8 @@ impl Settings {
             batch: config.node_batch.clamp(1, 1000),
             concurrency: config.node_concurrency.clamp(1, 64),
             lease: Duration::from_secs(config.node_lease_seconds.clamp(1, 3600)),
+            max_claims: config.node_max_claims.clamp(1, 1000),
+            max_output_bytes: config.node_max_output_bytes.max(1024),
             ..Self::default()
         }
     }
@@ -50,6 +56,8 @@ impl Default for Settings {
             concurrency: 4,
             lease: Duration::from_secs(10),
             poll: Duration::from_millis(500),
+            max_claims: 5,
+            max_output_bytes: 1 << 20,
         }
     }
 }
@@ -98,43 +106,47 @@ fn jitter() -> f64 {
     f64::from(nanos % 1001) / 1000.0
 }
 
-/// A workflow's graph as of one `updatedAt`.
-#[derive(Clone)]
-struct CachedWorkflow {
-    updated_at: chrono::DateTime<chrono::Utc>,
-    graph: Arc<Graph>,
-}
-
-/// Workflow graphs by id, reloaded when the workflow's `updatedAt` moves, so a batch does not
-/// reload the same graph for every node.
+/// Graphs of published workflow versions. A version never changes, so an entry never goes
+/// stale; loading and validating happen outside the lock, so one big graph cannot stall the
+/// other claim loops.
 #[derive(Default)]
-struct GraphCache(Mutex<HashMap<Uuid, CachedWorkflow>>);
+struct GraphCache(std::sync::Mutex<HashMap<(Uuid, i32), Arc<Graph>>>);
+
+/// Versions kept; past this the cache starts afresh (cheap: a miss is one indexed read).
+const GRAPH_CACHE_LIMIT: usize = 1024;
 
 impl GraphCache {
-    /// The graph as of `updated_at` (read with the batch); reloaded when it moved.
+    fn lookup(&self, key: (Uuid, i32)) -> Option<Arc<Graph>> {
+        let cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(&key).cloned()
+    }
+
+    /// The graph of `version` of `workflow_id`, loaded on first use.
     async fn get(
         &self,
         pool: &PgPool,
         workflow_id: Uuid,
-        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+        version: i32,
     ) -> anyhow::Result<Arc<Graph>> {
-        let mut cache = self.0.lock().await;
-        if let Some(hit) = cache.get(&workflow_id)
-            && Some(hit.updated_at) == updated_at
-        {
-            return Ok(hit.graph.clone());
+        let key = (workflow_id, version);
+        if let Some(hit) = self.lookup(key) {
+            return Ok(hit);
         }
         let mut conn = pool.acquire().await?;
-        let graph = Arc::new(definition::load_graph(&mut conn, workflow_id).await?);
-        if let Some(updated_at) = updated_at {
-            cache.insert(
-                workflow_id,
-                CachedWorkflow {
-                    updated_at,
-                    graph: graph.clone(),
-                },
-            );
+        let stored = definition::load_version(&mut conn, workflow_id, version).await?;
+        drop(conn);
+        let graph = Arc::new(tokio::task::spawn_blocking(move || stored.graph()).await??);
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= GRAPH_CACHE_LIMIT {
+            cache.clear();
         }
+        cache.insert(key, graph.clone());
         Ok(graph)
     }
 }
@@ -160,15 +172,14 @@ pub async fn run(
     let cache = Arc::new(GraphCache::default());
     let mut loops = tokio::task::JoinSet::new();
     for n in 0..settings.concurrency {
-        loops.spawn(claim_loop(
-            pool.clone(),
-            format!("{worker_id}-nodes-{n}"),
-            settings.clone(),
-            cache.clone(),
-            data.clone(),
-            wake.clone(),
-            shutdown.clone(),
-        ));
+        let ctx = LoopContext {
+            pool: pool.clone(),
+            owner: format!("{worker_id}-nodes-{n}"),
+            settings: settings.clone(),
+            cache: cache.clone(),
+            data: data.clone(),
+        };
+        loops.spawn(claim_loop(ctx, wake.clone(), shutdown.clone()));
     }
     let mut stopping = shutdown.clone();
     loop {
@@ -191,31 +202,55 @@ pub async fn run(
     Ok(())
 }
 
-/// One claim loop: claim a batch, run it, settle it; sleep until woken or the poll interval
-/// when there is nothing to claim. Expired leases are reaped along the way.
-async fn claim_loop(
+/// What a claim loop's batches share: the pool, the lease owner, settings and caches.
+struct LoopContext {
     pool: PgPool,
     owner: String,
     settings: Settings,
     cache: Arc<GraphCache>,
     data: Arc<DataRuntime>,
+}
+
+/// One claim loop: claim a batch, run it, and claim again as soon as the batch's early
+/// results are settled; sleep until woken or the poll interval when there is nothing to
+/// claim. Stragglers (slow nodes, results whose instance is locked) finish in the background
+/// within a budget of `2 × batch` executions in flight per loop. Expired leases are reaped
+/// along the way. On shutdown, every batch in flight is finished before the loop returns.
+async fn claim_loop(
+    ctx: LoopContext,
     wake: Arc<tokio::sync::Notify>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let ctx = Arc::new(ctx);
+    let settings = &ctx.settings;
+    let slots = Arc::new(tokio::sync::Semaphore::new(2 * settings.batch as usize));
+    let mut batches = tokio::task::JoinSet::new();
     let mut last_reap = tokio::time::Instant::now();
     loop {
+        while batches.try_join_next().is_some() {}
         if shutdown.is_triggered() {
-            return Ok(());
+            break;
         }
         if last_reap.elapsed() >= settings.lease / 2 {
-            match queue::reap_expired(&pool).await {
+            match queue::reap_expired(&ctx.pool).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(reaped = n, "returned expired leases to the ready set"),
                 Err(err) => tracing::warn!(error = %err, "reaping failed"),
             }
             last_reap = tokio::time::Instant::now();
         }
-        let claimed = match queue::claim(&pool, &owner, settings.lease, settings.batch).await {
+        let mut permits = tokio::select! {
+            () = shutdown.wait() => break,
+            first = slots.clone().acquire_owned() => vec![first?],
+        };
+        while (permits.len() as i64) < settings.batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let want = permits.len() as i64;
+        let claimed = match queue::claim(&ctx.pool, &ctx.owner, settings.lease, want).await {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(error = %err, "claim failed; retrying");
@@ -224,9 +259,10 @@ async fn claim_loop(
             }
         };
         if claimed.is_empty() {
+            drop(permits);
             // NOTIFY is only a hint: whatever wakes the loop, it re-queries.
             tokio::select! {
-                () = shutdown.wait() => return Ok(()),
+                () = shutdown.wait() => break,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(settings.poll) => {}
             }
@@ -235,16 +271,20 @@ async fn claim_loop(
         if claimed.len() as i64 == settings.batch {
             wake.notify_one();
         }
-        if let Err(err) = run_batch(&pool, &owner, &cache, &data, claimed, settings.lease).await {
-            tracing::warn!(error = %err, "batch not settled; its leases will expire and it runs again");
-        }
+        permits.truncate(claimed.len());
+        let (early, settled_early) = tokio::sync::oneshot::channel();
+        batches.spawn(run_batch(ctx.clone(), claimed, permits, early));
+        // Either the early results are settled or the batch ended; claim again.
+        let _ = settled_early.await;
     }
+    while batches.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// What became of one claimed execution after running it.
 enum Ran {
     /// Ready to settle.
-    Settle(queue::Pending),
+    Settle(settle::Pending),
     /// Failed with retries left: give it back, due after `delay`.
     Retry(Claimed, Duration, String),
     /// Its instance is no longer running: drop it.
@@ -254,71 +294,191 @@ enum Ran {
     Parked,
 }
 
+/// Results that finish within this window of the first settle together; a slower node
+/// settles later on its own, so it never holds the rest of its batch.
+const SETTLE_WINDOW: Duration = Duration::from_millis(20);
+
+/// How long a result whose instance another transaction holds keeps being tried (its lease
+/// kept alive meanwhile) before it is let go, and its node runs again elsewhere.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(60);
+
+/// A node's run, finished, with the slot it holds in its claim loop's budget.
+type Finished = (
+    anyhow::Result<Ran>,
+    tokio::sync::OwnedSemaphorePermit,
+    Duration,
+);
+
 /// Runs a claimed batch: one read for all contexts, the nodes concurrently (scripts on
-/// blocking threads), then one settle transaction for all results.
+/// blocking threads), and settles their results as they finish: whatever finishes within
+/// [`SETTLE_WINDOW`] of the first goes into one settle transaction, the rest into later ones.
+/// `early` is told once the first group is settled, so the claim loop moves on while
+/// stragglers finish here. A result whose instance is locked elsewhere is tried again with
+/// backoff, its lease kept, for up to [`MAX_BUSY_WAIT`].
 async fn run_batch(
+    ctx: Arc<LoopContext>,
+    claimed: Vec<Claimed>,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    early: tokio::sync::oneshot::Sender<()>,
+) {
+    use futures::FutureExt as _;
+    use futures::StreamExt as _;
+    let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
+    let views = match queue::prepare(&ctx.pool, &instance_ids).await {
+        Ok(views) => views,
+        Err(err) => {
+            tracing::warn!(error = %err, "batch not read; its leases will expire and it runs again");
+            return;
+        }
+    };
+    // Keep every lease of the batch until its last result is settled.
+    let heartbeat = keep_leases(&ctx.pool, &ctx.owner, &claimed, ctx.settings.lease);
+    let mut running = futures::stream::FuturesUnordered::new();
+    for (c, permit) in claimed.into_iter().zip(permits) {
+        let view = views.get(&c.instance_id).cloned();
+        let ctx = ctx.clone();
+        running.push(
+            async move {
+                let ran = run_one(
+                    &ctx.pool,
+                    &ctx.owner,
+                    &ctx.cache,
+                    &ctx.data,
+                    c,
+                    view,
+                    &ctx.settings,
+                )
+                .await;
+                (ran, permit, Duration::ZERO)
+            }
+            .boxed(),
+        );
+    }
+    let mut early = Some(early);
+    while let Some(first) = running.next().await {
+        let mut ran: Vec<Finished> = vec![first];
+        let window = tokio::time::sleep(SETTLE_WINDOW);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                next = running.next() => match next {
+                    Some(r) => ran.push(r),
+                    None => break,
+                },
+                () = &mut window => break,
+            }
+        }
+        for (pending, permit, waited) in settle_ran(&ctx.pool, &ctx.owner, ran).await {
+            if waited >= MAX_BUSY_WAIT {
+                tracing::warn!(instance = %pending.claimed.instance_id, node = %pending.claimed.node_id,
+                    "instance stayed locked by another transaction; letting the lease expire");
+                continue;
+            }
+            let pause = (Duration::from_millis(20) * 2u32.pow(waited.as_secs().min(5) as u32))
+                .min(Duration::from_secs(1));
+            running.push(
+                async move {
+                    tokio::time::sleep(pause).await;
+                    (Ok(Ran::Settle(pending)), permit, waited + pause)
+                }
+                .boxed(),
+            );
+        }
+        if let Some(early) = early.take() {
+            let _ = early.send(());
+        }
+    }
+    heartbeat.abort();
+}
+
+/// Extends the leases of `claimed` every third of a lease until aborted. A failed heartbeat
+/// (a lost connection, a restarting database) is retried at the next tick: stopping at the
+/// first error would let long nodes lose their leases and run twice.
+fn keep_leases(
     pool: &PgPool,
     owner: &str,
-    cache: &GraphCache,
-    data: &DataRuntime,
-    claimed: Vec<Claimed>,
+    claimed: &[Claimed],
     lease: Duration,
-) -> anyhow::Result<()> {
-    let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
-    let views = queue::prepare(pool, &instance_ids).await?;
-    // Keep every lease of the batch while it runs (only long nodes outlive a third of it).
-    let heartbeat = {
-        let (pool, owner) = (pool.clone(), owner.to_owned());
-        let held: Vec<(i64, i32)> = claimed
-            .iter()
-            .map(|c| (c.execution_id, c.claim_count))
-            .collect();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                if queue::heartbeat_batch(&pool, &owner, &held, lease)
-                    .await
-                    .is_err()
-                {
-                    return;
+) -> tokio::task::JoinHandle<()> {
+    let (pool, owner) = (pool.clone(), owner.to_owned());
+    let held: Vec<(i64, i32)> = claimed
+        .iter()
+        .map(|c| (c.execution_id, c.claim_count))
+        .collect();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(err) = queue::heartbeat_batch(&pool, &owner, &held, lease).await {
+                tracing::warn!(error = %err, "lease heartbeat failed; retrying at the next tick");
+            }
+        }
+    })
+}
+
+/// Settles the results of finished nodes, hands back failed tries and drops results of runs
+/// that ended; returns the results whose instance another transaction holds, to try again.
+/// One failure never keeps the others from being settled.
+async fn settle_ran(
+    pool: &PgPool,
+    owner: &str,
+    ran: Vec<Finished>,
+) -> Vec<(settle::Pending, tokio::sync::OwnedSemaphorePermit, Duration)> {
+    let mut pending = Vec::new();
+    let mut held = HashMap::new();
+    for (outcome, permit, waited) in ran {
+        match outcome {
+            Ok(Ran::Settle(p)) => {
+                held.insert(p.claimed.execution_id, (permit, waited));
+                pending.push(p);
+            }
+            Ok(Ran::Retry(c, delay, message)) => {
+                if let Err(err) = queue::release(pool, &c, owner, Some((delay, &message))).await {
+                    tracing::warn!(instance = %c.instance_id, node = %c.node_id, error = %err,
+                        "retry not recorded; the lease will expire and the node runs again");
                 }
             }
-        })
-    };
-    let mut runs = Vec::with_capacity(claimed.len());
-    for c in claimed {
-        let view = views.get(&c.instance_id).cloned();
-        runs.push(run_one(pool, owner, cache, data, c, view));
-    }
-    let ran = futures::future::join_all(runs).await;
-    heartbeat.abort();
-
-    let mut pending = Vec::new();
-    for outcome in ran {
-        match outcome {
-            Ok(Ran::Settle(p)) => pending.push(p),
-            Ok(Ran::Retry(c, delay, message)) => {
-                queue::release(pool, &c, owner, Some((delay, &message))).await?;
+            Ok(Ran::Discard(c)) => {
+                if let Err(err) = queue::discard(pool, &c, owner).await {
+                    tracing::warn!(instance = %c.instance_id, node = %c.node_id, error = %err, "discard failed");
+                }
             }
-            Ok(Ran::Discard(c)) => queue::discard(pool, &c, owner).await?,
             Ok(Ran::Parked) => {}
             Err(err) => tracing::warn!(error = %err, "node not run; its lease will expire"),
         }
     }
-    for (execution, result) in queue::settle_batch(pool, owner, pending).await {
+    let names: HashMap<i64, (Uuid, String)> = pending
+        .iter()
+        .map(|p| {
+            let c = &p.claimed;
+            (c.execution_id, (c.instance_id, c.node_id.clone()))
+        })
+        .collect();
+    let settled = settle::settle_batch(pool, owner, pending).await;
+    for (execution, result) in settled.outcomes {
+        let (instance, node) = names.get(&execution).cloned().unwrap_or_default();
         match result {
             Ok(Settled::LostLease) => tracing::warn!(
-                execution,
+                %instance, %node, execution,
                 "lease lost before settling; another worker runs this node"
             ),
-            Ok(Settled::Duplicate) => tracing::info!(execution, "duplicate result ignored"),
+            Ok(Settled::Duplicate) => {
+                tracing::info!(%instance, %node, execution, "duplicate result ignored")
+            }
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!(execution, error = %err, "settle failed; the lease will expire and the node runs again")
+                tracing::warn!(%instance, %node, execution, error = %err,
+                    "settle failed; the lease will expire and the node runs again")
             }
         }
     }
-    Ok(())
+    settled
+        .busy
+        .into_iter()
+        .filter_map(|p| {
+            let (permit, waited) = held.remove(&p.claimed.execution_id)?;
+            Some((p, permit, waited))
+        })
+        .collect()
 }
 
 /// Runs one node of a batch.
@@ -329,28 +489,49 @@ async fn run_one(
     data: &DataRuntime,
     c: Claimed,
     view: Option<queue::InstanceView>,
+    settings: &Settings,
 ) -> anyhow::Result<Ran> {
     let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
     let _guard = span.enter();
     let Some(view) = view.filter(|v| v.status == "RUNNING") else {
         return Ok(Ran::Discard(c));
     };
-    let (graph, options) = match view.workflow_id {
-        Some(workflow_id) => (
-            cache
-                .get(pool, workflow_id, view.workflow_updated_at)
-                .await?,
+    // Claims that never produced a result: each ended with a dead worker or a result that
+    // could not be stored. Running it again would repeat its side effects for nothing.
+    let unsettled_claims = c.claim_count - c.retry_count;
+    if unsettled_claims > settings.max_claims {
+        let message = format!(
+            "the node was claimed {unsettled_claims} times without a result (its worker stopped or its result could not be stored); giving up (JET_NODE_MAX_CLAIMS = {})",
+            settings.max_claims
+        );
+        tracing::warn!(error = %message, "node fails instead of running again");
+        let graph = match (view.workflow_id, view.workflow_version) {
+            (Some(workflow_id), Some(version)) => cache.get(pool, workflow_id, version).await?,
+            _ => Arc::new(Graph {
+                nodes: Default::default(),
+                edges: vec![],
+            }),
+        };
+        return Ok(Ran::Settle(settle::Pending {
+            claimed: c,
+            graph,
+            result: NodeResult::Failed(message),
+        }));
+    }
+    let (graph, options) = match (view.workflow_id, view.workflow_version) {
+        (Some(workflow_id), Some(version)) => (
+            cache.get(pool, workflow_id, version).await?,
             view.workflow_options.clone(),
         ),
         // A test run carries its graph in its context.
-        None => match jet_shared::workflow::instance::test_graph(&view.context) {
+        _ => match jet_shared::workflow::instance::test_graph(&view.context) {
             Ok((graph, options)) => (Arc::new(graph), options),
             Err(err) => {
                 let empty = Arc::new(Graph {
                     nodes: Default::default(),
                     edges: vec![],
                 });
-                return Ok(Ran::Settle(queue::Pending {
+                return Ok(Ran::Settle(settle::Pending {
                     claimed: c,
                     graph: empty,
                     result: NodeResult::Failed(err.to_string()),
@@ -360,7 +541,7 @@ async fn run_one(
     };
     let Some(node) = graph.nodes.get(&c.node_id).cloned() else {
         let result = NodeResult::Failed(format!("node {} is no longer in the workflow", c.node_id));
-        return Ok(Ran::Settle(queue::Pending {
+        return Ok(Ran::Settle(settle::Pending {
             claimed: c,
             graph,
             result,
@@ -425,13 +606,16 @@ async fn run_one(
             timeout,
         )
     };
+    // A result that cannot be stored is the node's failure, not its settle's.
+    let result = result
+        .and_then(|outcome| storable::check(&outcome, settings.max_output_bytes).map(|()| outcome));
     Ok(conclude(
         c,
         graph,
         node.node_type,
         &node.config,
         policy,
-        result,
+        result.map_err(|message| storable::scrub_message(&message)),
     ))
 }
 
@@ -460,7 +644,7 @@ fn conclude(
         }
         Err(message) => NodeResult::Failed(message),
     };
-    Ran::Settle(queue::Pending {
+    Ran::Settle(settle::Pending {
         claimed: c,
         graph,
         result,

@@ -439,6 +439,7 @@ impl WorkflowsApi {
             }
             None => vec![],
         };
+        definition::publish(&mut tx, workflow_id.0).await?;
         let def = definition::get(&mut tx, tenant, workflow_id.0).await?;
         tx.commit().await?;
         Ok(Json(detail(def, warnings)))

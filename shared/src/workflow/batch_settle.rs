@@ -8,10 +8,9 @@
 //! here, and a concurrent settle of the same instance waits, then loses its own CAS and
 //! retries.
 
-use super::queue::{
-    Dispatch, NodeResult, Pending, Settled, completion_payload, dispatch_many, finish_many,
-    without_pending_work,
-};
+use super::finish::{finish_many, without_pending_work};
+use super::queue::{Dispatch, dispatch_many};
+use super::settle::{NodeResult, Pending, Settled, completion_payload};
 use crate::Result;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -36,23 +35,45 @@ pub(crate) fn eligible(p: &Pending, alone: bool) -> bool {
 }
 
 /// Locks the instances of a batch for the transaction, in id order (so two workers' batches
-/// cannot deadlock), and returns their statuses.
-pub(crate) async fn lock(
-    conn: &mut PgConnection,
-    pending: &[Pending],
-) -> Result<HashMap<Uuid, String>> {
+/// cannot deadlock), and returns the statuses of those it locked. An instance locked by
+/// another transaction is skipped rather than waited for: its results are settled in a later
+/// round, so one held lock cannot stall the whole batch (and the pool with it).
+pub(crate) async fn lock(conn: &mut PgConnection, pending: &[Pending]) -> Result<Locked> {
     let mut ids: Vec<Uuid> = pending.iter().map(|p| p.claimed.instance_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(sqlx::query_as::<_, (Uuid, String)>(
+    let statuses: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
         r#"SELECT "instanceID", "status" FROM "tblWorkflowInstances"
-           WHERE "instanceID" = ANY($1) ORDER BY "instanceID" FOR UPDATE"#,
+           WHERE "instanceID" = ANY($1) ORDER BY "instanceID" FOR UPDATE SKIP LOCKED"#,
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .collect())
+    .collect();
+    ids.retain(|id| !statuses.contains_key(id));
+    // Skipped ones that still exist are busy; the others were deleted (their results find
+    // no execution row to fence and are dropped).
+    let busy: HashSet<Uuid> = if ids.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
+            r#"SELECT "instanceID" FROM "tblWorkflowInstances" WHERE "instanceID" = ANY($1)"#,
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    Ok(Locked { statuses, busy })
+}
+
+/// What [`lock`] got: the statuses of the instances it locked, and the instances it skipped
+/// because another transaction holds them.
+pub(crate) struct Locked {
+    pub statuses: HashMap<Uuid, String>,
+    pub busy: HashSet<Uuid>,
 }
 
 /// Settles eligible results (each its instance's only one in the batch, instance locked)
@@ -144,7 +165,7 @@ async fn record(conn: &mut PgConnection, items: &[&Pending]) -> Result<HashSet<i
              ("instanceID", "nodeID", "eventType", "nodeStatus", "outputVariable", "payload", "nodeAttempt")
            SELECT i, n, 'NODE_COMPLETED', 'success', v, p, a
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[]) AS r(i, n, v, p, a)
-           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL DO NOTHING
+           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL AND "eventType" <> 'NODE_RETRY' DO NOTHING
            RETURNING "instanceID", "nodeID", "nodeAttempt""#,
     )
     .bind(&instances)

@@ -1,5 +1,7 @@
 //! Stored workflow definitions: `tblWorkflows` + `tblWorkflowNodes` + `tblWorkflowEdge`.
-//! A save replaces all nodes and edges in one transaction, as upstream does.
+//! A save replaces all nodes and edges in one transaction, as upstream does, and publishes
+//! the result as an immutable version (`tblWorkflowVersions`). Instances pin the version they
+//! started on and the engine reads only versions, so a save never touches a running run.
 
 use super::graph::{EditorEdge, EditorNode, Graph};
 use crate::api_key::Creator;
@@ -80,7 +82,89 @@ pub async fn insert(
     .fetch_one(&mut *conn)
     .await?;
     replace_graph(conn, workflow.workflow_id, nodes, edges).await?;
+    publish(conn, workflow.workflow_id).await?;
     Ok(workflow)
+}
+
+/// Publishes the workflow's graph and options as they are stored now as its next version,
+/// which new instances start on. Runs already going keep the version they started with.
+pub async fn publish(conn: &mut PgConnection, workflow_id: Uuid) -> Result<i32> {
+    let (nodes, edges) = load_editor_graph(&mut *conn, workflow_id).await?;
+    let start = nodes
+        .iter()
+        .find(|n| n.node_type == "start")
+        .map(|n| n.id.clone());
+    let to_json = |v: serde_json::Result<Value>| {
+        v.map_err(|e| Error::Invalid(format!("the graph cannot be stored: {e}")))
+    };
+    let (nodes, edges) = (
+        to_json(serde_json::to_value(&nodes))?,
+        to_json(serde_json::to_value(&edges))?,
+    );
+    Ok(sqlx::query_scalar(
+        r#"WITH w AS (
+             UPDATE "tblWorkflows" SET "currentVersion" = "currentVersion" + 1 WHERE "workflowID" = $1
+             RETURNING "currentVersion", "workflowOptions")
+           INSERT INTO "tblWorkflowVersions" ("workflowID", "version", "nodes", "edges", "workflowOptions", "startNodeID")
+           SELECT $1, w."currentVersion", $2, $3, COALESCE(w."workflowOptions", '{}'), $4 FROM w
+           RETURNING "version""#,
+    )
+    .bind(workflow_id)
+    .bind(&nodes)
+    .bind(&edges)
+    .bind(start)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A published version of a workflow: the graph and options its instances run with.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub nodes: Vec<EditorNode>,
+    pub edges: Vec<EditorEdge>,
+    pub options: Value,
+}
+
+impl Version {
+    /// The runnable graph; an error when the stored graph no longer validates (it did when
+    /// it was saved, so only a change of the rules can cause this).
+    pub fn graph(&self) -> Result<Graph> {
+        Graph::validate(&self.nodes, &self.edges)
+            .map(|v| v.graph)
+            .map_err(|problems| {
+                Error::Invalid(
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })
+    }
+}
+
+/// Reads a published version; `NotFound` when it does not exist (its workflow was deleted).
+pub async fn load_version(
+    conn: &mut PgConnection,
+    workflow_id: Uuid,
+    version: i32,
+) -> Result<Version> {
+    let row: Option<(Value, Value, Value)> = sqlx::query_as(
+        r#"SELECT "nodes", "edges", "workflowOptions" FROM "tblWorkflowVersions"
+           WHERE "workflowID" = $1 AND "version" = $2"#,
+    )
+    .bind(workflow_id)
+    .bind(version)
+    .fetch_optional(conn)
+    .await?;
+    let (nodes, edges, options) = row.ok_or(Error::NotFound("workflow version"))?;
+    let bad =
+        |e: serde_json::Error| Error::Invalid(format!("stored workflow version is malformed: {e}"));
+    Ok(Version {
+        nodes: serde_json::from_value(nodes).map_err(bad)?,
+        edges: serde_json::from_value(edges).map_err(bad)?,
+        options,
+    })
 }
 
 /// Replaces all nodes and edges of a workflow.
@@ -277,20 +361,16 @@ async fn load_editor_graph(
     Ok((nodes, edges))
 }
 
-/// The runnable graph of a stored workflow (used by the engine).
+/// The runnable graph of the workflow's current version (what a new run would execute).
 pub async fn load_graph(conn: &mut PgConnection, workflow_id: Uuid) -> Result<Graph> {
-    let (nodes, edges) = load_editor_graph(conn, workflow_id).await?;
-    Graph::validate(&nodes, &edges)
-        .map(|v| v.graph)
-        .map_err(|problems| {
-            Error::Invalid(
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })
+    let version: i32 = sqlx::query_scalar(
+        r#"SELECT "currentVersion" FROM "tblWorkflows" WHERE "workflowID" = $1"#,
+    )
+    .bind(workflow_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound("workflow"))?;
+    load_version(conn, workflow_id, version).await?.graph()
 }
 
 /// Deletes a workflow with its graph and its instances (logs and queued executions go by

@@ -3,7 +3,8 @@
 
 use super::definition;
 use super::nodes::Outcome;
-use super::queue::{self, Claimed, NodeResult, Step};
+use super::queue::Claimed;
+use super::settle::{self, NodeResult, Step};
 use crate::commands::{self, Command};
 use crate::ids::TenantId;
 use crate::{Error, Result};
@@ -21,6 +22,9 @@ pub struct Request {
     pub instance_id: Uuid,
     #[sqlx(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
+    /// The definition version its instance runs.
+    #[sqlx(rename = "workflowVersion")]
+    pub workflow_version: Option<i32>,
     #[sqlx(rename = "tenantID")]
     pub tenant_id: TenantId,
     #[sqlx(rename = "nodeID")]
@@ -42,7 +46,7 @@ pub struct Request {
     pub created_at: DateTime<Utc>,
 }
 
-const SELECT: &str = r#"SELECT r."collectionRequestID", r."instanceID", i."workflowID", i."tenantID", r."nodeID",
+const SELECT: &str = r#"SELECT r."collectionRequestID", r."instanceID", i."workflowID", i."workflowVersion", i."tenantID", r."nodeID",
     r."nodeAttempt", r."status", r."collectionType", r."collectionConfig", r."submittedData", r."expiresAt", r."createdAt"
     FROM "tblWorkflowDataCollectionRequests" r JOIN "tblWorkflowInstances" i ON i."instanceID" = r."instanceID""#;
 
@@ -184,13 +188,21 @@ pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
         let Some(request) = request else {
             return Ok(false);
         };
-        let Some(workflow_id) = request.workflow_id else {
-            return Ok(false);
-        };
         if request.status == "PENDING" || request.status == "CANCELLED" {
             return Ok(false);
         }
-        let graph = definition::load_graph(&mut tx, workflow_id).await?;
+        let graph = match (request.workflow_id, request.workflow_version) {
+            (Some(workflow_id), Some(version)) => {
+                definition::load_version(&mut tx, workflow_id, version)
+                    .await?
+                    .graph()?
+            }
+            // A test run carries its graph in its context.
+            _ => {
+                let ctx = super::instance::load_context(&mut *tx, request.instance_id).await?;
+                super::instance::test_graph(&ctx)?.0
+            }
+        };
         let node_id = request.node_id.to_string();
         let result = resumed_result(&request, |handle| graph.has_handle(&node_id, handle));
         let claimed = Claimed {
@@ -203,7 +215,16 @@ pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
             retry_count: 0,
             claim_count: 0,
         };
-        match queue::record_and_advance(&mut tx, &claimed, &graph, &result).await? {
+        // Until now the answer counted as pending work of its run; from here its branch
+        // moves on (or ends the run) in this same transaction.
+        sqlx::query(
+            r#"UPDATE "tblWorkflowDataCollectionRequests" SET "resumedAt" = now()
+               WHERE "collectionRequestID" = $1"#,
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        match settle::record_and_advance(&mut tx, &claimed, &graph, &result).await? {
             Step::Done(_) => {
                 tx.commit().await?;
                 return Ok(true);

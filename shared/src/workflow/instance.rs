@@ -161,12 +161,13 @@ pub async fn create_from(
     // Validation guarantees exactly one start node per saved workflow; none, no row.
     let instance_id: Option<Uuid> = sqlx::query_scalar(
         r#"WITH start AS (
-             SELECT "nodeID"::text AS node FROM "tblWorkflowNodes"
-             WHERE "workflowID" = $1 AND "nodeType" = 'start' LIMIT 1),
+             SELECT v."startNodeID" AS node, v."version" FROM "tblWorkflows" w
+             JOIN "tblWorkflowVersions" v ON v."workflowID" = w."workflowID" AND v."version" = w."currentVersion"
+             WHERE w."workflowID" = $1 AND v."startNodeID" IS NOT NULL),
            inst AS (
              INSERT INTO "tblWorkflowInstances"
-               ("workflowID", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
-             SELECT $1, $2, 'RUNNING', now(), $3, $4, $5 FROM start RETURNING "instanceID"),
+               ("workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
+             SELECT $1, start."version", $2, 'RUNNING', now(), $3, $4, $5 FROM start RETURNING "instanceID"),
            logged AS (
              INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "outputVariable", "payload", "nodeAttempt")
              SELECT inst."instanceID", NULL, 'INPUT_SET', 'input', $6::jsonb, NULL FROM inst
@@ -284,8 +285,8 @@ pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
         r#"SELECT i."tenantID", i."status",
                   EXISTS (SELECT 1 FROM "tblWorkflowInstanceLogs" l
                           WHERE l."instanceID" = i."instanceID" AND l."eventType" = 'NODE_DISPATCHED'),
-                  (SELECT n."nodeID"::text FROM "tblWorkflowNodes" n
-                   WHERE n."workflowID" = i."workflowID" AND n."nodeType" = 'start' LIMIT 1)
+                  (SELECT v."startNodeID" FROM "tblWorkflowVersions" v
+                   WHERE v."workflowID" = i."workflowID" AND v."version" = i."workflowVersion")
            FROM "tblWorkflowInstances" i WHERE i."instanceID" = $1 FOR UPDATE OF i"#,
     )
     .bind(instance_id)

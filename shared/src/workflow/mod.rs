@@ -4,11 +4,16 @@
 mod batch_settle;
 pub mod context;
 pub mod definition;
+pub mod finish;
 pub mod graph;
 pub mod human;
 pub mod instance;
+mod joins;
+mod loop_node;
 pub mod nodes;
 pub mod queue;
 pub mod sandbox;
+pub mod settle;
+pub mod storable;
 pub mod subworkflow;
 pub mod template;

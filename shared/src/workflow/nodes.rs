@@ -2,7 +2,7 @@
 //! Running a node is a pure function of its configuration and the instance context; the
 //! queue (`queue.rs`) persists what it returns.
 
-use super::template::{resolve, resolve_str};
+use super::template::resolve;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
@@ -598,7 +598,7 @@ pub fn run(
             outcome.delay = Some(delay);
             Ok(outcome)
         }
-        NodeType::Loop => run_loop(node_id, c, ctx),
+        NodeType::Loop => super::loop_node::run(node_id, c, ctx),
         NodeType::Fanout => {
             let handles: Vec<String> = c
                 .get("branches")
@@ -649,82 +649,6 @@ pub fn run(
         // Running a query reaches a datasource; the worker runs these through `dataquery`.
         NodeType::DataQuery => Err("dataQuery nodes run through the data runtime".into()),
     }
-}
-
-/// A loop node is re-dispatched once per item by its body's back edge; its cursor lives in
-/// the context key `__loop_<nodeID>`.
-fn run_loop(node_id: &str, c: &Value, ctx: &Value) -> Result<Outcome, String> {
-    let state_key = format!("__loop_{node_id}");
-    let item_var = c
-        .get("itemVariable")
-        .and_then(Value::as_str)
-        .unwrap_or("item");
-    let index_var = c
-        .get("indexVariable")
-        .and_then(Value::as_str)
-        .unwrap_or("index");
-    let max = c
-        .get("maxIterations")
-        .and_then(Value::as_u64)
-        .unwrap_or(1000) as usize;
-    let state = ctx.get(&state_key).filter(|s| !s.is_null());
-    let (items, next, mut results) = match state {
-        Some(s) => {
-            let mut results = s
-                .get("results")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if let Some(var) = c.get("resultVariable").and_then(Value::as_str) {
-                results.push(ctx.get(var).cloned().unwrap_or(Value::Null));
-            }
-            (
-                s.get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                s.get("next").and_then(Value::as_u64).unwrap_or(0) as usize,
-                results,
-            )
-        }
-        None => {
-            let source = match c.get("sourceVariable") {
-                Some(Value::String(s)) => resolve_str(s, ctx),
-                Some(other) => resolve(other, ctx),
-                None => Value::Null,
-            };
-            let items = source
-                .as_array()
-                .cloned()
-                .ok_or("sourceVariable did not resolve to an array")?;
-            (items, 0, Vec::new())
-        }
-    };
-    let total = items.len().min(max);
-    if next < total {
-        let item = items[next].clone();
-        let mut outcome = Outcome::follow(
-            json!({"currentItem": item, "currentIndex": next, "totalItems": total, "remainingItems": total - next - 1}),
-            "loop",
-        );
-        outcome.patch.insert(item_var.to_owned(), item);
-        outcome.patch.insert(index_var.to_owned(), json!(next));
-        outcome.patch.insert(
-            state_key,
-            json!({"items": items, "next": next + 1, "results": results}),
-        );
-        return Ok(outcome);
-    }
-    if c.get("resultVariable").is_none() {
-        results = items.into_iter().take(total).collect();
-    }
-    let out_var = c
-        .get("outputVariable")
-        .and_then(Value::as_str)
-        .unwrap_or("loopResults");
-    let mut outcome = Outcome::follow(json!({out_var: results, "totalItems": total}), "completed");
-    outcome.patch.insert(state_key, Value::Null);
-    Ok(outcome)
 }
 
 /// Upstream's comparisons; anything that cannot be compared is false.
@@ -866,29 +790,6 @@ mod tests {
         assert_eq!(route(11), ["big"]);
         assert_eq!(route(6), ["any"]);
         assert_eq!(route(1), ["default"]);
-    }
-
-    #[test]
-    fn loop_walks_items_then_completes() {
-        let c = json!({"sourceVariable": "{{ctx.input.items}}"});
-        let mut ctx = json!({"input": {"items": ["a", "b"]}});
-        let mut seen = Vec::new();
-        loop {
-            let out = run(NodeType::Loop, "l", &c, &ctx, SEC).expect("runs");
-            for (k, v) in &out.patch {
-                ctx[k] = v.clone();
-            }
-            if out.handles == ["completed"] {
-                assert_eq!(out.output["loopResults"], json!(["a", "b"]));
-                break;
-            }
-            seen.push(ctx["item"].clone());
-        }
-        assert_eq!(seen, [json!("a"), json!("b")]);
-        assert!(
-            ctx["__loop_l"].is_null(),
-            "the cursor resets so the loop can run again"
-        );
     }
 
     #[test]

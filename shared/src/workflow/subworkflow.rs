@@ -159,7 +159,7 @@ pub async fn start(
     sqlx::query(
         r#"INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeStatus", "payload", "nodeAttempt")
            VALUES ($1, $2, 'NODE_SUSPENDED', 'suspended', $3, $4)
-           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL DO NOTHING"#,
+           ON CONFLICT ("instanceID", "nodeID", "eventType", "nodeAttempt") WHERE "nodeID" IS NOT NULL AND "eventType" <> 'NODE_RETRY' DO NOTHING"#,
     )
     .bind(c.instance_id)
     .bind(&c.node_id)
