@@ -25,6 +25,7 @@ pub async fn around<E: Endpoint>(
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let routes = req.data::<Routes>().cloned().unwrap_or_default();
 
     // Read the body once, bounded; chunked bodies without Content-Length are bounded too.
     let body = match req
@@ -41,6 +42,9 @@ pub async fn around<E: Endpoint>(
         }
         Err(err) => return Ok(ApiError::from_poem(poem::Error::from(err)).into_response()),
     };
+    if let Some(problem) = nul_character(&req, &body) {
+        return Ok(ApiError::bad_request("invalid_character", problem).into_response());
+    }
     req.set_body(Body::from_bytes(body.clone()));
     let slot = PrincipalSlot::default();
     req.set_data(slot.clone());
@@ -50,6 +54,20 @@ pub async fn around<E: Endpoint>(
             let resp = output.into_response();
             let op = resp.data::<OperationId>().map(|o| o.0);
             (resp, op)
+        }
+        Err(err) if err.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = routes.allowed(&path).join(", ");
+            let resp = ApiError::bad_request(
+                "method_not_allowed",
+                format!("{method} is not allowed on this route; allowed: {allowed}"),
+            )
+            .into_response();
+            let mut resp = resp;
+            resp.set_status(poem::http::StatusCode::METHOD_NOT_ALLOWED);
+            if let Ok(value) = poem::http::HeaderValue::from_str(&allowed) {
+                resp.headers_mut().insert(poem::http::header::ALLOW, value);
+            }
+            (resp, None)
         }
         Err(err) => {
             let op = err.data::<OperationId>().map(|o| o.0);
@@ -100,6 +118,76 @@ pub async fn around<E: Endpoint>(
     Ok(response)
 }
 
+/// Every path template of the spec with its methods, for the `Allow` header of a 405.
+#[derive(Clone, Default)]
+pub struct Routes(std::sync::Arc<Vec<(Vec<String>, Vec<String>)>>);
+
+impl Routes {
+    /// Reads the paths and methods of an OpenAPI document.
+    pub fn from_spec(spec: &str) -> Self {
+        let spec: Value = serde_json::from_str(spec).unwrap_or_default();
+        let routes = spec["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(template, ops)| {
+                let segments = template.split('/').map(str::to_owned).collect();
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, _)| m.to_ascii_uppercase())
+                    .collect();
+                methods.sort();
+                (segments, methods)
+            })
+            .collect();
+        Self(std::sync::Arc::new(routes))
+    }
+
+    /// The methods `path` answers to (`{param}` segments match any segment).
+    fn allowed(&self, path: &str) -> Vec<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let mut methods: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| {
+                        (t.starts_with('{') && t.ends_with('}') && !s.is_empty()) || t == s
+                    })
+            })
+            .flat_map(|(_, m)| m.iter().cloned())
+            .collect();
+        methods.sort();
+        methods.dedup();
+        methods
+    }
+}
+
+/// Where a request carries a NUL character, if it does: PostgreSQL can store none in `text`
+/// or `jsonb`, so it is refused here, for every route, before anything (the audit row
+/// included) tries to store it. A URI carries one percent-encoded; a JSON body as `\u0000`.
+fn nul_character(req: &Request, body: &[u8]) -> Option<&'static str> {
+    let encoded_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if encoded_nul(req.uri().path()) {
+        return Some("the path contains a NUL character (%00)");
+    }
+    if req.uri().query().is_some_and(encoded_nul) {
+        return Some("a query parameter contains a NUL character (%00)");
+    }
+    if body.contains(&0) {
+        return Some("the body contains a NUL byte");
+    }
+    let json = serde_json::from_slice::<Value>(body).ok()?;
+    jet_shared::workflow::storable::contains_nul(&json)
+        .then_some("the body contains a NUL character (\\u0000) in a string or a key")
+}
+
 /// The tenant a `/api/v1/tenants/{tenantID}/…` or `/api/v1/auth/config/{tenantID}` path names.
 fn tenant_in_path(path: &str) -> Option<TenantId> {
     let rest = path
@@ -111,7 +199,18 @@ fn tenant_in_path(path: &str) -> Option<TenantId> {
 
 #[cfg(test)]
 mod tests {
-    use super::tenant_in_path;
+    use super::{Routes, tenant_in_path};
+
+    #[test]
+    fn allowed_methods_match_templates_segment_by_segment() {
+        let routes = Routes::from_spec(
+            r#"{"paths": {"/api/v1/tenants/{tenantID}/roles": {"get": {}, "post": {}},
+                          "/api/v1/tenants/{tenantID}/roles/{roleID}": {"delete": {}}}}"#,
+        );
+        assert_eq!(routes.allowed("/api/v1/tenants/x/roles"), ["GET", "POST"]);
+        assert_eq!(routes.allowed("/api/v1/tenants/x/roles/y"), ["DELETE"]);
+        assert!(routes.allowed("/api/v1/tenants//roles").is_empty());
+    }
 
     #[test]
     fn tenant_is_read_from_tenant_and_config_paths() {

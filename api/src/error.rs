@@ -58,6 +58,11 @@ fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
 }
 
 impl ApiError {
+    /// A 400 with `code`.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest(body(code, message))
+    }
+
     /// A 422 with code `validation_failed`.
     pub fn unprocessable(message: impl Into<String>) -> Self {
         ApiError::Unprocessable(body("validation_failed", message))

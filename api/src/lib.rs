@@ -123,12 +123,14 @@ pub fn app(state: AppState) -> impl Endpoint {
     let api = openapi(&state);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let routes = edge::Routes::from_spec(&api.spec());
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .around(edge::around)
         .data(state)
+        .data(routes)
         .with(Tracing)
 }
 

@@ -43,9 +43,81 @@ async fn malformed_bodies_and_parameters_are_400_with_codes() {
     let route = app.get("/api/v1/nothing-here", &a.auth).await;
     assert_eq!((route.status, route.code()), (404, "route_not_found"));
     let method = app
-        .call("PUT", "/api/v1/tenants", Some(&a.auth), Some(json!({})))
-        .await;
-    assert_eq!((method.status, method.code()), (400, "method_not_allowed"));
+        .client
+        .put(format!("{}/api/v1/tenants", app.base))
+        .header("Authorization", &a.auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(method.status(), 405);
+    let allow = method
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    assert_eq!(
+        allow.as_deref(),
+        Some("GET, POST"),
+        "the methods the path has"
+    );
+    let body: Value = method.json().await.expect("JSON error body");
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+}
+
+/// A NUL character anywhere (a string, a key, an unknown field, a query parameter, a path
+/// segment) is a 400 `invalid_character` at the boundary: nothing is stored, no audit row is
+/// attempted, nothing answers 500.
+#[tokio::test]
+async fn nul_characters_are_refused_at_the_boundary() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let tenant = format!("/api/v1/tenants/{}", a.tenant_id);
+    let audit_rows = || async {
+        sqlx::query_scalar::<_, i64>(r#"SELECT count(*) FROM "tblAuditLogs""#)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count")
+    };
+    let before = audit_rows().await;
+    for (method, path, body) in [
+        ("PATCH", tenant.clone(), json!({"tenantTitle": "a\u{0}b"})),
+        (
+            "POST",
+            format!("{tenant}/roles"),
+            json!({"roleTitle": "x", "zz": "\u{0}"}),
+        ),
+        (
+            "POST",
+            format!("{tenant}/roles"),
+            json!({"roleTitle": "x", "k\u{0}": 1}),
+        ),
+        (
+            "POST",
+            format!("{tenant}/roles"),
+            json!({"roleTitle": "x", "permissions": [["\u{0}"]]}),
+        ),
+        ("GET", format!("{tenant}/roles?page=1%00"), json!(null)),
+        ("GET", format!("{tenant}/roles/%00"), json!(null)),
+    ] {
+        let resp = app
+            .call(method, &path, Some(&a.auth), Some(body.clone()))
+            .await;
+        assert_eq!(
+            (resp.status, resp.code()),
+            (400, "invalid_character"),
+            "{method} {path} {body}: {}",
+            resp.body
+        );
+    }
+    let roles = app.get(&format!("{tenant}/roles"), &a.auth).await;
+    assert!(
+        !roles.body.to_string().contains("\"x\""),
+        "no role was created: {}",
+        roles.body
+    );
+    assert_eq!(audit_rows().await, before, "refused before any audit write");
+    let title = app.get(&tenant, &a.auth).await.body["tenantTitle"].clone();
+    assert_eq!(title, "A", "the tenant title is unchanged");
 }
 
 #[tokio::test]
@@ -135,6 +207,7 @@ async fn no_bad_input_reaches_a_5xx() {
         json!({"roleIDs": ["not-a-uuid"], "permissionIDs": [1], "permissions": [null]}),
         json!({"roleTitle": "t", "apiKeyTitle": "t", "tenantTitle": "t", "email": "@", "roleIDs": [uuid::Uuid::new_v4()], "config": []}),
         json!({"page": -1, "isDisabled": "yes", "role": "ROOT", "tenantLogoURL": 5}),
+        json!({"roleTitle": "a\u{0}", "tenantTitle": "\u{0}", "email": "a\u{0}@b.c", "config": {"\u{0}": 1}}),
     ];
     let mut checked = 0;
     for (path, ops) in spec["paths"].as_object().expect("paths") {

@@ -17,7 +17,7 @@ pub fn check(outcome: &Outcome, max_bytes: usize) -> Result<(), String> {
         .chain(patch)
         .chain(suspend)
     {
-        if key.contains('\0') || holds_nul(value) {
+        if key.contains('\0') || contains_nul(value) {
             return Err(format!(
                 "the node's {} contains a NUL character (\\u0000), which cannot be stored",
                 if key == "output" {
@@ -42,11 +42,13 @@ pub fn check(outcome: &Outcome, max_bytes: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn holds_nul(value: &Value) -> bool {
+/// Whether any string or key in `value` holds a NUL character, which PostgreSQL's `jsonb`
+/// and `text` cannot store.
+pub fn contains_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
         _ => false,
     }
 }
