@@ -4,7 +4,9 @@
 mod batch_settle;
 pub mod context;
 pub mod definition;
+mod dominance;
 pub mod graph;
+pub mod handles;
 pub mod human;
 pub mod instance;
 pub mod nodes;
