@@ -535,3 +535,40 @@ async fn dynamic_and_until_delays_longer_than_a_day_are_honoured_in_full() {
         "{failed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_queue_for_the_script_slots_instead_of_running_all_at_once() {
+    let app = TestApp::with_env(&[("JET_JS_CONCURRENCY", "1")], true).await;
+    let a = app.admin("A").await;
+    let busy = |var: &str| json!({"code": "const s = Date.now(); while (Date.now() - s < 300) {} return [s, Date.now()]", "outputVariable": var});
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
+        )
+        .node("left", "javascript", busy("l"))
+        .node("right", "javascript", busy("r"))
+        .node("join", "join", json!({"joinMode": "all"}))
+        .node("end", "end", json!({}))
+        .edge("start", "fan")
+        .edge_on("fan", "l", "left")
+        .edge_on("fan", "r", "right")
+        .edge("left", "join")
+        .edge("right", "join")
+        .edge("join", "end");
+    let done = app.run_flow(&a, &flow, json!({})).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let span = |var: &str| {
+        let s = &done["context"][var];
+        (s[0].as_f64().expect("start"), s[1].as_f64().expect("end"))
+    };
+    let ((l0, l1), (r0, r1)) = (span("l"), span("r"));
+    assert!(
+        l1 <= r0 || r1 <= l0,
+        "with one slot the scripts ran one after the other: {:?} {:?}",
+        (l0, l1),
+        (r0, r1)
+    );
+}

@@ -29,6 +29,11 @@ pub struct Settings {
     pub lease: Duration,
     /// Poll interval when no NOTIFY arrives.
     pub poll: Duration,
+    /// Slots for scripts (javascript nodes, expression conditions): they run on blocking
+    /// threads, and without a bound every claimed script would compete for the cores at once.
+    pub scripts: Arc<tokio::sync::Semaphore>,
+    /// Sub-workflow instances a tenant may have running; a node that would start more fails.
+    pub max_running_children: i64,
 }
 
 impl Settings {
@@ -38,6 +43,8 @@ impl Settings {
             batch: config.node_batch.clamp(1, 1000),
             concurrency: config.node_concurrency.clamp(1, 64),
             lease: Duration::from_secs(config.node_lease_seconds.clamp(1, 3600)),
+            scripts: script_slots(config.js_concurrency),
+            max_running_children: config.max_running_children.max(0),
             ..Self::default()
         }
     }
@@ -50,8 +57,19 @@ impl Default for Settings {
             concurrency: 4,
             lease: Duration::from_secs(10),
             poll: Duration::from_millis(500),
+            scripts: script_slots(0),
+            max_running_children: 1000,
         }
     }
+}
+
+/// `configured` script slots, or with 0 one per core this process may use.
+fn script_slots(configured: usize) -> Arc<tokio::sync::Semaphore> {
+    let slots = match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    Arc::new(tokio::sync::Semaphore::new(slots))
 }
 
 /// Retry policy of a node: `nodeConfig` > `workflowOptions` defaults > platform defaults.
@@ -111,23 +129,25 @@ struct CachedWorkflow {
 struct GraphCache(Mutex<HashMap<Uuid, CachedWorkflow>>);
 
 impl GraphCache {
-    /// The graph as of `updated_at` (read with the batch); reloaded when it moved.
+    /// The graph as of `updated_at` (read with the batch); reloaded when it moved. The lock is
+    /// held only to look up and to insert, never while loading and validating, so one large
+    /// graph does not stall the other loops' nodes.
     async fn get(
         &self,
         pool: &PgPool,
         workflow_id: Uuid,
         updated_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<Arc<Graph>> {
-        let mut cache = self.0.lock().await;
-        if let Some(hit) = cache.get(&workflow_id)
+        if let Some(hit) = self.0.lock().await.get(&workflow_id)
             && Some(hit.updated_at) == updated_at
         {
             return Ok(hit.graph.clone());
         }
         let mut conn = pool.acquire().await?;
         let graph = Arc::new(definition::load_graph(&mut conn, workflow_id).await?);
+        drop(conn);
         if let Some(updated_at) = updated_at {
-            cache.insert(
+            self.0.lock().await.insert(
                 workflow_id,
                 CachedWorkflow {
                     updated_at,
@@ -235,7 +255,7 @@ async fn claim_loop(
         if claimed.len() as i64 == settings.batch {
             wake.notify_one();
         }
-        if let Err(err) = run_batch(&pool, &owner, &cache, &data, claimed, settings.lease).await {
+        if let Err(err) = run_batch(&pool, &owner, &cache, &data, claimed, &settings).await {
             tracing::warn!(error = %err, "batch not settled; its leases will expire and it runs again");
         }
     }
@@ -262,8 +282,9 @@ async fn run_batch(
     cache: &GraphCache,
     data: &DataRuntime,
     claimed: Vec<Claimed>,
-    lease: Duration,
+    settings: &Settings,
 ) -> anyhow::Result<()> {
+    let lease = settings.lease;
     let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
     let views = queue::prepare(pool, &instance_ids).await?;
     // Keep every lease of the batch while it runs (only long nodes outlive a third of it).
@@ -288,7 +309,7 @@ async fn run_batch(
     let mut runs = Vec::with_capacity(claimed.len());
     for c in claimed {
         let view = views.get(&c.instance_id).cloned();
-        runs.push(run_one(pool, owner, cache, data, c, view));
+        runs.push(run_one(pool, owner, cache, data, c, view, settings));
     }
     let ran = futures::future::join_all(runs).await;
     heartbeat.abort();
@@ -329,6 +350,7 @@ async fn run_one(
     data: &DataRuntime,
     c: Claimed,
     view: Option<queue::InstanceView>,
+    settings: &Settings,
 ) -> anyhow::Result<Ran> {
     let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
     let _guard = span.enter();
@@ -374,6 +396,7 @@ async fn run_one(
                 let parent = subworkflow::ParentRun {
                     tenant_id: c.tenant_id,
                     is_test: view.is_test,
+                    max_running_children: settings.max_running_children,
                 };
                 // Only an explicit timeout bounds the wait: a child may rightly wait for
                 // people or delays far longer than any platform default.
@@ -409,7 +432,9 @@ async fn run_one(
             .await
             .unwrap_or_else(|_| Err(format!("the query did not finish within {timeout:?}")))
     } else if node.node_type.needs_sandbox(&node.config) {
-        // Scripts block their thread until done or interrupted at `timeout`.
+        // Scripts block their thread until done or interrupted at `timeout` (which starts
+        // when the script does, so waiting for a slot does not eat into it).
+        let _slot = settings.scripts.acquire().await?;
         let (node, ctx) = (node.clone(), view.context);
         tokio::task::spawn_blocking(move || {
             nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
@@ -481,6 +506,13 @@ mod tests {
         assert_eq!(p.retry_limit, 2);
         assert_eq!(p.retry_delay, Duration::from_secs(1));
         assert_eq!(policy(&json!({}), &json!({})).retry_limit, 0);
+    }
+
+    #[test]
+    fn script_slots_default_to_the_cores_and_follow_the_setting() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(script_slots(0).available_permits(), cores);
+        assert_eq!(script_slots(3).available_permits(), 3);
     }
 
     #[test]
