@@ -19,6 +19,8 @@ pub struct AppState {
     pub data: Arc<jet_shared::datasource::DataRuntime>,
     /// Fans app-page events out to SSE streams.
     pub pages: crate::page_hub::PageHub,
+    /// Bounds on concurrent SSE streams (`JET_SSE_MAX_STREAMS`, `…_PER_TENANT`).
+    pub streams: crate::stream_limits::StreamLimits,
 }
 
 impl AppState {
@@ -35,6 +37,10 @@ impl AppState {
                 config.vault_key.clone(),
             )),
             pages: crate::page_hub::PageHub::new(pool.clone()),
+            streams: crate::stream_limits::StreamLimits::new(
+                config.sse_max_streams,
+                config.sse_max_streams_per_tenant,
+            ),
             pool,
             config: Arc::new(config),
         })
