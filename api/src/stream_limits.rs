@@ -1,10 +1,12 @@
-//! Bounds on concurrent Server-Sent Event streams, per API process and per tenant.
+//! Bounds on concurrent Server-Sent Event streams (instance events and app pages, one budget),
+//! per API process and per tenant.
 //!
 //! Each open stream costs a connection and, for instance streams, a poll of the database
 //! every few hundred milliseconds; without a bound a client (or many) could open them until
 //! the pool starves. A stream holds a [`StreamPermit`] for as long as it lives: the permit is
 //! released when the stream ends (its instance ended) or is dropped (the client went away).
 
+use crate::error::ErrorBody;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -23,6 +25,20 @@ pub enum Refused {
     Process,
     /// `JET_SSE_MAX_STREAMS_PER_TENANT` streams of this tenant are open in this process.
     Tenant,
+}
+
+impl Refused {
+    /// The 429 body: code `too_many_streams`, saying which bound was reached.
+    pub fn body(self) -> ErrorBody {
+        let whose = match self {
+            Refused::Process => "this server",
+            Refused::Tenant => "this tenant",
+        };
+        ErrorBody {
+            code: "too_many_streams".into(),
+            message: format!("too many event streams are open for {whose}; retry later"),
+        }
+    }
 }
 
 /// Cheaply cloneable handle to the process's stream counts.

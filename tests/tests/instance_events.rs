@@ -217,3 +217,27 @@ async fn event_streams_are_bounded_per_tenant_and_per_process() {
     }
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_page_streams_share_the_stream_bounds() {
+    let app = TestApp::with_env(&[("JET_SSE_MAX_STREAMS_PER_TENANT", "1")], true).await;
+    let a = app.admin("A").await;
+    let page = app
+        .post(
+            &format!("/api/v1/tenants/{}/app-pages", a.tenant_id),
+            &a.auth,
+            json!({"appPageTitle": "live"}),
+        )
+        .await
+        .str("appPageID");
+    let page_path = format!("/api/v1/tenants/{}/app-pages/{page}/stream", a.tenant_id);
+    let first = open(&app, &page_path, &a.auth).await;
+    assert_eq!(first.status(), 200);
+    let second = open(&app, &page_path, &a.auth).await;
+    assert_eq!(second.status(), 429);
+    let body: Value = second.json().await.expect("json");
+    assert_eq!(body["code"], "too_many_streams", "{body}");
+    let events = open(&app, &slow_run(&app, &a, 60_000).await, &a.auth).await;
+    assert_eq!(events.status(), 429, "one budget for both kinds of stream");
+    drop(first);
+}

@@ -171,19 +171,6 @@ pub enum EventsResponse {
     TooMany(Json<crate::error::ErrorBody>),
 }
 
-impl EventsResponse {
-    fn busy(refused: crate::stream_limits::Refused) -> Self {
-        let whose = match refused {
-            crate::stream_limits::Refused::Process => "this server",
-            crate::stream_limits::Refused::Tenant => "this tenant",
-        };
-        EventsResponse::TooMany(Json(crate::error::ErrorBody {
-            code: "too_many_streams".into(),
-            message: format!("too many event streams are open for {whose}; retry later"),
-        }))
-    }
-}
-
 /// An instance with its progress.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -305,7 +292,7 @@ impl InstancesApi {
         grants.require(WORKFLOW_READ, row.workflow_id)?;
         let permit = match self.state.streams.try_open(tenant.0) {
             Ok(permit) => permit,
-            Err(refused) => return Ok(EventsResponse::busy(refused)),
+            Err(refused) => return Ok(EventsResponse::TooMany(Json(refused.body()))),
         };
         let cursor = Cursor {
             _permit: permit,
