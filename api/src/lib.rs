@@ -8,6 +8,7 @@ pub mod page_hub;
 pub mod routes;
 pub mod security;
 pub mod state;
+pub mod stream_limits;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Tracing;

@@ -22,6 +22,8 @@ pub struct AppState {
     /// Worker roles running in this process (`jet dev`): `/ready` is 503 while one is down.
     /// Empty for a standalone API.
     pub worker_roles: jet_shared::lifecycle::RoleHealth,
+    /// Bounds on concurrent SSE streams (`JET_SSE_MAX_STREAMS`, `…_PER_TENANT`).
+    pub streams: crate::stream_limits::StreamLimits,
 }
 
 impl AppState {
@@ -39,6 +41,10 @@ impl AppState {
             )),
             pages: crate::page_hub::PageHub::new(pool.clone()),
             worker_roles: Default::default(),
+            streams: crate::stream_limits::StreamLimits::new(
+                config.sse_max_streams,
+                config.sse_max_streams_per_tenant,
+            ),
             pool,
             config: Arc::new(config),
         })

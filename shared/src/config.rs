@@ -97,6 +97,21 @@ pub struct Config {
     /// `JET_NODE_MAX_OUTPUT_BYTES`: a node whose output is larger fails with a clear error
     /// instead of bloating every later read of its run's context.
     pub node_max_output_bytes: usize,
+    /// `JET_MAX_GRAPH_NODES`: most nodes a saved or test-run workflow may have (422
+    /// `graph_too_large` beyond).
+    pub max_graph_nodes: usize,
+    /// `JET_SSE_MAX_STREAMS`: concurrent instance event streams per API process (429
+    /// `too_many_streams` beyond).
+    pub sse_max_streams: usize,
+    /// `JET_SSE_MAX_STREAMS_PER_TENANT`: concurrent instance event streams per tenant and API
+    /// process.
+    pub sse_max_streams_per_tenant: usize,
+    /// `JET_JS_CONCURRENCY`: scripts (javascript nodes, expression conditions) running at once
+    /// per worker process; 0 means the machine's available parallelism.
+    pub js_concurrency: usize,
+    /// `JET_MAX_RUNNING_CHILDREN`: sub-workflow instances a tenant may have running at once;
+    /// a `subWorkflow` node that would start one more fails.
+    pub max_running_children: i64,
 }
 
 impl Config {
@@ -170,6 +185,19 @@ impl Config {
                 "JET_NODE_MAX_OUTPUT_BYTES",
                 get("JET_NODE_MAX_OUTPUT_BYTES"),
                 "1048576",
+            )?,
+            max_graph_nodes: parse("JET_MAX_GRAPH_NODES", get("JET_MAX_GRAPH_NODES"), "1000")?,
+            sse_max_streams: parse("JET_SSE_MAX_STREAMS", get("JET_SSE_MAX_STREAMS"), "256")?,
+            sse_max_streams_per_tenant: parse(
+                "JET_SSE_MAX_STREAMS_PER_TENANT",
+                get("JET_SSE_MAX_STREAMS_PER_TENANT"),
+                "32",
+            )?,
+            js_concurrency: parse("JET_JS_CONCURRENCY", get("JET_JS_CONCURRENCY"), "0")?,
+            max_running_children: parse(
+                "JET_MAX_RUNNING_CHILDREN",
+                get("JET_MAX_RUNNING_CHILDREN"),
+                "1000",
             )?,
         })
     }

@@ -91,7 +91,22 @@ impl TestApp {
 
     /// Starts the service on the given database.
     pub async fn spawn_on(db: TestDb) -> Self {
-        let vars: HashMap<&str, String> = HashMap::from([
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// Starts the service, and its workers if asked, with extra configuration variables
+    /// (e.g. a small `JET_SSE_MAX_STREAMS`).
+    pub async fn with_env(extra: &[(&str, &str)], workers: bool) -> Self {
+        let app = Self::spawn_with(TestDb::new().await, extra).await;
+        if workers {
+            std::mem::forget(app.start_workers("test-worker"));
+        }
+        app
+    }
+
+    /// Starts the service on the given database with extra configuration variables.
+    pub async fn spawn_with(db: TestDb, extra: &[(&str, &str)]) -> Self {
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", db.url()),
             ("JET_JWT_HS256_SECRET", jwt::HS256_SECRET.to_owned()),
             ("JET_JWT_RS256_PUBLIC_KEY", jwt::RS256_PUBLIC_PEM.to_owned()),
@@ -99,6 +114,7 @@ impl TestApp {
             ("JET_API_ADDR", "127.0.0.1:0".to_owned()),
             ("VAULT_ENCRYPTION_KEY", TEST_VAULT_KEY.to_owned()),
         ]);
+        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
         let state = jet_api::AppState::new(db.pool.clone(), config.clone()).expect("state");
         let (addr, acceptor) = jet_api::bind("127.0.0.1:0".parse().expect("addr"))

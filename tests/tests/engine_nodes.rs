@@ -437,3 +437,138 @@ async fn unknown_error_modes_and_out_of_range_policies_are_rejected() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_without_a_handle_after_a_javascript_node_is_followed_and_errors_are_not() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let flow = |code: &str| {
+        Flow::new()
+            .node("start", "start", json!({}))
+            .node(
+                "js",
+                "javascript",
+                json!({"code": code, "outputVariable": "n"}),
+            )
+            .node("end", "end", end_with("n", "{{ctx.n}}"))
+            .edge("start", "js")
+            .edge("js", "end")
+    };
+    let ok = flow("return 41 + 1");
+    let done = app.run_flow(&a, &ok, json!({})).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(completed(&ok, &done), ["start", "js", "end"]);
+    assert_eq!(done["context"]["output"]["n"], 42);
+    // A failure never takes the default route: without an `error` edge the run fails.
+    let bad = flow("throw new Error('no')");
+    let done = app.run_flow(&a, &bad, json!({})).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(completed(&bad, &done), ["start"]);
+}
+
+/// The successor of `delay` in the queue: when it becomes runnable, as seconds from now.
+async fn due_in_seconds(app: &TestApp, flow: &Flow, successor: &str) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let due: Option<f64> = sqlx::query_scalar(
+            r#"SELECT extract(epoch FROM "availableAt" - now())::float8 FROM "tblNodeExecutions" WHERE "nodeID" = $1"#,
+        )
+        .bind(flow.id(successor))
+        .fetch_optional(&app.db.pool)
+        .await
+        .expect("due");
+        if let Some(due) = due {
+            return due;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delayed node was never queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_and_until_delays_longer_than_a_day_are_honoured_in_full() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let delayed = |data: serde_json::Value| {
+        Flow::new()
+            .node("start", "start", json!({}))
+            .node("wait", "delay", data)
+            .node("end", "end", json!({}))
+            .edge("start", "wait")
+            .edge("wait", "end")
+    };
+    let two_days = delayed(json!({"delayType": "dynamic", "delayVariable": "{{ctx.input.ms}}"}));
+    let dynamic = app.save(&a, &two_days).await;
+    app.execute(&a, &dynamic, json!({"ms": 48 * 3_600_000_i64}))
+        .await;
+    let due = due_in_seconds(&app, &two_days, "end").await;
+    assert!(due > 47.9 * 3600.0, "due in {due} s, not 48 h");
+
+    let at = (chrono::Utc::now() + chrono::Duration::days(10)).to_rfc3339();
+    let until = delayed(json!({"delayType": "until", "untilTime": "{{ctx.input.at}}"}));
+    let workflow = app.save(&a, &until).await;
+    app.execute(&a, &workflow, json!({"at": at})).await;
+    let due = due_in_seconds(&app, &until, "end").await;
+    assert!(due > 9.9 * 86_400.0, "due in {due} s, not 10 days");
+
+    // Beyond the longest delay the node fails, saying so, rather than wait less.
+    let instance = app
+        .execute(&a, &dynamic, json!({"ms": 400_i64 * 86_400_000}))
+        .await;
+    let done = app.finished(&a, &instance, 30).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let failed = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .find(|l| l["eventType"] == "NODE_FAILED")
+        .cloned()
+        .expect("a failed row");
+    assert!(
+        failed["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("longest delay"),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_queue_for_the_script_slots_instead_of_running_all_at_once() {
+    let app = TestApp::with_env(&[("JET_JS_CONCURRENCY", "1")], true).await;
+    let a = app.admin("A").await;
+    let busy = |var: &str| json!({"code": "const s = Date.now(); while (Date.now() - s < 300) {} return [s, Date.now()]", "outputVariable": var});
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
+        )
+        .node("left", "javascript", busy("l"))
+        .node("right", "javascript", busy("r"))
+        .node("join", "join", json!({"joinMode": "all"}))
+        .node("end", "end", json!({}))
+        .edge("start", "fan")
+        .edge_on("fan", "l", "left")
+        .edge_on("fan", "r", "right")
+        .edge("left", "join")
+        .edge("right", "join")
+        .edge("join", "end");
+    let done = app.run_flow(&a, &flow, json!({})).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let span = |var: &str| {
+        let s = &done["context"][var];
+        (s[0].as_f64().expect("start"), s[1].as_f64().expect("end"))
+    };
+    let ((l0, l1), (r0, r1)) = (span("l"), span("r"));
+    assert!(
+        l1 <= r0 || r1 <= l0,
+        "with one slot the scripts ran one after the other: {:?} {:?}",
+        (l0, l1),
+        (r0, r1)
+    );
+}

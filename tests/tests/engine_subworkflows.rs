@@ -304,3 +304,49 @@ async fn the_child_must_be_a_workflow_of_the_tenant_the_saver_may_execute() {
         .await;
     assert_eq!(test_run.status, 422, "{}", test_run.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_children_beyond_the_tenant_bound_fails_the_node_that_would_exceed_it() {
+    let app = TestApp::with_env(&[("JET_MAX_RUNNING_CHILDREN", "2")], true).await;
+    let a = app.admin("A").await;
+    let slow = Flow::new()
+        .node("start", "start", json!({}))
+        .node("wait", "delay", json!({"delayMs": 5000}))
+        .node("end", "end", json!({}))
+        .edge("start", "wait")
+        .edge("wait", "end");
+    let child = app.save(&a, &slow).await;
+    let call = json!({"childWorkflowID": child});
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node(
+            "fan",
+            "fanout",
+            json!({"branches": [{"id": "1"}, {"id": "2"}, {"id": "3"}]}),
+        )
+        .node("c1", "subWorkflow", call.clone())
+        .node("c2", "subWorkflow", call.clone())
+        .node("c3", "subWorkflow", call)
+        .edge("start", "fan")
+        .edge_on("fan", "1", "c1")
+        .edge_on("fan", "2", "c2")
+        .edge_on("fan", "3", "c3");
+    let done = app.run_flow(&a, &flow, json!({})).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let failure = done["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .find(|l| l["eventType"] == "NODE_FAILED")
+        .cloned()
+        .expect("a failed node");
+    assert!(
+        failure["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("JET_MAX_RUNNING_CHILDREN = 2"),
+        "{failure}"
+    );
+    let kids = children(&app, &a, done["instanceID"].as_str().expect("id")).await;
+    assert_eq!(kids.len(), 2, "no child beyond the bound: {kids:?}");
+}

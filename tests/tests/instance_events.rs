@@ -13,7 +13,7 @@ struct Sse {
     data: Value,
 }
 
-/// Reads events until the `status` event (or 30 s).
+/// Reads events until the `status` event, then checks the stream closes (within 30 s in all).
 async fn read_events(app: &TestApp, path: &str, auth: &str, last_id: Option<i64>) -> Vec<Sse> {
     let mut req = app
         .client
@@ -58,7 +58,20 @@ async fn read_events(app: &TestApp, path: &str, auth: &str, last_id: Option<i64>
             let last = e.event == "status";
             events.push(e);
             if last {
-                return events;
+                // The stream closes after the final event: nothing but the end follows.
+                loop {
+                    match tokio::time::timeout_at(deadline, body.next()).await {
+                        Ok(None) => return events,
+                        Ok(Some(chunk)) => {
+                            let rest = String::from_utf8_lossy(&chunk.expect("chunk")).into_owned();
+                            assert!(
+                                rest.trim_start_matches(":\n\n").trim().is_empty(),
+                                "only keep-alives after the status: {rest:?}"
+                            );
+                        }
+                        Err(_) => panic!("the stream stayed open after its final status"),
+                    }
+                }
             }
         }
     }
@@ -121,4 +134,110 @@ async fn the_event_stream_follows_a_run_to_its_end_and_resumes() {
         )
         .await;
     assert_eq!(foreign.status, 404);
+}
+
+/// A run that stays RUNNING for `ms` milliseconds; returns its instance's events path.
+async fn slow_run(app: &TestApp, a: &jet_tests::app::Admin, ms: u64) -> String {
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node("wait", "delay", json!({"delayMs": ms}))
+        .node("end", "end", json!({}))
+        .edge("start", "wait")
+        .edge("wait", "end");
+    let workflow = app.save(a, &flow).await;
+    let instance = app.execute(a, &workflow, json!({})).await;
+    format!(
+        "/api/v1/tenants/{}/workflows/instances/{instance}/events",
+        a.tenant_id
+    )
+}
+
+async fn open(app: &TestApp, path: &str, auth: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.base))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded_per_tenant_and_per_process() {
+    let app = TestApp::with_env(
+        &[
+            ("JET_SSE_MAX_STREAMS", "2"),
+            ("JET_SSE_MAX_STREAMS_PER_TENANT", "1"),
+        ],
+        true,
+    )
+    .await;
+    let (a, b, c) = (
+        app.admin("A").await,
+        app.admin("B").await,
+        app.admin("C").await,
+    );
+    let path_a = slow_run(&app, &a, 1500).await;
+    let path_b = slow_run(&app, &b, 60_000).await;
+    let path_c = slow_run(&app, &c, 60_000).await;
+
+    let first = open(&app, &path_a, &a.auth).await;
+    assert_eq!(first.status(), 200);
+    let second = open(&app, &path_a, &a.auth).await;
+    assert_eq!(second.status(), 429, "a tenant's second stream");
+    let body: Value = second.json().await.expect("json");
+    assert_eq!(body["code"], "too_many_streams", "{body}");
+
+    let other = open(&app, &path_b, &b.auth).await;
+    assert_eq!(other.status(), 200, "another tenant has its own share");
+    let third = open(&app, &path_c, &c.auth).await;
+    assert_eq!(third.status(), 429, "the process bound");
+    drop(third);
+
+    // The first stream closes when its run ends, and frees its place.
+    let mut body = first.bytes_stream();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await {
+        chunk.expect("chunk");
+    }
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "the stream did not close after its run ended"
+    );
+    loop {
+        let again = open(&app, &path_a, &a.auth).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended stream never freed its place"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_page_streams_share_the_stream_bounds() {
+    let app = TestApp::with_env(&[("JET_SSE_MAX_STREAMS_PER_TENANT", "1")], true).await;
+    let a = app.admin("A").await;
+    let page = app
+        .post(
+            &format!("/api/v1/tenants/{}/app-pages", a.tenant_id),
+            &a.auth,
+            json!({"appPageTitle": "live"}),
+        )
+        .await
+        .str("appPageID");
+    let page_path = format!("/api/v1/tenants/{}/app-pages/{page}/stream", a.tenant_id);
+    let first = open(&app, &page_path, &a.auth).await;
+    assert_eq!(first.status(), 200);
+    let second = open(&app, &page_path, &a.auth).await;
+    assert_eq!(second.status(), 429);
+    let body: Value = second.json().await.expect("json");
+    assert_eq!(body["code"], "too_many_streams", "{body}");
+    let events = open(&app, &slow_run(&app, &a, 60_000).await, &a.auth).await;
+    assert_eq!(events.status(), 429, "one budget for both kinds of stream");
+    drop(first);
 }

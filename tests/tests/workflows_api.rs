@@ -287,3 +287,102 @@ async fn creators_may_do_everything_with_what_they_created_and_nothing_more() {
         204
     );
 }
+
+#[tokio::test]
+async fn handle_less_edges_take_the_default_route_or_are_refused_naming_the_edge() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let path = format!("/api/v1/tenants/{}/workflows", a.tenant_id);
+    // After an approval there is no default: approving and rejecting must be told apart.
+    let approval = Flow::new()
+        .node("s", "start", json!({}))
+        .node("ask", "approval", json!({}))
+        .node("e", "end", json!({}))
+        .edge("s", "ask")
+        .edge("ask", "e");
+    let resp = app.post(&path, &a.auth, approval.body("ambiguous")).await;
+    assert_eq!(
+        (resp.status, resp.code()),
+        (422, "validation_failed"),
+        "{}",
+        resp.body
+    );
+    let message = resp.body["message"].as_str().unwrap_or_default();
+    let edge = format!("{} -> {}", approval.id("ask"), approval.id("e"));
+    assert!(message.contains(&edge), "names the edge: {message}");
+    assert!(message.contains("approved, rejected"), "{message}");
+
+    // An edge on a handle its node never takes is saved, with a warning naming it.
+    let dead = Flow::new()
+        .node("s", "start", json!({}))
+        .node("js", "javascript", json!({"code": "return 1"}))
+        .node("e", "end", json!({}))
+        .edge("s", "js")
+        .edge_on("js", "output", "e");
+    let resp = app.post(&path, &a.auth, dead.body("dead edge")).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let warnings = resp.body["warnings"].to_string();
+    assert!(
+        warnings.contains("never followed") && warnings.contains(&dead.id("js")),
+        "{warnings}"
+    );
+}
+
+/// start, then `groups` × (condition → two delays → `any` join), then an end: the shape
+/// whose validation used to grow with the cube of its size.
+fn branchy(groups: usize) -> Flow {
+    let mut flow = Flow::new().node("start", "start", json!({}));
+    let mut prev = "start".to_owned();
+    for i in 0..groups {
+        let (c, x, y, j) = (
+            format!("c{i}"),
+            format!("x{i}"),
+            format!("y{i}"),
+            format!("j{i}"),
+        );
+        flow = flow
+            .node(
+                &c,
+                "condition",
+                json!({"branches": [{"id": "t", "conditions": []}]}),
+            )
+            .node(&x, "delay", json!({}))
+            .node(&y, "delay", json!({}))
+            .node(&j, "join", json!({"joinMode": "any"}))
+            .edge(&prev, &c)
+            .edge_on(&c, "t", &x)
+            .edge(&c, &y)
+            .edge(&x, &j)
+            .edge(&y, &j);
+        prev = j;
+    }
+    flow.node("end", "end", json!({})).edge(&prev, "end")
+}
+
+#[tokio::test]
+async fn graphs_up_to_the_node_bound_save_and_larger_ones_are_422() {
+    let app = TestApp::with_env(&[("JET_MAX_GRAPH_NODES", "198")], false).await;
+    let a = app.admin("A").await;
+    let path = format!("/api/v1/tenants/{}/workflows", a.tenant_id);
+    let at_bound = branchy(49); // 1 + 49 × 4 + 1 = 198 nodes
+    let resp = app.post(&path, &a.auth, at_bound.body("big")).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(resp.body["nodes"].as_array().map(Vec::len), Some(198));
+    let over = at_bound.clone().node("extra", "delay", json!({}));
+    for target in [path.clone(), format!("{path}/test")] {
+        let mut body = over.body("too big");
+        body["inputValues"] = json!({});
+        let resp = app.post(&target, &a.auth, body).await;
+        assert_eq!(
+            (resp.status, resp.code()),
+            (422, "graph_too_large"),
+            "{target}: {}",
+            resp.body
+        );
+        assert!(
+            resp.body["message"].as_str().unwrap_or("").contains("199"),
+            "{}",
+            resp.body
+        );
+    }
+}

@@ -33,6 +33,11 @@ pub struct Settings {
     pub max_claims: i32,
     /// Largest node output stored; a larger one fails its node.
     pub max_output_bytes: usize,
+    /// Slots for scripts (javascript nodes, expression conditions): they run on blocking
+    /// threads, and without a bound every claimed script would compete for the cores at once.
+    pub scripts: Arc<tokio::sync::Semaphore>,
+    /// Sub-workflow instances a tenant may have running; a node that would start more fails.
+    pub max_running_children: i64,
 }
 
 impl Settings {
@@ -44,6 +49,8 @@ impl Settings {
             lease: Duration::from_secs(config.node_lease_seconds.clamp(1, 3600)),
             max_claims: config.node_max_claims.clamp(1, 1000),
             max_output_bytes: config.node_max_output_bytes.max(1024),
+            scripts: script_slots(config.js_concurrency),
+            max_running_children: config.max_running_children.max(0),
             ..Self::default()
         }
     }
@@ -58,8 +65,19 @@ impl Default for Settings {
             poll: Duration::from_millis(500),
             max_claims: 5,
             max_output_bytes: 1 << 20,
+            scripts: script_slots(0),
+            max_running_children: 1000,
         }
     }
+}
+
+/// `configured` script slots, or with 0 one per core this process may use.
+fn script_slots(configured: usize) -> Arc<tokio::sync::Semaphore> {
+    let slots = match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    Arc::new(tokio::sync::Semaphore::new(slots))
 }
 
 /// Retry policy of a node: `nodeConfig` > `workflowOptions` defaults > platform defaults.
@@ -555,6 +573,7 @@ async fn run_one(
                 let parent = subworkflow::ParentRun {
                     tenant_id: c.tenant_id,
                     is_test: view.is_test,
+                    max_running_children: settings.max_running_children,
                 };
                 // Only an explicit timeout bounds the wait: a child may rightly wait for
                 // people or delays far longer than any platform default.
@@ -590,7 +609,9 @@ async fn run_one(
             .await
             .unwrap_or_else(|_| Err(format!("the query did not finish within {timeout:?}")))
     } else if node.node_type.needs_sandbox(&node.config) {
-        // Scripts block their thread until done or interrupted at `timeout`.
+        // Scripts block their thread until done or interrupted at `timeout` (which starts
+        // when the script does, so waiting for a slot does not eat into it).
+        let _slot = settings.scripts.acquire().await?;
         let (node, ctx) = (node.clone(), view.context);
         tokio::task::spawn_blocking(move || {
             nodes::run(node.node_type, &node.id, &node.config, &ctx, timeout)
@@ -665,6 +686,13 @@ mod tests {
         assert_eq!(p.retry_limit, 2);
         assert_eq!(p.retry_delay, Duration::from_secs(1));
         assert_eq!(policy(&json!({}), &json!({})).retry_limit, 0);
+    }
+
+    #[test]
+    fn script_slots_default_to_the_cores_and_follow_the_setting() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(script_slots(0).available_permits(), cores);
+        assert_eq!(script_slots(3).available_permits(), 3);
     }
 
     #[test]

@@ -17,12 +17,24 @@ use jet_shared::rbac::permissions::{
 use jet_shared::references;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 /// An app page.
+/// `streamAppPage` answers.
+#[derive(ApiResponse)]
+pub enum PageStreamResponse {
+    /// The page's live events.
+    #[oai(status = 200)]
+    Stream(EventStream<BoxStream<'static, Value>>),
+    /// Too many event streams are open in this process or for this tenant
+    /// (`too_many_streams`); retry later.
+    #[oai(status = 429)]
+    TooMany(Json<crate::error::ErrorBody>),
+}
+
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct AppPageOut {
@@ -274,6 +286,8 @@ impl AppPagesApi {
     /// Listener actions (`push_to_app_page`) push events here; each arrives as one `message`
     /// whose data is the event's JSON. Live only: events pushed while disconnected are not
     /// replayed. A client that falls too far behind gets `{"lagged": <events missed>}`.
+    /// Streams share the bounds of instance event streams (`JET_SSE_MAX_STREAMS`,
+    /// `JET_SSE_MAX_STREAMS_PER_TENANT`): beyond either, 429 `too_many_streams`.
     #[oai(
         path = "/:tenantID/app-pages/:appPageID/stream",
         method = "get",
@@ -284,7 +298,7 @@ impl AppPagesApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "appPageID")] app_page_id: Path<Uuid>,
-    ) -> ApiResult<EventStream<BoxStream<'static, Value>>> {
+    ) -> ApiResult<PageStreamResponse> {
         authorize(
             &self.state,
             &auth,
@@ -294,21 +308,28 @@ impl AppPagesApi {
         )
         .await?;
         app_page::get(&self.state.pool, TenantId(tenant_id.0), app_page_id.0).await?;
+        let permit = match self.state.streams.try_open(tenant_id.0) {
+            Ok(permit) => permit,
+            Err(refused) => return Ok(PageStreamResponse::TooMany(Json(refused.body()))),
+        };
         let receiver = self
             .state
             .pages
             .subscribe(app_page_id.0)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
-        let events = futures::stream::unfold(receiver, |mut rx| async move {
+        // The permit travels with the stream and frees its place when the client goes away.
+        let events = futures::stream::unfold((receiver, permit), |(mut rx, permit)| async move {
             let event = match rx.recv().await {
                 Ok(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
                 Err(RecvError::Lagged(missed)) => json!({"lagged": missed}),
                 Err(RecvError::Closed) => return None,
             };
-            Some((event, rx))
+            Some((event, (rx, permit)))
         })
         .boxed();
-        Ok(EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)))
+        Ok(PageStreamResponse::Stream(
+            EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)),
+        ))
     }
 }

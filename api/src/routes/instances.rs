@@ -103,10 +103,16 @@ pub struct InstanceEvent {
     pub status: Option<String>,
 }
 
-/// How often the stream looks for new log rows.
+/// How soon the stream looks for new log rows after it found some.
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The longest pause between looks while nothing happens (the pause doubles up to this).
+const STREAM_POLL_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Cursor {
+    /// This stream's place under the SSE bounds, freed when the stream ends or is dropped.
+    _permit: crate::stream_limits::StreamPermit,
+    pause: std::time::Duration,
     pool: sqlx::PgPool,
     tenant: TenantId,
     instance_id: Uuid,
@@ -145,9 +151,24 @@ async fn next_event(mut c: Cursor) -> Option<(InstanceEvent, Cursor)> {
             });
             c.finished = true;
         } else if c.buffered.is_empty() {
-            tokio::time::sleep(STREAM_POLL).await;
+            tokio::time::sleep(c.pause).await;
+            c.pause = (c.pause * 2).min(STREAM_POLL_IDLE);
+        } else {
+            c.pause = STREAM_POLL;
         }
     }
+}
+
+/// `streamInstanceEvents` answers.
+#[derive(ApiResponse)]
+pub enum EventsResponse {
+    /// The run's events; the stream closes after the final `status` event.
+    #[oai(status = 200)]
+    Stream(EventStream<BoxStream<'static, InstanceEvent>>),
+    /// Too many event streams are open in this process or for this tenant
+    /// (`too_many_streams`); retry later.
+    #[oai(status = 429)]
+    TooMany(Json<crate::error::ErrorBody>),
 }
 
 /// An instance with its progress.
@@ -249,7 +270,10 @@ impl InstancesApi {
     /// Stream a run's log as Server-Sent Events
     ///
     /// One event per log row (`id` = logID, `event` = its eventType), then a final `status`
-    /// event when the run has ended. Reconnect with `Last-Event-ID` to resume after that row.
+    /// event when the run has ended, after which the stream closes. Reconnect with
+    /// `Last-Event-ID` to resume after that row. Open streams are bounded per API process
+    /// (`JET_SSE_MAX_STREAMS`) and per tenant (`JET_SSE_MAX_STREAMS_PER_TENANT`): beyond
+    /// either, 429 `too_many_streams`.
     #[oai(
         path = "/:tenantID/workflows/instances/:instanceID/events",
         method = "get",
@@ -261,12 +285,18 @@ impl InstancesApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "instanceID")] instance_id: Path<Uuid>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<i64>>,
-    ) -> ApiResult<EventStream<BoxStream<'static, InstanceEvent>>> {
+    ) -> ApiResult<EventsResponse> {
         let tenant = TenantId(tenant_id.0);
         let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
         let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
         grants.require(WORKFLOW_READ, row.workflow_id)?;
+        let permit = match self.state.streams.try_open(tenant.0) {
+            Ok(permit) => permit,
+            Err(refused) => return Ok(EventsResponse::TooMany(Json(refused.body()))),
+        };
         let cursor = Cursor {
+            _permit: permit,
+            pause: STREAM_POLL,
             pool: self.state.pool.clone(),
             tenant,
             instance_id: instance_id.0,
@@ -275,18 +305,20 @@ impl InstancesApi {
             finished: false,
         };
         let stream = futures::stream::unfold(cursor, next_event).boxed();
-        Ok(EventStream::new(stream)
-            .keep_alive(std::time::Duration::from_secs(15))
-            .to_event(|e| {
-                use poem_openapi::types::ToJSON;
-                let data = e.to_json_string();
-                match (&e.log, &e.status) {
-                    (Some(log), _) => Event::message(data)
-                        .id(log.log_id.to_string())
-                        .event_type(log.event_type.clone()),
-                    _ => Event::message(data).event_type("status"),
-                }
-            }))
+        Ok(EventsResponse::Stream(
+            EventStream::new(stream)
+                .keep_alive(std::time::Duration::from_secs(15))
+                .to_event(|e| {
+                    use poem_openapi::types::ToJSON;
+                    let data = e.to_json_string();
+                    match (&e.log, &e.status) {
+                        (Some(log), _) => Event::message(data)
+                            .id(log.log_id.to_string())
+                            .event_type(log.event_type.clone()),
+                        _ => Event::message(data).event_type("status"),
+                    }
+                }),
+        ))
     }
 
     /// Delete a test instance and its log

@@ -39,7 +39,9 @@ pub struct WorkflowNode {
     pub position: Option<Value>,
 }
 
-/// An edge in the editor's shape; `sourceHandle` is the routing key (absent = `output`).
+/// An edge in the editor's shape; `sourceHandle` is the routing key (absent = the source
+/// node's default route: `success` after `javascript`/`dataQuery`, the default branch after
+/// `condition`/`switch`, `output` elsewhere; refused after `loop`, `fanout` and `approval`).
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct WorkflowEdge {
@@ -193,11 +195,25 @@ pub enum ExecuteResponse {
     Accepted(Json<Started>),
 }
 
+/// Refuses a graph of more than `max` nodes (`JET_MAX_GRAPH_NODES`) before any other work:
+/// 422 `graph_too_large`.
+fn check_graph_size(max: usize, nodes: usize) -> ApiResult<()> {
+    if nodes > max {
+        return Err(ApiError::unprocessable_as(
+            "graph_too_large",
+            format!("the workflow has {nodes} nodes; at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a graph for saving: 422 naming the node for every problem.
 fn validate(
+    max_nodes: usize,
     nodes: &[WorkflowNode],
     edges: &[WorkflowEdge],
 ) -> ApiResult<(Vec<EditorNode>, Vec<EditorEdge>, Vec<String>)> {
+    check_graph_size(max_nodes, nodes.len())?;
     let nodes: Vec<EditorNode> = nodes.iter().map(EditorNode::from).collect();
     let edges: Vec<EditorEdge> = edges.iter().map(EditorEdge::from).collect();
     definition::check_node_ids(&nodes).map_err(ApiError::unprocessable)?;
@@ -319,9 +335,11 @@ impl WorkflowsApi {
 
     /// Create a workflow
     ///
-    /// The graph is validated: exactly one start node, edges between existing nodes, node ids
-    /// that are UUIDs, configs valid for their node type, no join that can never be satisfied.
-    /// Each problem is a 422 naming the node; unreachable nodes come back as warnings.
+    /// The graph is validated: at most `JET_MAX_GRAPH_NODES` nodes (422 `graph_too_large`),
+    /// exactly one start node, edges between existing nodes, node ids that are UUIDs, configs
+    /// valid for their node type, a route for every edge, no join that can never be satisfied.
+    /// Each problem is a 422 naming the node; unreachable nodes and edges on handles their
+    /// node never takes come back as warnings.
     #[oai(
         path = "/:tenantID/workflows",
         method = "post",
@@ -336,7 +354,8 @@ impl WorkflowsApi {
         let grants = authorize(&self.state, &auth, tenant_id.0, WORKFLOW_CREATE, None).await?;
         let body = body.0;
         let title = required_title("title", &body.title)?;
-        let (nodes, edges, warnings) = validate(&body.nodes, &body.edges)?;
+        let (nodes, edges, warnings) =
+            validate(self.state.config.max_graph_nodes, &body.nodes, &body.edges)?;
         let opts = options(body.workflow_options)?;
         let tenant = TenantId(tenant_id.0);
         let creator = auth.0.creator();
@@ -413,7 +432,11 @@ impl WorkflowsApi {
             .map(|o| options(Some(o)))
             .transpose()?;
         let graph = match (&body.nodes, &body.edges) {
-            (Some(nodes), edges) => Some(validate(nodes, edges.as_deref().unwrap_or_default())?),
+            (Some(nodes), edges) => Some(validate(
+                self.state.config.max_graph_nodes,
+                nodes,
+                edges.as_deref().unwrap_or_default(),
+            )?),
             (None, Some(_)) => {
                 return Err(ApiError::unprocessable(
                     "edges can only be replaced together with nodes",
@@ -538,6 +561,7 @@ impl WorkflowsApi {
     ) -> ApiResult<ExecuteResponse> {
         let grants = authorize(&self.state, &auth, tenant_id.0, WORKFLOW_TEST, None).await?;
         let body = body.0;
+        check_graph_size(self.state.config.max_graph_nodes, body.nodes.len())?;
         let nodes: Vec<EditorNode> = body.nodes.iter().map(EditorNode::from).collect();
         let edges: Vec<EditorEdge> = body.edges.iter().map(EditorEdge::from).collect();
         Graph::validate(&nodes, &edges).map_err(|problems| {

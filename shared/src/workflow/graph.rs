@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::nodes::{self, NodeType};
+use super::{dominance, handles};
 
 /// A node as the editor sends it (React Flow: `{id, type, data, position}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +41,8 @@ pub struct Node {
     pub config: Value,
 }
 
-/// One edge; `handle` is the routing key (`sourceHandle`, NULL meaning `output`).
+/// One edge; `handle` is the routing key: its `sourceHandle`, or when it has none the source
+/// node's default route (`handles::default_handle`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edge {
     pub source: String,
@@ -78,7 +80,7 @@ fn problem(node_id: Option<&str>, message: impl Into<String>) -> Problem {
     }
 }
 
-/// The routing key of an edge handle: NULL and empty mean `output`.
+/// The routing key of an edge handle whose source node is unknown: NULL and empty mean `output`.
 pub fn handle_of(handle: Option<&str>) -> String {
     match handle {
         None | Some("") => "output".to_owned(),
@@ -96,8 +98,8 @@ pub struct Validated {
 
 impl Graph {
     /// Validates an editor definition: one start node, unique ids, edges between existing
-    /// nodes, configs valid for their node type, and no join that can never be satisfied
-    /// where that is decidable.
+    /// nodes, configs valid for their node type, a route for every edge, and no join that can
+    /// never be satisfied where that is decidable. Near-linear in the size of the graph.
     pub fn validate(
         nodes_in: &[EditorNode],
         edges_in: &[EditorEdge],
@@ -154,10 +156,12 @@ impl Graph {
                 ),
             )),
         }
-        let mut edges = Vec::new();
+        let known: HashSet<&str> = nodes_in.iter().map(|n| n.id.as_str()).collect();
+        let mut edges = Vec::with_capacity(edges_in.len());
+        let mut warnings = Vec::new();
         for e in edges_in {
             for end in [&e.source, &e.target] {
-                if !nodes.contains_key(end) && !nodes_in.iter().any(|n| &n.id == end) {
+                if !known.contains(end.as_str()) {
                     problems.push(problem(
                         Some(end),
                         format!(
@@ -167,24 +171,57 @@ impl Graph {
                     ));
                 }
             }
+            let source = nodes.get(&e.source);
+            let handle = match (e.source_handle.as_deref(), source) {
+                (Some(h), _) if !h.is_empty() => h.to_owned(),
+                (_, Some(n)) => match handles::default_handle(n.node_type, &n.config) {
+                    Ok(h) => h,
+                    Err(message) => {
+                        problems.push(problem(
+                            Some(&e.source),
+                            format!(
+                                "the edge {} -> {} has no sourceHandle: {message}",
+                                e.source, e.target
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+                (_, None) => handle_of(None),
+            };
+            if let Some(n) = source {
+                let emitted = handles::emitted(n.node_type, &n.config);
+                if handle != handles::ERROR && !emitted.contains(&handle) {
+                    warnings.push(problem(
+                        Some(&e.source),
+                        format!(
+                            "the edge {} -> {} leaves on `{handle}`, which a {} node never takes \
+                             (it takes {}): the edge is never followed",
+                            e.source,
+                            e.target,
+                            n.node_type.as_str(),
+                            emitted.join(", ")
+                        ),
+                    ));
+                }
+            }
             edges.push(Edge {
                 source: e.source.clone(),
                 target: e.target.clone(),
-                handle: handle_of(e.source_handle.as_deref()),
+                handle,
             });
         }
         let graph = Graph { nodes, edges };
         if problems.is_empty() {
-            for (node, message) in graph.unsatisfiable_joins() {
+            for (node, message) in dominance::unsatisfiable_joins(&graph) {
                 problems.push(problem(Some(&node), message));
             }
-            for n in graph.nodes.values() {
-                if graph.incoming(&n.id).is_empty() && n.node_type != NodeType::Start {
-                    continue; // reported as unreachable below
-                }
-                if n.node_type == NodeType::Start && !graph.incoming(&n.id).is_empty() {
+            let mut seen = HashSet::new();
+            for e in &graph.edges {
+                let target = &graph.nodes[&e.target];
+                if target.node_type == NodeType::Start && seen.insert(&e.target) {
                     problems.push(problem(
-                        Some(&n.id),
+                        Some(&e.target),
                         "the start node cannot have incoming edges",
                     ));
                 }
@@ -194,17 +231,18 @@ impl Graph {
             return Err(problems);
         }
         let reachable = graph.reachable_from_start();
-        let warnings = graph
-            .nodes
-            .keys()
-            .filter(|id| !reachable.contains(*id))
-            .map(|id| {
-                problem(
-                    Some(id),
-                    "unreachable: no path from the start node leads here",
-                )
-            })
-            .collect();
+        warnings.extend(
+            graph
+                .nodes
+                .keys()
+                .filter(|id| !reachable.contains(id.as_str()))
+                .map(|id| {
+                    problem(
+                        Some(id),
+                        "unreachable: no path from the start node leads here",
+                    )
+                }),
+        );
         Ok(Validated { graph, warnings })
     }
 
@@ -246,124 +284,25 @@ impl Graph {
             .any(|e| e.source == node_id && e.handle == handle)
     }
 
-    fn reachable_from_start(&self) -> BTreeSet<String> {
-        let mut seen = BTreeSet::new();
+    /// Node ids a path from the start node reaches: one traversal over an adjacency map.
+    fn reachable_from_start(&self) -> HashSet<&str> {
+        let mut next: HashMap<&str, Vec<&str>> = HashMap::new();
+        for e in &self.edges {
+            next.entry(e.source.as_str())
+                .or_default()
+                .push(e.target.as_str());
+        }
+        let mut seen = HashSet::new();
         let mut stack: Vec<&str> = self
             .start()
             .map(|s| vec![s.id.as_str()])
             .unwrap_or_default();
         while let Some(id) = stack.pop() {
-            if seen.insert(id.to_owned()) {
-                stack.extend(
-                    self.edges
-                        .iter()
-                        .filter(|e| e.source == id)
-                        .map(|e| e.target.as_str()),
-                );
+            if seen.insert(id) {
+                stack.extend(next.get(id).into_iter().flatten().copied());
             }
         }
         seen
-    }
-
-    fn in_cycle(&self, node_id: &str) -> bool {
-        let mut seen = BTreeSet::new();
-        let mut stack: Vec<&str> = self
-            .edges
-            .iter()
-            .filter(|e| e.source == node_id)
-            .map(|e| e.target.as_str())
-            .collect();
-        while let Some(id) = stack.pop() {
-            if id == node_id {
-                return true;
-            }
-            if seen.insert(id) {
-                stack.extend(
-                    self.edges
-                        .iter()
-                        .filter(|e| e.source == id)
-                        .map(|e| e.target.as_str()),
-                );
-            }
-        }
-        false
-    }
-
-    /// Joins (`joinMode` all, several upstreams) two of whose upstreams lie on different
-    /// branches of the same exclusive node (condition, switch) outside any cycle: only one of
-    /// them can ever complete, so the join never becomes ready.
-    fn unsatisfiable_joins(&self) -> Vec<(String, String)> {
-        // guards[n]: the (exclusive node, handle) choices every path from start to n takes.
-        let mut guards: HashMap<&str, Option<BTreeSet<(&str, &str)>>> =
-            self.nodes.keys().map(|k| (k.as_str(), None)).collect();
-        if let Some(start) = self.start() {
-            guards.insert(start.id.as_str(), Some(BTreeSet::new()));
-        }
-        for _ in 0..=self.nodes.len() {
-            let mut changed = false;
-            for node in self.nodes.keys() {
-                if Some(node.as_str()) == self.start().map(|s| s.id.as_str()) {
-                    continue;
-                }
-                let mut acc: Option<BTreeSet<(&str, &str)>> = None;
-                for e in self.edges.iter().filter(|e| &e.target == node) {
-                    let Some(Some(from)) = guards.get(e.source.as_str()) else {
-                        continue;
-                    };
-                    let mut contribution = from.clone();
-                    if self
-                        .nodes
-                        .get(&e.source)
-                        .is_some_and(|n| n.node_type.is_exclusive())
-                    {
-                        contribution.insert((e.source.as_str(), e.handle.as_str()));
-                    }
-                    acc = Some(match acc {
-                        None => contribution,
-                        Some(prev) => prev.intersection(&contribution).copied().collect(),
-                    });
-                }
-                if acc.is_some() && guards.get(node.as_str()) != Some(&acc) {
-                    guards.insert(node.as_str(), acc);
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        let mut out = Vec::new();
-        for node in self.nodes.values() {
-            let upstream = self.incoming(&node.id);
-            if upstream.len() < 2 || nodes::join_mode(&node.config) != "all" {
-                continue;
-            }
-            'pairs: for (i, a) in upstream.iter().enumerate() {
-                for b in &upstream[i + 1..] {
-                    let (Some(Some(ga)), Some(Some(gb))) = (guards.get(a), guards.get(b)) else {
-                        continue;
-                    };
-                    for (choice, handle) in ga {
-                        if self.in_cycle(choice) {
-                            continue;
-                        }
-                        if let Some((_, other)) =
-                            gb.iter().find(|(c, h)| c == choice && h != handle)
-                        {
-                            out.push((
-                                node.id.clone(),
-                                format!(
-                                    "join waits for all of {a} and {b}, but they lie on different branches \
-                                     (`{handle}` and `{other}`) of {choice}; use joinMode `any`"
-                                ),
-                            ));
-                            break 'pairs;
-                        }
-                    }
-                }
-            }
-        }
-        out
     }
 }
 
@@ -493,5 +432,100 @@ mod tests {
             ],
         );
         assert!(v.is_ok(), "{v:?}");
+    }
+
+    #[test]
+    fn an_edge_without_a_handle_follows_the_default_route_and_never_the_error_one() {
+        let v = Graph::validate(
+            &[
+                node("s", "start", json!({})),
+                node("js", "javascript", json!({"code": "return 1"})),
+                node("c", "condition", cond()),
+                node("e", "end", json!({})),
+                node("f", "end", json!({})),
+            ],
+            &[
+                edge("s", "js", None),
+                edge("js", "c", None),
+                edge("c", "e", Some("yes")),
+                edge("c", "f", Some("")),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(v.graph.successors("js", "success"), ["c"]);
+        assert!(!v.graph.has_handle("js", "error"));
+        assert_eq!(v.graph.successors("c", "default"), ["f"]);
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    }
+
+    #[test]
+    fn an_edge_without_a_handle_from_a_node_without_a_default_route_is_refused() {
+        let err = Graph::validate(
+            &[
+                node("s", "start", json!({})),
+                node("ask", "approval", json!({})),
+                node("e", "end", json!({})),
+            ],
+            &[edge("s", "ask", None), edge("ask", "e", None)],
+        )
+        .expect_err("ambiguous");
+        assert_eq!(err[0].node_id.as_deref(), Some("ask"));
+        assert!(err[0].message.contains("ask -> e"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn an_edge_on_a_handle_the_node_never_takes_is_a_warning() {
+        let v = Graph::validate(
+            &[
+                node("s", "start", json!({})),
+                node("js", "javascript", json!({"code": "return 1"})),
+                node("e", "end", json!({})),
+            ],
+            &[edge("s", "js", None), edge("js", "e", Some("output"))],
+        )
+        .expect("saved");
+        assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+        assert!(v.warnings[0].message.contains("never followed"));
+    }
+
+    /// A chain of conditions whose branches meet again at `all` joins, then one join over
+    /// every branch: the shape that made the old pairwise fixpoint cubic.
+    fn wide_graph(conditions: usize) -> (Vec<EditorNode>, Vec<EditorEdge>) {
+        let mut nodes = vec![node("s", "start", json!({}))];
+        let mut edges = vec![];
+        let mut prev = "s".to_owned();
+        for i in 0..conditions {
+            let (c, a, b, j) = (
+                format!("c{i}"),
+                format!("a{i}"),
+                format!("b{i}"),
+                format!("j{i}"),
+            );
+            nodes.push(node(&c, "condition", cond()));
+            nodes.push(node(&a, "delay", json!({"delayMs": 0})));
+            nodes.push(node(&b, "delay", json!({"delayMs": 0})));
+            nodes.push(node(&j, "join", json!({"joinMode": "any"})));
+            edges.push(edge(&prev, &c, None));
+            edges.push(edge(&c, &a, Some("yes")));
+            edges.push(edge(&c, &b, None));
+            edges.push(edge(&a, &j, None));
+            edges.push(edge(&b, &j, None));
+            prev = j;
+        }
+        (nodes, edges)
+    }
+
+    #[test]
+    fn a_graph_of_thousands_of_nodes_validates_and_its_impossible_join_is_found() {
+        let (mut nodes, mut edges) = wide_graph(1250);
+        assert!(Graph::validate(&nodes, &edges).is_ok());
+        // One `all` join fed by both branches of the last condition can never fire.
+        nodes.push(node("stuck", "join", json!({"joinMode": "all"})));
+        edges.push(edge("a1249", "stuck", None));
+        edges.push(edge("b1249", "stuck", None));
+        let err = Graph::validate(&nodes, &edges).expect_err("deadlock");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!(err[0].node_id.as_deref(), Some("stuck"));
+        assert!(err[0].message.contains("c1249"), "{}", err[0].message);
     }
 }

@@ -4,8 +4,10 @@
 mod batch_settle;
 pub mod context;
 pub mod definition;
+mod dominance;
 pub mod finish;
 pub mod graph;
+pub mod handles;
 pub mod human;
 pub mod instance;
 mod joins;

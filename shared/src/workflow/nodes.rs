@@ -113,8 +113,13 @@ const OPERATORS: &[&str] = &[
     "matches_regex",
 ];
 
-/// Longest delay a delay node may ask for (upstream: 24 h).
+/// Longest fixed delay a delay node may be saved with (upstream: 24 h).
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest delay a `dynamic` or `until` delay may resolve to at run time: 366 days. Such a
+/// delay is durable (the successor's `availableAt`), so it is honoured in full; beyond this
+/// bound the node fails rather than wait a shortened time.
+pub const MAX_RESOLVED_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// What a node does when running it fails for good (`errorHandling`, upstream's allowlist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,7 +595,13 @@ pub fn run(
                 }
                 _ => fixed_delay(c)?,
             };
-            let delay = delay.min(MAX_DELAY);
+            if delay > MAX_RESOLVED_DELAY {
+                return Err(format!(
+                    "the delay resolved to {} s, longer than the longest delay ({} days)",
+                    delay.as_secs(),
+                    MAX_RESOLVED_DELAY.as_secs() / 86_400
+                ));
+            }
             let mut outcome = Outcome::follow(
                 json!({"delayedMs": delay.as_millis() as u64, "delayType": c.get("delayType").cloned().unwrap_or(json!("fixed")), "success": true}),
                 "output",
@@ -803,6 +814,25 @@ mod tests {
         );
         assert!(validate_config(NodeType::Delay, &json!({"delayMinutes": 60 * 25})).is_err());
         assert!(validate_config(NodeType::Delay, &json!({"delaySeconds": -1})).is_err());
+    }
+
+    #[test]
+    fn resolved_delays_are_honoured_in_full_or_fail() {
+        let two_days = json!({"delayType": "dynamic", "delayVariable": "{{ctx.ms}}"});
+        let ctx = json!({"ms": 48 * 3_600_000_u64});
+        let out = run(NodeType::Delay, "d", &two_days, &ctx, SEC).expect("runs");
+        assert_eq!(out.delay, Some(Duration::from_secs(48 * 3600)));
+        let until = json!({"delayType": "until", "untilTime": "{{ctx.at}}"});
+        let at = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+        let out = run(NodeType::Delay, "d", &until, &json!({"at": at}), SEC).expect("runs");
+        assert!(
+            out.delay > Some(Duration::from_secs(29 * 86_400)),
+            "{:?}",
+            out.delay
+        );
+        let err = run(NodeType::Delay, "d", &two_days, &json!({"ms": 1e15}), SEC)
+            .expect_err("beyond the bound");
+        assert!(err.contains("longest delay"), "{err}");
     }
 
     #[test]

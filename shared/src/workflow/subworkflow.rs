@@ -74,6 +74,8 @@ pub enum Step {
 pub struct ParentRun {
     pub tenant_id: Uuid,
     pub is_test: bool,
+    /// Sub-workflow instances the tenant may have running at once (`JET_MAX_RUNNING_CHILDREN`).
+    pub max_running_children: i64,
 }
 
 /// First run of the node: starts the child and parks the parent's execution, in one
@@ -125,6 +127,11 @@ pub async fn start(
         Ok(inputs) => inputs,
         Err(message) => return Ok(Step::Done(Err(format!("child inputs: {message}")))),
     };
+    if let Some(message) =
+        children_limit_reached(&mut tx, parent.tenant_id, parent.max_running_children).await?
+    {
+        return Ok(Step::Done(Err(message)));
+    }
     let child_id = instance::create_from(
         &mut tx,
         TenantId(parent.tenant_id),
@@ -169,6 +176,34 @@ pub async fn start(
     .await?;
     tx.commit().await?;
     Ok(Step::Waiting)
+}
+
+/// Why one more child would exceed the tenant's running sub-workflow instances, if it would.
+/// A transaction-scoped advisory lock per tenant serialises the count with the insert that
+/// follows, so concurrent starts cannot overshoot the bound (fan-out under recursion would
+/// otherwise multiply children without limit).
+async fn children_limit_reached(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    limit: i64,
+) -> Result<Option<String>> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('jet-children-' || $1::text, 0))")
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
+    let running: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "tblWorkflowInstances"
+           WHERE "tenantID" = $1 AND "status" IN ('PENDING', 'RUNNING') AND "parentInstanceID" IS NOT NULL"#,
+    )
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await?;
+    Ok((running >= limit).then(|| {
+        format!(
+            "the tenant already runs {running} sub-workflow instances, the most allowed \
+             (JET_MAX_RUNNING_CHILDREN = {limit}); no child was started"
+        )
+    }))
 }
 
 /// How many instances deep a child of `instance_id` would sit (a top-level run's child: 1).
