@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod commands;
+pub mod cron;
 pub mod maintenance;
 pub mod nodes;
 
@@ -21,17 +22,20 @@ pub enum Role {
     Nodes,
     /// Housekeeping: retention of the audit trail.
     Maintenance,
+    /// Fires cron jobs, exactly once per due time across replicas.
+    Cron,
 }
 
 impl Role {
     /// Every role, in start order.
-    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance];
+    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance, Role::Cron];
 
     fn name(self) -> &'static str {
         match self {
             Role::Commands => "commands",
             Role::Nodes => "nodes",
             Role::Maintenance => "maintenance",
+            Role::Cron => "cron",
         }
     }
 }
@@ -111,6 +115,14 @@ pub async fn run_roles(
             Role::Maintenance => {
                 let settings = maintenance::Settings::from_config(config);
                 tasks.spawn(maintenance::run(pool.clone(), settings, shutdown.clone()));
+            }
+            Role::Cron => {
+                tasks.spawn(cron::run(
+                    pool.clone(),
+                    worker_id.clone(),
+                    cron::Settings::default(),
+                    shutdown.clone(),
+                ));
             }
         }
     }
