@@ -441,3 +441,49 @@ async fn the_cron_role_runs_jobs_to_success_and_stops_firing_a_disabled_job() {
     assert_eq!(after, 0, "a disabled job does not fire");
     workers.stop().await;
 }
+
+#[tokio::test]
+async fn an_edit_wakes_a_sleeping_scheduler_without_a_restart() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let pool = &app.db.pool;
+    let workers = app.start_workers("cron-wake");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(r#"SELECT count(*) FROM "tblCronSchedulers""#)
+        .fetch_one(pool)
+        .await
+        .expect("replicas")
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Nothing is due for a year: the scheduler sleeps its longest (10 s, beyond the 5 s
+    // grace). Only the NOTIFY of the edit can make it fire the new schedule on time.
+    let id = job(&app, &a, json!({})).await;
+    let edited = app
+        .patch(
+            &format!("/api/v1/tenants/{}/cronjobs/{id}", a.tenant_id),
+            &a.auth,
+            json!({"cronJobSchedule": "* * * * * *"}),
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while history(pool, id).await.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edited job never fired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rows = history(pool, id).await;
+    assert!(
+        rows.iter().all(|r| r.1 == "SCHEDULED" && r.0 != "SKIPPED"),
+        "fired on time, nothing missed: {rows:?}"
+    );
+    workers.stop().await;
+}

@@ -127,11 +127,12 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-/// One round: time-outs, waiting fires, due jobs; then how long until the next due time.
+/// One round: due jobs first (their lag is what users see), then waiting fires and
+/// time-outs; then how long until the next due time.
 async fn work(pool: &PgPool, settings: &Settings) -> anyhow::Result<(Round, Option<Duration>)> {
-    let timed_out = scheduler::time_out(pool, settings.batch).await?;
-    let waiting = scheduler::start_waiting(pool, settings.batch).await?;
     let mut round = scheduler::fire_due(pool, settings.batch, settings.grace).await?;
+    let waiting = scheduler::start_waiting(pool, settings.batch).await?;
+    let timed_out = scheduler::time_out(pool, settings.batch).await?;
     round.started += waiting.started;
     round.held += waiting.held;
     round.failed += waiting.failed;
