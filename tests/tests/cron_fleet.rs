@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const JOBS: usize = 50;
+
+/// `(cronJobID, fires, distinct due times, first due time, last due time)`.
+type LedgerRow = (Uuid, i64, i64, DateTime<Utc>, DateTime<Utc>);
 const WINDOW_SECONDS: i64 = 15;
 
 fn scheduler(app: &TestApp, name: &str) -> Running {
@@ -127,7 +130,7 @@ async fn three_schedulers_fire_every_job_second_exactly_once() {
 
     // The ledger: per job, the fired seconds have no duplicate and no gap, from the first due
     // second to the last one handled, which is at least the end of the window.
-    let ledger: Vec<(Uuid, i64, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let ledger: Vec<LedgerRow> = sqlx::query_as(
         r#"SELECT "cronJobID", count(*), count(DISTINCT "scheduledAt"), min("scheduledAt"), max("scheduledAt")
            FROM "tblCronJobHistory" GROUP BY 1"#,
     )
