@@ -21,6 +21,9 @@ use std::time::Duration;
 pub struct Settings {
     /// Jobs claimed (and retries/buffered fires started) per transaction.
     pub batch: i64,
+    /// Transactions firing due jobs at once: many jobs due at the same second are fired in
+    /// parallel batches (`SKIP LOCKED` splits them) instead of one after another.
+    pub parallel: usize,
     /// A due time further behind than this counts as missed (see the catch-up policy).
     pub grace: Duration,
     /// Longest sleep without a notification: bounds what a lost NOTIFY can delay.
@@ -32,7 +35,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            batch: 64,
+            batch: 32,
+            parallel: 2,
             grace: MISFIRE_GRACE,
             max_sleep: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
@@ -130,7 +134,19 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 /// One round: due jobs first (their lag is what users see), then waiting fires and
 /// time-outs; then how long until the next due time.
 async fn work(pool: &PgPool, settings: &Settings) -> anyhow::Result<(Round, Option<Duration>)> {
-    let mut round = scheduler::fire_due(pool, settings.batch, settings.grace).await?;
+    let fired = futures::future::join_all(
+        (0..settings.parallel).map(|_| scheduler::fire_due(pool, settings.batch, settings.grace)),
+    )
+    .await;
+    let mut round = Round::default();
+    for r in fired {
+        let r = r?;
+        // One full batch means more may be due: the caller loops without sleeping.
+        round.claimed = round.claimed.max(r.claimed);
+        round.started += r.started;
+        round.held += r.held;
+        round.failed += r.failed;
+    }
     let waiting = scheduler::start_waiting(pool, settings.batch).await?;
     let timed_out = scheduler::time_out(pool, settings.batch).await?;
     round.started += waiting.started;
