@@ -162,6 +162,11 @@ async fn bad_schedules_zones_inputs_and_text_are_4xx_with_stable_codes() {
             422,
             "invalid_schedule",
         ),
+        (
+            json!({"cronJobSchedule": "0 0 31 4 *"}),
+            422,
+            "invalid_schedule",
+        ),
         (json!({"timezone": "Mars/Olympus"}), 422, "invalid_timezone"),
         (
             json!({"workflowConfig": {"inputValues": {}}}),

@@ -250,7 +250,13 @@ pub fn check(spec: &CronJobSpec) -> ApiResult<()> {
     if spec.title.is_empty() {
         return Err(ApiError::unprocessable("cronJobTitle must not be blank"));
     }
-    Schedule::parse(&spec.schedule, &spec.timezone).map_err(schedule_error)?;
+    let schedule = Schedule::parse(&spec.schedule, &spec.timezone).map_err(schedule_error)?;
+    if schedule.next_after(Utc::now()).is_none() {
+        return Err(ApiError::unprocessable_as(
+            "invalid_schedule",
+            "cronJobSchedule: the expression never matches a date (e.g. 31 April)",
+        ));
+    }
     if !["allow", "skip", "buffer_one"].contains(&spec.overlap_policy.as_str()) {
         return Err(ApiError::unprocessable(
             "overlapPolicy must be allow, skip or buffer_one",
