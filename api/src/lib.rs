@@ -16,9 +16,9 @@ use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
     api_keys::ApiKeysApi, app_pages::AppPagesApi, audit::AuditApi, auth::AuthApi,
-    datasources::DatasourcesApi, health::HealthApi, human::HumanApi, instances::InstancesApi,
-    queries::QueriesApi, roles::RolesApi, tenants::TenantsApi, users::UsersApi,
-    widgets::WidgetsApi, workflows::WorkflowsApi,
+    cronjobs::CronJobsApi, datasources::DatasourcesApi, health::HealthApi, human::HumanApi,
+    instances::InstancesApi, queries::QueriesApi, roles::RolesApi, tenants::TenantsApi,
+    users::UsersApi, widgets::WidgetsApi, workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -40,6 +40,7 @@ type Apis = (
     QueriesApi,
     AppPagesApi,
     WidgetsApi,
+    CronJobsApi,
 );
 
 /// The OpenAPI service: every operation, described.
@@ -85,6 +86,9 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         WidgetsApi {
+            state: state.clone(),
+        },
+        CronJobsApi {
             state: state.clone(),
         },
     );

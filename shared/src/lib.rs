@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod commands;
 pub mod config;
+pub mod cron;
 pub mod crypto;
 pub mod dataquery;
 pub mod datasource;

@@ -94,6 +94,11 @@ pub mod permissions {
     pub const WIDGET_DELETE: Permission = Permission("tenant:widget:delete");
     pub const WIDGET_EXECUTE: Permission = Permission("tenant:widget:execute");
     pub const LISTENER_EXECUTE: Permission = Permission("tenant:listener:execute");
+    pub const CRONJOB_LIST: Permission = Permission("tenant:cronjob:list");
+    pub const CRONJOB_CREATE: Permission = Permission("tenant:cronjob:create");
+    pub const CRONJOB_READ: Permission = Permission("tenant:cronjob:read");
+    pub const CRONJOB_UPDATE: Permission = Permission("tenant:cronjob:update");
+    pub const CRONJOB_DELETE: Permission = Permission("tenant:cronjob:delete");
 }
 
 /// What a principal may do in one tenant.
@@ -276,6 +281,8 @@ async fn owned_assets(
            UNION ALL SELECT "appPageID" FROM "tblAppPages"
              WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
            UNION ALL SELECT "widgetID" FROM "tblWidgets"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "cronJobID" FROM "tblCronJobs"
              WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)"#,
     )
     .bind(tenant_id)

@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod commands;
+pub mod cron;
 mod health;
 pub mod maintenance;
 pub mod nodes;
@@ -23,17 +24,20 @@ pub enum Role {
     Nodes,
     /// Housekeeping: retention of the audit trail.
     Maintenance,
+    /// Fires cron jobs, exactly once per due time across replicas.
+    Cron,
 }
 
 impl Role {
     /// Every role, in start order.
-    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance];
+    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance, Role::Cron];
 
     fn name(self) -> &'static str {
         match self {
             Role::Commands => "commands",
             Role::Nodes => "nodes",
             Role::Maintenance => "maintenance",
+            Role::Cron => "cron",
         }
     }
 }
@@ -130,6 +134,16 @@ pub async fn run_roles(
                 let settings = maintenance::Settings::from_config(config);
                 tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
                     maintenance::run(pool.clone(), settings.clone(), stop.clone())
+                }));
+            }
+            Role::Cron => {
+                tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
+                    cron::run(
+                        pool.clone(),
+                        worker_id.clone(),
+                        cron::Settings::default(),
+                        stop.clone(),
+                    )
                 }));
             }
         }

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod app_pages;
 pub mod audit;
 pub mod auth;
+pub mod cronjobs;
 pub mod datasources;
 pub mod health;
 pub mod human;
@@ -47,6 +48,8 @@ pub enum ApiTags {
     Data,
     /// App pages and widgets.
     Ui,
+    /// Cron jobs, their fires and the scheduler.
+    Cron,
     /// Liveness and readiness.
     Health,
 }

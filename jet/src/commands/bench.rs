@@ -22,23 +22,8 @@ use uuid::Uuid;
 
 const BENCH_DB: &str = "jet_bench";
 
-#[allow(clippy::disallowed_methods)] // a benchmark knob, not service configuration
-fn server_url() -> String {
-    std::env::var("JET_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn db_url(server: &str) -> String {
-    let (base, _) = server.rsplit_once('/').unwrap_or((server, ""));
-    format!("{base}/{BENCH_DB}")
-}
-
-pub async fn run(args: &[String]) -> anyhow::Result<()> {
-    let scale: usize = flag_value(args, "--scale")?
-        .map(str::parse)
-        .transpose()?
-        .unwrap_or(1);
-    let server = server_url();
+/// The `jet-worker` binary beside this one; warns when this is a debug build.
+pub(super) fn worker_bin() -> anyhow::Result<PathBuf> {
     let bin = std::env::current_exe()?
         .parent()
         .map(PathBuf::from)
@@ -54,9 +39,38 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             "warning: this is a debug build; figures are only meaningful from `target/release/jet bench`"
         );
     }
-    let mut admin = PgConnection::connect(&server)
+    Ok(bin)
+}
+
+/// A connection to the bench server, for creating and dropping the bench database.
+pub(super) async fn connect_admin(server: &str) -> anyhow::Result<PgConnection> {
+    PgConnection::connect(server)
         .await
-        .with_context(|| format!("connecting to {server} (set JET_BENCH_DATABASE_URL)"))?;
+        .with_context(|| format!("connecting to {server} (set JET_BENCH_DATABASE_URL)"))
+}
+
+#[allow(clippy::disallowed_methods)] // a benchmark knob, not service configuration
+pub(super) fn server_url() -> String {
+    std::env::var("JET_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub(super) fn db_url(server: &str) -> String {
+    let (base, _) = server.rsplit_once('/').unwrap_or((server, ""));
+    format!("{base}/{BENCH_DB}")
+}
+
+pub async fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().is_some_and(|a| a == "cron") {
+        return super::bench_cron::run(&args[1..]).await;
+    }
+    let scale: usize = flag_value(args, "--scale")?
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or(1);
+    let server = server_url();
+    let bin = worker_bin()?;
+    let mut admin = connect_admin(&server).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut admin)
         .await?;
@@ -133,15 +147,20 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         b2b.len()
     );
     pool.close().await;
+    drop_db(&mut admin).await
+}
+
+/// Drops the bench database.
+pub(super) async fn drop_db(admin: &mut PgConnection) -> anyhow::Result<()> {
     let drop = format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)");
     sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(&mut admin)
+        .execute(admin)
         .await?;
     Ok(())
 }
 
 /// A fresh bench database with a tenant and a chain workflow of `nodes` nodes.
-async fn fresh_db(
+pub(super) async fn fresh_db(
     admin: &mut PgConnection,
     server: &str,
     nodes: usize,
@@ -213,7 +232,7 @@ async fn enqueue(pool: &PgPool, tenant: TenantId, workflow: Uuid, n: usize) -> a
 }
 
 /// Worker processes; dropping the fleet stops them (also when the bench fails midway).
-struct Fleet(Vec<Child>);
+pub(super) struct Fleet(Vec<Child>);
 
 impl Drop for Fleet {
     fn drop(&mut self) {
@@ -229,10 +248,20 @@ impl Drop for Fleet {
 }
 
 fn spawn_workers(bin: &PathBuf, url: &str, n: usize) -> anyhow::Result<Fleet> {
+    spawn_roles(bin, url, n, "commands,nodes")
+}
+
+/// `n` worker processes running `roles`.
+pub(super) fn spawn_roles(
+    bin: &PathBuf,
+    url: &str,
+    n: usize,
+    roles: &str,
+) -> anyhow::Result<Fleet> {
     let mut fleet = Fleet(Vec::with_capacity(n));
     for i in 0..n {
         let child = Command::new(bin)
-            .args(["--roles", "commands,nodes"])
+            .args(["--roles", roles])
             .env("DATABASE_URL", url)
             .env("JET_WORKER_ID", format!("bench-{i}"))
             .env("JET_LOG", "warn")
@@ -335,7 +364,7 @@ async fn wait_instance(pool: &PgPool, id: Uuid) -> anyhow::Result<()> {
     }
 }
 
-fn pct(values: &[f64], q: f64) -> f64 {
+pub(super) fn pct(values: &[f64], q: f64) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_cron;
 pub mod bootstrap;
 pub mod dev;
 pub mod migrate;
