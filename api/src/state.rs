@@ -31,9 +31,7 @@ impl AppState {
         }
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
-            data: Arc::new(jet_shared::datasource::DataRuntime::new(
-                config.vault_key.clone(),
-            )),
+            data: Arc::new(jet_shared::datasource::DataRuntime::from_config(&config)),
             pages: crate::page_hub::PageHub::new(pool.clone()),
             pool,
             config: Arc::new(config),

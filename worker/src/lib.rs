@@ -97,9 +97,8 @@ pub async fn run_roles(
             }
             Role::Nodes => {
                 let settings = nodes::Settings::from_config(config);
-                let data = std::sync::Arc::new(jet_shared::datasource::DataRuntime::new(
-                    config.vault_key.clone(),
-                ));
+                let data =
+                    std::sync::Arc::new(jet_shared::datasource::DataRuntime::from_config(config));
                 tasks.spawn(nodes::run(
                     pool.clone(),
                     worker_id.clone(),

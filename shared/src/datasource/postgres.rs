@@ -3,6 +3,8 @@
 //! never enter the SQL text.
 
 use super::driver::{Column, Driver, DriverError, Limits, QueryOutput};
+use super::network::{CheckError, DenyList};
+use super::secrets::SecretAt;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -10,9 +12,17 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Column as _, Connection, Executor, PgPool, SqlSafeStr, Statement, TypeInfo};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Where this driver reads credentials: the password (beside the connection details or at
+/// the top, both of which it reads) and the whole connection string, which carries it.
+pub const SECRETS: &[SecretAt] = &[
+    SecretAt::Field(&["connectionString"]),
+    SecretAt::Field(&["password"]),
+    SecretAt::Field(&["connectionDetails", "password"]),
+];
 
 /// Connections one datasource may hold open at once, per process.
 const POOL_SIZE: u32 = 5;
@@ -25,6 +35,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct PostgresDriver {
     pools: Mutex<HashMap<Uuid, CachedPool>>,
+    deny: Arc<DenyList>,
 }
 
 struct CachedPool {
@@ -104,18 +115,82 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
     Ok((connect, timeout))
 }
 
+/// What the options name as the place to connect: host (or socket), port, database and TLS
+/// mode. Stored secrets may only be sent where this is unchanged.
+fn target(options: &Value) -> Option<String> {
+    let (connect, _) = connect_options(options).ok()?;
+    let host = match connect.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => connect.get_host().to_owned(),
+    };
+    Some(format!(
+        "{host}:{}/{}?sslmode={:?}",
+        connect.get_port(),
+        connect.get_database().unwrap_or_default(),
+        connect.get_ssl_mode()
+    ))
+}
+
 impl PostgresDriver {
+    /// A driver that connects only where `deny` allows.
+    pub fn new(deny: Arc<DenyList>) -> Self {
+        Self {
+            pools: Mutex::default(),
+            deny,
+        }
+    }
+
+    /// The connect options, checked against the deny-list and pinned to the address that was
+    /// checked: connecting by name again could reach a different address (DNS rebinding).
+    /// `verify-full` keeps the name, which its certificate check needs.
+    async fn checked_options(
+        &self,
+        options: &Value,
+    ) -> Result<(PgConnectOptions, Duration), DriverError> {
+        let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+        if self.deny.is_empty() {
+            return Ok((connect, timeout));
+        }
+        let host = match connect.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None => connect.get_host().to_owned(),
+        };
+        if host.starts_with('/') {
+            self.deny
+                .check_name(&host)
+                .map_err(|e| DriverError::Denied(e.to_string()))?;
+            return Ok((connect, timeout));
+        }
+        let addrs = self
+            .deny
+            .check_host(&host, connect.get_port())
+            .await
+            .map_err(|e| match e {
+                CheckError::Denied(d) => DriverError::Denied(d.to_string()),
+                CheckError::Unresolved(m) => DriverError::Unreachable(m),
+            })?;
+        if matches!(connect.get_ssl_mode(), PgSslMode::VerifyFull) {
+            return Ok((connect, timeout));
+        }
+        let pinned = addrs[0].ip().to_string();
+        Ok((connect.host(&pinned), timeout))
+    }
+
     /// The datasource's pool, created on first use and replaced when its options change.
-    fn pool(&self, datasource_id: Uuid, options: &Value) -> Result<PgPool, DriverError> {
+    async fn pool(&self, datasource_id: Uuid, options: &Value) -> Result<PgPool, DriverError> {
         let fingerprint = crate::crypto::sha256_hex(options.to_string().as_bytes());
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = pools.get_mut(&datasource_id)
-            && cached.fingerprint == fingerprint
+        if let Some(cached) = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&datasource_id)
+            .filter(|c| c.fingerprint == fingerprint)
         {
             cached.last_used = Instant::now();
             return Ok(cached.pool.clone());
         }
-        let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+        let (connect, timeout) = self.checked_options(options).await?;
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(0)
@@ -153,12 +228,12 @@ impl PostgresDriver {
     ) -> Result<QueryOutput, DriverError> {
         match datasource_id {
             Some(id) => {
-                let pool = self.pool(id, options)?;
+                let pool = self.pool(id, options).await?;
                 let mut conn = pool.acquire().await.map_err(classify)?;
                 run_on(&mut conn, bound, limits).await
             }
             None => {
-                let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+                let (connect, timeout) = self.checked_options(options).await?;
                 let mut conn =
                     tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&connect))
                         .await
@@ -429,6 +504,10 @@ impl Driver for PostgresDriver {
         connect_options(options).map(|_| ())
     }
 
+    fn target(&self, options: &Value) -> Option<String> {
+        target(options)
+    }
+
     fn test<'a>(
         &'a self,
         _datasource_id: Option<Uuid>,
@@ -436,8 +515,7 @@ impl Driver for PostgresDriver {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
-            let (connect, connect_timeout) =
-                connect_options(options).map_err(DriverError::Options)?;
+            let (connect, connect_timeout) = self.checked_options(options).await?;
             let limit = timeout.min(connect_timeout);
             let attempt = async {
                 let mut conn = sqlx::PgConnection::connect_with(&connect)
