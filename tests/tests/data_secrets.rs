@@ -8,6 +8,7 @@ use jet_tests::TestApp;
 use jet_tests::app::{Admin, TEST_VAULT_KEY};
 use jet_tests::capture::Capture;
 use jet_tests::db::TestDb;
+use jet_tests::flow::Flow;
 use serde_json::{Value, json};
 
 fn base(a: &Admin, what: &str) -> String {
@@ -549,4 +550,45 @@ async fn the_platform_database_is_denied_by_its_own_entry() {
         "{}",
         platform.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_query_node_keeps_no_credentials_in_instance_history() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let (ds, _) = create(
+        &app,
+        &a,
+        "restapi",
+        json!({"baseUrl": "http://127.0.0.1:9/v1",
+               "auth": {"type": "apiKey", "key": "api_key", "value": "sec-node", "in": "query"}}),
+    )
+    .await;
+    let query = app
+        .post(
+            &base(&a, "queries"),
+            &a.auth,
+            json!({"dataQueryTitle": "q", "datasourceID": ds, "dataQueryOptions": {"apiEndpoint": "/items"}}),
+        )
+        .await;
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node("q", "dataQuery", json!({"dataQueryID": query.str("dataQueryID")}))
+        .node("bad", "end", json!({"outputParameters": [{"name": "error", "sourceVariable": "{{ctx.queryResult.error}}"}]}))
+        .edge("start", "q")
+        .edge_on("q", "error", "bad");
+    let done = app.run_flow(&a, &flow, json!({})).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let error = done["context"]["output"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.starts_with("datasource_unreachable"), "{done}");
+    assert!(!done.to_string().contains("sec-node"), "{done}");
+    let logged: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "tblWorkflowInstanceLogs" l WHERE row_to_json(l)::text LIKE '%sec-node%'"#,
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("logs");
+    assert_eq!(logged, 0, "a log row carries the key");
 }
