@@ -44,6 +44,42 @@ struct CachedPool {
     last_used: Instant,
 }
 
+/// The password a connection string states (in its user info or a `password` parameter).
+/// Connecting uses exactly that, or an empty one: sqlx would otherwise fill a missing
+/// password from this server's `PGPASSWORD` or `~/.pgpass` and send it to whatever host the
+/// tenant named.
+fn url_password(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let from_query = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.into_owned());
+    from_query.or_else(|| parsed.password().map(|p| percent_decode(p)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// What connecting needs, read from upstream's options shape: `connectionOption`
 /// `connectionString` | `connectionDetails` (`host`, `port`, `database`, `user`, `password`,
 /// `sslMode`, `additionalOptions.{connectTimeout, applicationName}`).
@@ -57,8 +93,9 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
         let url = text(options, "connectionString")
             .filter(|s| !s.trim().is_empty())
             .ok_or("connectionString is required (or give connectionDetails)")?;
-        PgConnectOptions::from_str(url.trim())
-            .map_err(|e| format!("connectionString is not a PostgreSQL URL: {e}"))?
+        let parsed = PgConnectOptions::from_str(url.trim())
+            .map_err(|e| format!("connectionString is not a PostgreSQL URL: {e}"))?;
+        parsed.password(&url_password(url.trim()).unwrap_or_default())
     } else {
         let host = text(details, "host")
             .filter(|h| !h.is_empty())
@@ -78,9 +115,7 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
         if let Some(user) = text(details, "user").or_else(|| text(details, "username")) {
             c = c.username(&user);
         }
-        if let Some(password) = text(details, "password") {
-            c = c.password(&password);
-        }
+        c = c.password(&text(details, "password").unwrap_or_default());
         if let Some(database) = text(details, "database") {
             c = c.database(&database);
         }
@@ -604,6 +639,33 @@ mod tests {
         assert_eq!(param_text(&v, "jsonb"), Some(v.to_string()));
         assert_eq!(param_text(&Value::Null, "integer"), None);
         assert_eq!(param_text(&json!(5), "integer").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_password_is_only_ever_the_one_the_options_state() {
+        let password_of = |options: Value| {
+            let (connect, _) = connect_options(&options).expect("valid");
+            let debug = format!("{connect:?}");
+            debug
+                .split("password: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            password_of(json!({"connectionString": "postgres://u@h/db"})),
+            r#"Some("")"#,
+            "never one from the environment or ~/.pgpass"
+        );
+        assert_eq!(
+            password_of(json!({"connectionString": "postgres://u:p%40ss@h/db"})),
+            r#"Some("p@ss")"#
+        );
+        assert_eq!(
+            password_of(json!({"connectionDetails": {"host": "h", "user": "u"}})),
+            r#"Some("")"#
+        );
     }
 
     #[test]
