@@ -54,7 +54,7 @@ fn url_password(url: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == "password")
         .map(|(_, v)| v.into_owned());
-    from_query.or_else(|| parsed.password().map(|p| percent_decode(p)))
+    from_query.or_else(|| parsed.password().map(percent_decode))
 }
 
 fn percent_decode(s: &str) -> String {
