@@ -95,10 +95,13 @@ pub async fn around<E: Endpoint>(
         let entry = AuditEntry {
             user_id: principal.user_id(),
             api_key_id: principal.api_key_id(),
-            tenant_id: tenant_in_path(&path).or(match principal {
-                Principal::ApiKey { tenant_id, .. } => Some(*tenant_id),
-                Principal::User { .. } => None,
-            }),
+            tenant_id: audit_tenant(
+                &state,
+                principal,
+                tenant_in_path(&path),
+                status.is_success(),
+            )
+            .await,
             kind: operation.unwrap_or("unknown").to_owned(),
             sub_type: Some(format!("{method} {path}")),
             success: status.is_success(),
@@ -186,6 +189,35 @@ fn nul_character(req: &Request, body: &[u8]) -> Option<&'static str> {
     let json = serde_json::from_slice::<Value>(body).ok()?;
     jet_shared::workflow::storable::contains_nul(&json)
         .then_some("the body contains a NUL character (\\u0000) in a string or a key")
+}
+
+/// The tenant whose trail gets the row: only one the caller belongs to, so a probe of another
+/// tenant (answered 404) never writes into that tenant's log. An API key belongs to its own
+/// tenant whatever the path names. A user's row goes to the path's tenant when they are a
+/// member, or when the request succeeded there (which took membership: a member who just
+/// left or deleted the tenant); otherwise to no tenant.
+async fn audit_tenant(
+    state: &AppState,
+    principal: &Principal,
+    path_tenant: Option<TenantId>,
+    succeeded: bool,
+) -> Option<TenantId> {
+    match principal {
+        Principal::ApiKey { tenant_id, .. } => Some(*tenant_id),
+        Principal::User { user_id } => {
+            let tenant = path_tenant?;
+            if succeeded {
+                return Some(tenant);
+            }
+            match jet_shared::user::membership_role(&state.pool, tenant, *user_id).await {
+                Ok(role) => role.map(|_| tenant),
+                Err(err) => {
+                    tracing::warn!(error = ?err, "audit: membership lookup failed");
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// The tenant a `/api/v1/tenants/{tenantID}/…` or `/api/v1/auth/config/{tenantID}` path names.

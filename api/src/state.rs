@@ -36,9 +36,7 @@ impl AppState {
         }
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
-            data: Arc::new(jet_shared::datasource::DataRuntime::new(
-                config.vault_key.clone(),
-            )),
+            data: Arc::new(jet_shared::datasource::DataRuntime::from_config(&config)),
             pages: crate::page_hub::PageHub::new(pool.clone()),
             worker_roles: Default::default(),
             streams: crate::stream_limits::StreamLimits::new(

@@ -1,6 +1,8 @@
 //! A private PostgreSQL cluster run from the machine's server binaries, for `jet dev` and
 //! `jet test`: created on first use under a folder of the project, started with
-//! `wal_level = logical`, listening on 127.0.0.1 and a private Unix socket.
+//! `wal_level = logical`, listening on 127.0.0.1 and a private Unix socket. The dev cluster
+//! requires a generated superuser password ([`Access::Password`]); the test cluster trusts
+//! local connections.
 //!
 //! PostgreSQL refuses to run as root; when we are root the cluster is owned by and run as the
 //! `postgres` system user instead.
@@ -20,21 +22,59 @@ pub enum Durability {
     Throwaway,
 }
 
+/// Who may connect to a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The `postgres` superuser has a generated password, required over TCP and the socket
+    /// alike. The dev cluster holds the platform's own data: trusting local connections would
+    /// let anything on the machine, a tenant's datasource included, connect as superuser.
+    Password,
+    /// Every local connection is trusted. Only for the test cluster, which holds throwaway
+    /// databases that the tests' datasources reach without a password.
+    Trust,
+}
+
 /// A cluster directory and how to run it.
-#[derive(Debug)]
 pub struct Cluster {
     root: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<(u32, u32)>,
     durability: Durability,
     port: u16,
+    /// The superuser's password, with [`Access::Password`].
+    password: Option<String>,
 }
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("root", &self.root)
+            .field("port", &self.port)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The superuser password file inside the cluster folder (mode 0600).
+const PASSWORD_FILE: &str = "superuser.password";
+
+/// `pg_hba.conf` of a password cluster: no connection without the password.
+const PASSWORD_HBA: &str = "\
+# Written by jet: every connection needs the superuser password.
+local   all             all                     scram-sha-256
+host    all             all     127.0.0.1/32    scram-sha-256
+host    all             all     ::1/128         scram-sha-256
+local   replication     all                     scram-sha-256
+host    replication     all     127.0.0.1/32    scram-sha-256
+host    replication     all     ::1/128         scram-sha-256
+";
 
 impl Cluster {
     /// Prepares (but does not start) a cluster under `root`, initialising it on first use.
     pub fn prepare(
         root: &Path,
         durability: Durability,
+        access: Access,
         preferred_port: Option<u16>,
     ) -> Result<Self> {
         let bin_dir = find_bin_dir()?;
@@ -46,14 +86,15 @@ impl Cluster {
         let root = usable_root(root, run_as)?;
         fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let port = choose_port(&root, preferred_port)?;
-        let cluster = Self {
+        let mut cluster = Self {
             root,
             bin_dir,
             run_as,
             durability,
             port,
+            password: None,
         };
-        cluster.init_if_needed()?;
+        cluster.init_if_needed(access)?;
         Ok(cluster)
     }
 
@@ -69,9 +110,17 @@ impl Cluster {
         self.root.join("postgres.log")
     }
 
-    /// `postgres://postgres@127.0.0.1:<port>/<database>`.
+    /// `postgres://postgres[:<password>]@127.0.0.1:<port>/<database>`.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!(
+            "postgres://postgres{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     fn command(&self, program: &str) -> Command {
@@ -92,7 +141,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn init_if_needed(&self) -> Result<()> {
+    fn init_if_needed(&mut self, access: Access) -> Result<()> {
         let data = self.data_dir();
         for dir in [&data, &self.socket_dir()] {
             fs::create_dir_all(dir)?;
@@ -100,27 +149,93 @@ impl Cluster {
             self.own(dir)?;
         }
         self.own(&self.root)?;
-        if data.join("PG_VERSION").exists() {
+        let password_file = self.root.join(PASSWORD_FILE);
+        let initialised = data.join("PG_VERSION").exists();
+        if access == Access::Password {
+            let had_password = password_file.exists();
+            self.password = Some(self.password_from(&password_file)?);
+            if initialised && !had_password {
+                // A cluster made before passwords were required still trusts every local
+                // connection: give the superuser its password and close the door.
+                self.require_password()?;
+            }
+        }
+        if initialised {
             return Ok(());
         }
+        let auth: Vec<std::ffi::OsString> = match access {
+            Access::Password => vec![
+                "--auth=scram-sha-256".into(),
+                format!("--pwfile={}", password_file.display()).into(),
+            ],
+            Access::Trust => vec!["--auth=trust".into()],
+        };
         let out = self
             .command("initdb")
             .arg("-D")
             .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ])
+            .args(["-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args(auth)
             .output()
             .context("running initdb")?;
         if !out.status.success() {
             bail!("initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
         }
+        Ok(())
+    }
+
+    /// The superuser password kept in `path`, generated (32 random hex chars, mode 0600) on
+    /// first use. The postgres user must read it for `initdb --pwfile`.
+    fn password_from(&self, path: &Path) -> Result<String> {
+        if let Ok(kept) = fs::read_to_string(path) {
+            return Ok(kept.trim().to_owned());
+        }
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the OS random source: {e}"))?;
+        let password = hex::encode(bytes);
+        fs::write(path, &password).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        self.own(path)?;
+        Ok(password)
+    }
+
+    /// Sets the superuser password of an existing cluster (single-user mode, so no connection
+    /// is needed) and makes `pg_hba.conf` require it.
+    fn require_password(&self) -> Result<()> {
+        use std::io::Write;
+        let password = self
+            .password
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no password to set"))?;
+        if self.is_running() {
+            self.stop()?;
+        }
+        let mut child = self
+            .command("postgres")
+            .args(["--single", "-D"])
+            .arg(self.data_dir())
+            .arg("postgres")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running postgres --single")?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+            // The password is hex: nothing to quote.
+            .write_all(format!("ALTER ROLE postgres PASSWORD '{password}';\n").as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "setting the superuser password failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let hba = self.data_dir().join("pg_hba.conf");
+        fs::write(&hba, PASSWORD_HBA).with_context(|| format!("writing {}", hba.display()))?;
+        self.own(&hba)?;
         Ok(())
     }
 

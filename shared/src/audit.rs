@@ -114,18 +114,22 @@ pub async fn prune_older_than(pool: &PgPool, days: u32, batch: i64) -> Result<u6
     Ok(deleted.rows_affected())
 }
 
-/// Replaces the values of secret-looking keys with `[FILTERED]` and cuts long strings,
-/// recursively. What counts as secret is the datasource masking rule
-/// (`datasource::secrets::is_secret_field`): `dbPassword`, `clientSecret`, `accessToken`,
-/// `apiKey`, `connectionString`, and the value of an `Authorization` header pair, while
-/// `apiKeyTitle` stays readable.
+/// Replaces secrets with `[FILTERED]` and cuts long strings, recursively. What counts as
+/// secret is the datasource masking rule: in `datasourceOptions`, every secret a driver reads
+/// (`datasource::secrets::hide`); everywhere, secret-looking keys (`dbPassword`,
+/// `clientSecret`, `accessToken`, `apiKey`, `connectionString`, the value of an
+/// `Authorization` header pair), while `apiKeyTitle` stays readable.
 pub fn redact(value: &Value) -> Value {
+    use crate::datasource::secrets;
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, v)| {
-                    if crate::datasource::secrets::is_secret_field(map, key) {
+                    if secrets::is_secret_field(map, key) {
                         (key.clone(), Value::String(FILTERED.into()))
+                    } else if key == "datasourceOptions" {
+                        let kind = map.get("datasourceType").and_then(Value::as_str);
+                        (key.clone(), redact(&secrets::hide(v, kind, FILTERED)))
                     } else {
                         (key.clone(), redact(v))
                     }
@@ -164,6 +168,18 @@ mod tests {
         assert_eq!(options["headers"][0]["value"], FILTERED);
         assert_eq!(options["headers"][1]["value"], "json");
         assert_eq!(out["nested"]["items"][0]["keep"], 1);
+    }
+
+    #[test]
+    fn datasource_options_lose_every_secret_a_driver_reads() {
+        let body = json!({"datasourceOptions": {
+            "baseUrl": "http://h/?k=q1", "headers": {"X-API-Key": "h1"},
+            "auth": {"type": "apiKey", "headerName": "X-Key", "value": "v1"}}});
+        let out = redact(&body).to_string();
+        for secret in ["q1", "h1", "v1"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("X-Key"), "{out}");
     }
 
     #[test]

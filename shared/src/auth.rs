@@ -73,6 +73,9 @@ pub enum AuthError {
     /// The token's `exp` has passed.
     #[error("token expired")]
     TokenExpired,
+    /// The token's `nbf` is still in the future (beyond the clock-skew leeway).
+    #[error("token not yet valid")]
+    TokenNotYetValid,
     /// No key is configured for the token's algorithm.
     #[error("user tokens are not accepted: no JWT key is configured")]
     JwtNotConfigured,
@@ -97,6 +100,7 @@ impl AuthError {
             AuthError::ApiKeyDisabled => "api_key_disabled",
             AuthError::InvalidToken => "invalid_token",
             AuthError::TokenExpired => "token_expired",
+            AuthError::TokenNotYetValid => "token_not_yet_valid",
             AuthError::JwtNotConfigured => "jwt_not_configured",
             AuthError::UnknownUser => "unknown_user",
             AuthError::UserDisabled => "user_disabled",
@@ -150,6 +154,9 @@ impl JwtVerifier {
         let validation = |alg| {
             let mut v = Validation::new(alg);
             v.set_required_spec_claims(&["exp", "sub"]);
+            // A token minted for later (`nbf`) must not work now; jsonwebtoken skips the
+            // check unless asked. The default 60 s leeway absorbs clock skew.
+            v.validate_nbf = true;
             match &config.issuer {
                 Some(iss) => v.set_issuer(&[iss]),
                 None => v.iss = None,
@@ -196,6 +203,7 @@ impl JwtVerifier {
         let data =
             jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::TokenNotYetValid,
                 _ => AuthError::InvalidToken,
             })?;
         Ok(data.claims.sub)
@@ -344,5 +352,28 @@ mod tests {
             Err(AuthError::InvalidToken)
         );
         assert_eq!(verifier.verify("not-a-jwt"), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused_until_their_nbf() {
+        let config = JwtConfig {
+            hs256_secret: Some("secret".into()),
+            ..Default::default()
+        };
+        let verifier = JwtVerifier::new(&config).expect("valid");
+        let now = chrono::Utc::now().timestamp();
+        let sign = |nbf: i64| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &serde_json::json!({"sub": "u", "nbf": nbf, "exp": nbf + 3600}),
+                &jsonwebtoken::EncodingKey::from_secret(b"secret").expect("key"),
+            )
+            .expect("encode")
+        };
+        assert_eq!(
+            verifier.verify(&sign(now + 3600)),
+            Err(AuthError::TokenNotYetValid)
+        );
+        assert_eq!(verifier.verify(&sign(now - 10)), Ok("u".into()));
     }
 }

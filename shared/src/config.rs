@@ -4,6 +4,7 @@
 //! [`Config`]. Parsing is a pure function of a variable lookup so it is unit-tested.
 
 use crate::crypto::VaultKey;
+use crate::datasource::network::{DEFAULT_DENY, DenyEntry};
 use std::net::SocketAddr;
 
 /// Log filter when `JET_LOG` is unset: info, without Postgres's "already exists" notices.
@@ -112,6 +113,9 @@ pub struct Config {
     /// `JET_MAX_RUNNING_CHILDREN`: sub-workflow instances a tenant may have running at once;
     /// a `subWorkflow` node that would start one more fails.
     pub max_running_children: i64,
+    /// `JET_DATASOURCE_DENY_HOSTS`: where datasources may not connect (default: loopback,
+    /// link-local and the platform database's host; `none` denies nothing).
+    pub datasource_deny: Vec<DenyEntry>,
 }
 
 impl Config {
@@ -199,6 +203,7 @@ impl Config {
                 get("JET_MAX_RUNNING_CHILDREN"),
                 "1000",
             )?,
+            datasource_deny: deny_entries(get("JET_DATASOURCE_DENY_HOSTS"))?,
         })
     }
 
@@ -225,6 +230,27 @@ where
         var,
         reason: format!("cannot parse `{raw}`: {e}"),
     })
+}
+
+/// The deny-list entries: the default when unset, nothing for `none` (an explicit word, so a
+/// blank line copied from `.env.example` never switches the protection off).
+fn deny_entries(value: Option<String>) -> Result<Vec<DenyEntry>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_DENY.to_vec());
+    };
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(vec![]);
+    }
+    value
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            DenyEntry::parse(e).map_err(|reason| ConfigError {
+                var: "JET_DATASOURCE_DENY_HOSTS",
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// A PEM given inline, or a path to a file holding one (handy with mounted secrets).
@@ -277,6 +303,30 @@ mod tests {
     fn a_bad_number_names_the_variable() {
         let err = load(&[("JET_DB_MAX_CONNECTIONS", "many")]).expect_err("not a number");
         assert_eq!(err.var, "JET_DB_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn the_datasource_deny_list_defaults_to_local_addresses_and_none_empties_it() {
+        assert_eq!(load(&[]).expect("valid").datasource_deny, DEFAULT_DENY);
+        assert_eq!(
+            load(&[("JET_DATASOURCE_DENY_HOSTS", "  ")])
+                .expect("valid")
+                .datasource_deny,
+            DEFAULT_DENY,
+            "blank is unset, never `deny nothing`"
+        );
+        assert!(
+            load(&[("JET_DATASOURCE_DENY_HOSTS", "none")])
+                .expect("valid")
+                .datasource_deny
+                .is_empty()
+        );
+        let custom = load(&[("JET_DATASOURCE_DENY_HOSTS", "loopback, 10.0.0.0/8")])
+            .expect("valid")
+            .datasource_deny;
+        assert_eq!(custom.len(), 2);
+        let err = load(&[("JET_DATASOURCE_DENY_HOSTS", "10.0.0.0/99")]).expect_err("bad prefix");
+        assert_eq!(err.var, "JET_DATASOURCE_DENY_HOSTS");
     }
 
     #[test]

@@ -183,15 +183,16 @@ pub async fn run_options(
     let datasource_id = datasource_id
         .ok_or_else(|| RunError::NotRunnable("the query names no datasource".into()))?;
     let ds = datasource::get(pool, rt, tenant_id, datasource_id).await?;
-    let driver = rt.drivers.get(&ds.datasource_type).ok_or_else(|| {
-        RunError::NotRunnable(format!(
+    if rt.drivers.get(&ds.datasource_type).is_none() {
+        return Err(RunError::NotRunnable(format!(
             "datasource type `{}` has no driver",
             ds.datasource_type
-        ))
-    })?;
+        )));
+    }
     let inputs = check_inputs(options, inputs).map_err(RunError::Inputs)?;
-    Ok(driver
+    Ok(rt
         .execute(
+            &ds.datasource_type,
             Some(ds.datasource_id),
             &ds.options,
             options,

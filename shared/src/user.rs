@@ -9,7 +9,7 @@ use crate::ids::{RoleId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, PgPool};
 
 /// A row of `tblUsers` (the fields clients see).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -305,7 +305,7 @@ async fn ensure_another_admin(
 
 /// The membership role (`ADMIN`/`MEMBER`) of a user in a tenant, if a member.
 pub async fn membership_role(
-    pool: &PgPool,
+    conn: impl PgExecutor<'_>,
     tenant_id: TenantId,
     user_id: UserId,
 ) -> Result<Option<String>> {
@@ -314,6 +314,6 @@ pub async fn membership_role(
     )
     .bind(tenant_id)
     .bind(user_id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?)
 }

@@ -91,13 +91,16 @@ impl TestApp {
 
     /// Starts the service on the given database.
     pub async fn spawn_on(db: TestDb) -> Self {
-        Self::spawn_with(db, &[]).await
+        Self::spawn_configured(db, |_| {}).await
     }
 
     /// Starts the service, and its workers if asked, with extra configuration variables
     /// (e.g. a small `JET_SSE_MAX_STREAMS`).
-    pub async fn with_env(extra: &[(&str, &str)], workers: bool) -> Self {
-        let app = Self::spawn_with(TestDb::new().await, extra).await;
+    pub async fn with_env(extra: &[(&'static str, &str)], workers: bool) -> Self {
+        let app = Self::spawn_configured(TestDb::new().await, |vars| {
+            vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        })
+        .await;
         if workers {
             std::mem::forget(app.start_workers("test-worker"));
         }
@@ -105,16 +108,36 @@ impl TestApp {
     }
 
     /// Starts the service on the given database with extra configuration variables.
-    pub async fn spawn_with(db: TestDb, extra: &[(&str, &str)]) -> Self {
-        let mut vars: HashMap<&str, String> = HashMap::from([
+    pub async fn spawn_with(db: TestDb, extra: &[(&'static str, &str)]) -> Self {
+        Self::spawn_configured(db, |vars| {
+            vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        })
+        .await
+    }
+
+    /// Starts the service on a fresh database with its environment adjusted by `adjust`
+    /// (e.g. removing `JET_DATASOURCE_DENY_HOSTS` to run with the production default).
+    pub async fn spawn_adjusted(adjust: impl FnOnce(&mut HashMap<&'static str, String>)) -> Self {
+        Self::spawn_configured(TestDb::new().await, adjust).await
+    }
+
+    async fn spawn_configured(
+        db: TestDb,
+        adjust: impl FnOnce(&mut HashMap<&'static str, String>),
+    ) -> Self {
+        let mut vars: HashMap<&'static str, String> = HashMap::from([
             ("DATABASE_URL", db.url()),
             ("JET_JWT_HS256_SECRET", jwt::HS256_SECRET.to_owned()),
             ("JET_JWT_RS256_PUBLIC_KEY", jwt::RS256_PUBLIC_PEM.to_owned()),
             ("JET_MAX_BODY_BYTES", TEST_MAX_BODY_BYTES.to_string()),
             ("JET_API_ADDR", "127.0.0.1:0".to_owned()),
             ("VAULT_ENCRYPTION_KEY", TEST_VAULT_KEY.to_owned()),
+            // The tests' datasources are local databases and servers on 127.0.0.1, which the
+            // default deny-list keeps datasources away from; the tests of the deny-list
+            // itself put it back.
+            ("JET_DATASOURCE_DENY_HOSTS", "none".to_owned()),
         ]);
-        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        adjust(&mut vars);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
         let state = jet_api::AppState::new(db.pool.clone(), config.clone()).expect("state");
         let (addr, acceptor) = jet_api::bind("127.0.0.1:0".parse().expect("addr"))

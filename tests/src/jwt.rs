@@ -41,6 +41,17 @@ pub fn rs256(subject: &str) -> String {
     .expect("sign")
 }
 
+/// An HS256 token that is not valid before `nbf` (seconds since the epoch), for an hour after.
+pub fn hs256_not_before(subject: &str, nbf: i64) -> String {
+    let key = EncodingKey::from_secret(HS256_SECRET.as_bytes()).expect("HMAC key");
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": subject, "nbf": nbf, "exp": nbf + 3600}),
+        &key,
+    )
+    .expect("sign")
+}
+
 /// An expired HS256 token (well past the default leeway).
 pub fn expired(subject: &str) -> String {
     hs256_with(subject, exp_in(-3600), HS256_SECRET)

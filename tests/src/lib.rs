@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod bins;
+pub mod capture;
 pub mod db;
 pub mod flow;
 pub mod jwt;

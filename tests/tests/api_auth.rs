@@ -60,7 +60,12 @@ async fn a_disabled_api_key_is_401_api_key_disabled() {
 async fn hs256_and_rs256_tokens_of_known_users_authenticate() {
     let app = TestApp::spawn().await;
     app.user("firebase-alice", "alice@example.com").await;
-    for token in [jwt::hs256("firebase-alice"), jwt::rs256("firebase-alice")] {
+    let started = jwt::hs256_not_before("firebase-alice", chrono::Utc::now().timestamp() - 60);
+    for token in [
+        jwt::hs256("firebase-alice"),
+        jwt::rs256("firebase-alice"),
+        started,
+    ] {
         let resp = app.get("/api/v1/auth", &bearer(&token)).await;
         assert_eq!(resp.status, 200, "{}", resp.body);
         assert_eq!(resp.body["authType"], "USER");
@@ -84,6 +89,10 @@ async fn bad_tokens_get_distinct_401_codes() {
             "invalid_token",
         ),
         ("not.a.jwt".to_owned(), "invalid_token"),
+        (
+            jwt::hs256_not_before("firebase-bob", chrono::Utc::now().timestamp() + 3600),
+            "token_not_yet_valid",
+        ),
     ];
     for (token, code) in cases {
         let resp = app.get("/api/v1/auth", &bearer(&token)).await;

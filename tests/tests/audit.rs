@@ -92,3 +92,42 @@ async fn unauthenticated_requests_write_no_audit_rows() {
         .expect("count");
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn requests_into_a_foreign_tenant_are_audited_only_where_the_caller_belongs() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let b = app.admin("B").await;
+    let user = app.user("fb-mara", "mara@example.com").await;
+    app.member(a.tenant_id, user, "ADMIN").await;
+    let b_roles = format!("/api/v1/tenants/{}/roles", b.tenant_id);
+    let probe = json!({"roleTitle": "probe", "note": "written by a stranger"});
+
+    let by_key = app.post(&b_roles, &a.auth, probe.clone()).await;
+    assert_eq!(by_key.status, 404, "{}", by_key.body);
+    let by_user = app
+        .post(&b_roles, &bearer(&jwt::hs256("fb-mara")), probe)
+        .await;
+    assert_eq!(by_user.status, 404, "{}", by_user.body);
+
+    let b_log = app
+        .get(&format!("/api/v1/tenants/{}/audit", b.tenant_id), &b.auth)
+        .await;
+    assert_eq!(b_log.status, 200, "{}", b_log.body);
+    assert_eq!(b_log.body["totalCount"], 0, "{}", b_log.body);
+    let rows: Vec<(Option<uuid::Uuid>, Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
+        r#"SELECT "tenantID", "apiKeyID", "userID" FROM "tblAuditLogs" WHERE "type" = 'createRole'"#,
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("audit rows");
+    assert!(
+        rows.contains(&(Some(a.tenant_id.0), Some(a.raw.api_key_id.0), None)),
+        "the key's probe is in its own tenant's log: {rows:?}"
+    );
+    assert!(
+        rows.contains(&(None, None, Some(user.0))),
+        "the user's probe is kept, in no tenant: {rows:?}"
+    );
+    assert_eq!(rows.len(), 2);
+}

@@ -4,7 +4,7 @@
 //! step's answer (both travel as commands) still go through, every run of the load ends, and
 //! each worker's `/ready` is 200 again with its restarts on record.
 
-use jet::pg::{Cluster, Durability};
+use jet::pg::{Access, Cluster, Durability};
 use jet_tests::TestApp;
 use jet_tests::app::Admin;
 use jet_tests::bins::{Running, free_port};
@@ -23,8 +23,8 @@ struct OwnCluster {
 impl OwnCluster {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("jet-chaos-{}", uuid::Uuid::new_v4().simple()));
-        let mut cluster =
-            Cluster::prepare(&dir, Durability::Throwaway, None).expect("prepare a private cluster");
+        let mut cluster = Cluster::prepare(&dir, Durability::Throwaway, Access::Trust, None)
+            .expect("prepare a private cluster");
         cluster.start().expect("start the private cluster");
         Self { cluster, dir }
     }

@@ -690,4 +690,36 @@ async fn datasource_routes_check_permissions_and_creators_own_theirs() {
             .status,
         204
     );
+
+    // A copy keeps the stored secrets and belongs to its maker, who could then point it
+    // anywhere: copying needs what pointing the original elsewhere needs.
+    let reader = app
+        .role(
+            &a,
+            "reader",
+            &["tenant:datasource:create", "tenant:datasource:read"],
+        )
+        .await;
+    let (_, read_key) = app.key_with_roles(&a, "reader", &[&reader]).await;
+    let clone = format!("{}/{admins}/clone", base(&a, "datasources"));
+    let denied = app.post(&clone, &read_key, json!({})).await;
+    assert_eq!(
+        (denied.status, denied.code()),
+        (403, "permission_denied"),
+        "{}",
+        denied.body
+    );
+    let updater = app
+        .role(
+            &a,
+            "updater",
+            &[
+                "tenant:datasource:create",
+                "tenant:datasource:read",
+                "tenant:datasource:update",
+            ],
+        )
+        .await;
+    let (_, update_key) = app.key_with_roles(&a, "updater", &[&updater]).await;
+    assert_eq!(app.post(&clone, &update_key, json!({})).await.status, 201);
 }

@@ -1,6 +1,6 @@
 //! `jet dev` as a person runs it: a real process on a fresh folder creates its own PostgreSQL
 //! cluster, bootstraps a tenant and admin key, serves the API, and stops everything on SIGTERM.
-//! The README's curl walk-through runs against it.
+//! The README's curl walk-through runs against it. Its cluster requires a generated password.
 
 use jet_tests::bins::{Running, free_port, run};
 use serde_json::{Value, json};
@@ -55,6 +55,33 @@ async fn jet_dev_runs_the_readme_walkthrough_and_stops_cleanly() {
     );
     let client = reqwest::Client::new();
     use reqwest::Method;
+
+    // The cluster holds the platform's data: it wants the generated password, printed above.
+    let mut anonymous = reqwest::Url::parse(&database_url).expect("database url");
+    assert_eq!(
+        anonymous.password().map(str::len),
+        Some(32),
+        "{database_url}"
+    );
+    anonymous.set_password(None).expect("url without password");
+    use sqlx::Connection;
+    let refused = sqlx::PgConnection::connect(anonymous.as_str()).await;
+    assert!(refused.is_err(), "connected without the password");
+    sqlx::PgConnection::connect(&database_url)
+        .await
+        .expect("the printed URL connects");
+    // And by default a datasource cannot reach it (nor anything else on loopback).
+    let (status, tested) = call(
+        &client,
+        Method::POST,
+        format!("{base}/api/v1/tenants/{tenant}/datasources/test"),
+        &admin_key,
+        Some(json!({"datasourceType": "postgresql", "datasourceOptions":
+            {"connectionOption": "connectionString", "connectionString": database_url}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["code"], "datasource_denied", "{tested}");
 
     // The walk-through: a role that may only list roles, a key with that role.
     let (status, role) = call(

@@ -131,6 +131,124 @@ async fn saving_a_query_node_needs_execute_on_the_query() {
 }
 
 #[tokio::test]
+async fn cloning_checks_what_creating_checks() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let (_db, query) = orders_query(&app, &a).await;
+    let child = app
+        .save(
+            &a,
+            &Flow::new()
+                .node("start", "start", json!({}))
+                .node("end", "end", json!({}))
+                .edge("start", "end"),
+        )
+        .await;
+    let flow = Flow::new()
+        .node("start", "start", json!({}))
+        .node("q", "dataQuery", json!({"dataQueryID": query}))
+        .node("sub", "subWorkflow", json!({"childWorkflowID": child}))
+        .edge("start", "q")
+        .edge("q", "sub");
+    let parent = app.save(&a, &flow).await;
+    let clone_of = |what: &str, id: &str| format!("{}/{id}/clone", base(&a, what));
+
+    // Reading and creating workflows is not enough to own a copy that runs what the caller
+    // may not run.
+    let copier = app
+        .role(
+            &a,
+            "copier",
+            &["tenant:workflow:create", "tenant:workflow:read"],
+        )
+        .await;
+    let (_, key) = app.key_with_roles(&a, "copier", &[&copier]).await;
+    let denied = app
+        .post(&clone_of("workflows", &parent), &key, json!({}))
+        .await;
+    assert_eq!(
+        (denied.status, denied.code()),
+        (403, "permission_denied"),
+        "{}",
+        denied.body
+    );
+    let runs_query = app
+        .role_with_assets(
+            &a,
+            "copier+query",
+            &["tenant:workflow:create", "tenant:workflow:read"],
+            &[("dataquery", &query, "execute")],
+        )
+        .await;
+    let (_, key) = app.key_with_roles(&a, "copier+query", &[&runs_query]).await;
+    let still = app
+        .post(&clone_of("workflows", &parent), &key, json!({}))
+        .await;
+    assert_eq!(
+        (still.status, still.code()),
+        (403, "permission_denied"),
+        "the child workflow needs execute too: {}",
+        still.body
+    );
+    let runs_both = app
+        .role_with_assets(
+            &a,
+            "copier+both",
+            &["tenant:workflow:create", "tenant:workflow:read"],
+            &[
+                ("dataquery", &query, "execute"),
+                ("workflow", &child, "execute"),
+            ],
+        )
+        .await;
+    let (_, key) = app.key_with_roles(&a, "copier+both", &[&runs_both]).await;
+    let copied = app
+        .post(&clone_of("workflows", &parent), &key, json!({}))
+        .await;
+    assert_eq!(copied.status, 201, "{}", copied.body);
+
+    // A query's copy needs read on its datasource, as creating one does.
+    let query_copier = app
+        .role(
+            &a,
+            "query copier",
+            &["tenant:dataquery:create", "tenant:dataquery:read"],
+        )
+        .await;
+    let (_, key) = app
+        .key_with_roles(&a, "query copier", &[&query_copier])
+        .await;
+    let denied = app
+        .post(&clone_of("queries", &query), &key, json!({}))
+        .await;
+    assert_eq!(
+        (denied.status, denied.code()),
+        (403, "permission_denied"),
+        "{}",
+        denied.body
+    );
+    let datasource = app
+        .get(&format!("{}/{query}", base(&a, "queries")), &a.auth)
+        .await
+        .str("datasourceID");
+    let with_source = app
+        .role_with_assets(
+            &a,
+            "query copier+source",
+            &["tenant:dataquery:create", "tenant:dataquery:read"],
+            &[("datasource", &datasource, "read")],
+        )
+        .await;
+    let (_, key) = app
+        .key_with_roles(&a, "query copier+source", &[&with_source])
+        .await;
+    let copied = app
+        .post(&clone_of("queries", &query), &key, json!({}))
+        .await;
+    assert_eq!(copied.status, 201, "{}", copied.body);
+}
+
+#[tokio::test]
 async fn widgets_and_pages_check_what_they_reference() {
     let app = TestApp::spawn().await;
     let a = app.admin("A").await;

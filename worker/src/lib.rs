@@ -117,9 +117,8 @@ pub async fn run_roles(
             }
             Role::Nodes => {
                 let settings = nodes::Settings::from_config(config);
-                let data = std::sync::Arc::new(jet_shared::datasource::DataRuntime::new(
-                    config.vault_key.clone(),
-                ));
+                let data =
+                    std::sync::Arc::new(jet_shared::datasource::DataRuntime::from_config(config));
                 tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
                     nodes::run(
                         pool.clone(),

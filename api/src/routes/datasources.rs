@@ -48,6 +48,7 @@ pub struct DatasourceOut {
 
 impl From<Datasource> for DatasourceOut {
     fn from(d: Datasource) -> Self {
+        let datasource_options = secrets::mask(&d.options, &d.datasource_type);
         Self {
             datasource_id: d.datasource_id,
             tenant_id: d.tenant_id.0,
@@ -55,7 +56,7 @@ impl From<Datasource> for DatasourceOut {
             datasource_type: d.datasource_type,
             datasource_description: d.description,
             datasource_tags: d.tags,
-            datasource_options: secrets::mask(&d.options),
+            datasource_options,
             connection_status: d.connection_status,
             creator_id: d.creator_id,
             created_by_api_key_id: d.created_by_api_key_id,
@@ -97,7 +98,8 @@ pub struct UpdateDatasource {
 pub struct TestDatasource {
     pub datasource_type: Option<String>,
     pub datasource_options: Option<Value>,
-    /// A saved datasource: its stored secrets fill in masked values, and its
+    /// A saved datasource: its stored secrets fill in masked values (when the edited options
+    /// point somewhere else, only for a caller holding `update` on it), and its
     /// `connectionStatus` records the outcome.
     #[oai(rename = "datasourceID")]
     pub datasource_id: Option<Uuid>,
@@ -108,7 +110,8 @@ pub struct TestDatasource {
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct TestResult {
     pub ok: bool,
-    /// `invalid_query_options`, `datasource_unreachable`, `query_failed` or `query_timeout`.
+    /// `invalid_query_options`, `datasource_unreachable`, `datasource_denied`, `query_failed`
+    /// or `query_timeout`.
     pub code: Option<String>,
     /// Why the test failed, in the datasource's own words where it said something.
     pub error: Option<String>,
@@ -211,7 +214,31 @@ impl DatasourcesApi {
                 let saved =
                     datasource::get(&self.state.pool, rt, TenantId(tenant_id.0), id).await?;
                 let options = match body.datasource_options {
-                    Some(edited) => secrets::restore(&edited, &saved.options),
+                    Some(edited) => {
+                        let restored = secrets::restore(&edited, &saved.options);
+                        // Stored secrets fill masks only where they were going anyway; sending
+                        // them to a new target is what `update` (pointing the datasource
+                        // elsewhere) allows, and no less.
+                        let moved = !rt.same_target(
+                            &saved.datasource_type,
+                            &saved.options,
+                            &restored.options,
+                        );
+                        if restored.filled > 0
+                            && moved
+                            && !grants.allows(DATASOURCE_UPDATE, Some(id))
+                        {
+                            return Err(ApiError::forbidden(
+                                "permission_denied",
+                                format!(
+                                    "the edited options point somewhere else: send the secrets \
+                                     themselves, or hold {} to test the stored ones there",
+                                    DATASOURCE_UPDATE.title()
+                                ),
+                            ));
+                        }
+                        restored.options
+                    }
                     None => saved.options,
                 };
                 (saved.datasource_type, options)
@@ -226,13 +253,9 @@ impl DatasourcesApi {
             ),
         };
         datasource::validate(rt, &kind, &options)?;
-        let driver = rt
-            .drivers
-            .get(&kind)
-            .ok_or_else(|| ApiError::unprocessable("unsupported datasourceType"))?;
         let started = Instant::now();
-        let outcome = driver
-            .test(body.datasource_id, &options, TEST_TIMEOUT)
+        let outcome = rt
+            .test(&kind, body.datasource_id, &options, TEST_TIMEOUT)
             .await;
         if let Some(id) = body.datasource_id {
             let status = if outcome.is_ok() { "active" } else { "error" };
@@ -333,6 +356,9 @@ impl DatasourcesApi {
     }
 
     /// Clone a datasource
+    ///
+    /// The copy keeps the stored secrets, so it needs `update` on the original as well as
+    /// `create` and `read`.
     #[oai(
         path = "/:tenantID/datasources/:datasourceID/clone",
         method = "post",
@@ -346,6 +372,10 @@ impl DatasourcesApi {
     ) -> ApiResult<Created<DatasourceOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, DATASOURCE_CREATE, None).await?;
         grants.require(DATASOURCE_READ, Some(datasource_id.0))?;
+        // The copy carries the stored secrets and is the caller's, with every right on it,
+        // pointing them anywhere included: only who may already do that to the original may
+        // copy it.
+        grants.require(DATASOURCE_UPDATE, Some(datasource_id.0))?;
         let mut tx = self.state.pool.begin().await?;
         let copy = datasource::clone(
             &mut tx,

@@ -352,6 +352,8 @@ impl QueriesApi {
     }
 
     /// Clone a data query
+    ///
+    /// Checks what create checks: read access to the query's datasource.
     #[oai(
         path = "/:tenantID/queries/:dataQueryID/clone",
         method = "post",
@@ -367,6 +369,12 @@ impl QueriesApi {
         grants.require(DATAQUERY_READ, Some(data_query_id.0))?;
         let creator = auth.0.creator();
         let mut tx = self.state.pool.begin().await?;
+        // The copy is the caller's, with every right on it: as on create, its datasource must
+        // be readable by the caller.
+        let source = dataquery::get(&mut *tx, TenantId(tenant_id.0), data_query_id.0).await?;
+        if let Some(datasource) = source.datasource_id {
+            grants.require(DATASOURCE_READ, Some(datasource))?;
+        }
         let copy =
             dataquery::clone(&mut tx, TenantId(tenant_id.0), data_query_id.0, creator).await?;
         tx.commit().await?;

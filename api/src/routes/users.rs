@@ -193,8 +193,9 @@ impl UsersApi {
 
     /// Remove a member from a tenant
     ///
-    /// The user row stays; only the membership, its roles and UI config go. The last `ADMIN`
-    /// cannot be removed (409 `last_admin`).
+    /// The user row stays; only the membership, its roles and UI config go. Only an `ADMIN`
+    /// removes an `ADMIN` (403 `admin_required`), and the last `ADMIN` stays (409
+    /// `last_admin`).
     #[oai(
         path = "/:tenantID/users/:tenantUserID",
         method = "delete",
@@ -206,7 +207,7 @@ impl UsersApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "tenantUserID")] user_id: Path<Uuid>,
     ) -> ApiResult<Deleted> {
-        authorize(
+        let grants = authorize(
             &self.state,
             &auth,
             tenant_id.0,
@@ -214,8 +215,10 @@ impl UsersApi {
             Some(user_id.0),
         )
         .await?;
+        let (tenant, target) = (TenantId(tenant_id.0), UserId(user_id.0));
         let mut tx = self.state.pool.begin().await?;
-        user::remove_member(&mut tx, TenantId(tenant_id.0), UserId(user_id.0)).await?;
+        check_admin_target(&mut tx, &grants, tenant, target).await?;
+        user::remove_member(&mut tx, tenant, target).await?;
         tx.commit().await?;
         Ok(Deleted::Deleted)
     }
@@ -223,7 +226,8 @@ impl UsersApi {
     /// Set a member's roles
     ///
     /// Replaces the member's roles and, when `role` is given, the membership role. The caller
-    /// must hold every permission it grants.
+    /// must hold every permission it grants, and only an `ADMIN` changes an `ADMIN`'s
+    /// membership (403 `admin_required`).
     #[oai(
         path = "/:tenantID/users/:tenantUserID/roles",
         method = "patch",
@@ -247,6 +251,7 @@ impl UsersApi {
         let tenant = TenantId(tenant_id.0);
         let role_ids: Vec<RoleId> = body.role_ids.iter().copied().map(RoleId).collect();
         let mut tx = self.state.pool.begin().await?;
+        check_admin_target(&mut tx, &grants, tenant, UserId(user_id.0)).await?;
         let membership = body.role.unwrap_or(MembershipRole::Member);
         check_assignable(&mut tx, &grants, tenant, membership, &role_ids).await?;
         let member = user::set_member_roles(
@@ -260,6 +265,32 @@ impl UsersApi {
         tx.commit().await?;
         Ok(Json(member.into()))
     }
+}
+
+/// An `ADMIN`'s membership (its role, its roles, whether it stays) is changed only by an
+/// `ADMIN`: otherwise a member trusted with `user:update`/`user:delete` could demote or
+/// remove the people who manage the tenant. A target that is not a member is left for the
+/// domain call to answer 404.
+async fn check_admin_target(
+    conn: &mut PgConnection,
+    grants: &Grants,
+    tenant: TenantId,
+    target: UserId,
+) -> ApiResult<()> {
+    if grants.is_admin {
+        return Ok(());
+    }
+    if user::membership_role(&mut *conn, tenant, target)
+        .await?
+        .as_deref()
+        == Some("ADMIN")
+    {
+        return Err(ApiError::forbidden(
+            "admin_required",
+            "only an ADMIN member can change the membership of an ADMIN",
+        ));
+    }
+    Ok(())
 }
 
 /// Nobody hands out more than they hold: `ADMIN` needs an admin caller, roles need every one

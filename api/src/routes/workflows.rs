@@ -495,6 +495,9 @@ impl WorkflowsApi {
     }
 
     /// Clone a workflow: same graph with fresh node ids
+    ///
+    /// Checks what create checks: execute on every data query and child workflow the graph
+    /// runs (403).
     #[oai(
         path = "/:tenantID/workflows/:workflowID/clone",
         method = "post",
@@ -511,6 +514,9 @@ impl WorkflowsApi {
         let tenant = TenantId(tenant_id.0);
         let mut tx = self.state.pool.begin().await?;
         let source = definition::get(&mut tx, tenant, workflow_id.0).await?;
+        // The copy is the caller's, with every right on it: it may only run what the caller
+        // could have put in a new workflow.
+        check_references(&mut tx, &grants, &source.nodes).await?;
         let fresh: std::collections::HashMap<String, String> = source
             .nodes
             .iter()

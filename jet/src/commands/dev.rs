@@ -4,7 +4,7 @@
 
 use super::bootstrap::print_bootstrapped;
 use super::flag_value;
-use crate::pg::{self, Cluster, Durability};
+use crate::pg::{self, Access, Cluster, Durability};
 use anyhow::Context;
 use jet_shared::config::Config;
 use jet_shared::crypto::VaultKey;
@@ -29,8 +29,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                 .map(str::parse)
                 .transpose()
                 .context("--pg-port")?;
-            let mut cluster =
-                Cluster::prepare(&state_dir.join("dev-pg"), Durability::Durable, port)?;
+            let mut cluster = Cluster::prepare(
+                &state_dir.join("dev-pg"),
+                Durability::Durable,
+                Access::Password,
+                port,
+            )?;
             cluster.start()?;
             pg::ensure_database(&cluster, "jet").await?;
             config.database_url = Some(cluster.url("jet"));

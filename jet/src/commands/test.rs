@@ -3,7 +3,7 @@
 //! `JET_TEST_DATABASE_URL` names a server to use — builds the binaries the process tests
 //! start, then runs `cargo test --workspace` with the extra arguments given.
 
-use crate::pg::{Cluster, Durability};
+use crate::pg::{Access, Cluster, Durability};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -18,8 +18,12 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let (url, cluster) = match std::env::var("JET_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => (url, None),
         _ => {
-            let mut cluster =
-                Cluster::prepare(&workspace.join(".jet/test-pg"), Durability::Throwaway, None)?;
+            let mut cluster = Cluster::prepare(
+                &workspace.join(".jet/test-pg"),
+                Durability::Throwaway,
+                Access::Trust,
+                None,
+            )?;
             cluster.start()?;
             (cluster.url("postgres"), Some(cluster))
         }

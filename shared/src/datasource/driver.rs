@@ -1,7 +1,9 @@
 //! The driver interface every datasource type implements, and the registry of drivers.
 
+use super::network::DenyList;
 use futures::future::BoxFuture;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -67,6 +69,9 @@ pub enum DriverError {
     /// The response exceeded the size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The host is on this server's deny-list (`JET_DATASOURCE_DENY_HOSTS`).
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl DriverError {
@@ -78,6 +83,20 @@ impl DriverError {
             DriverError::Failed(_) => "query_failed",
             DriverError::Timeout => "query_timeout",
             DriverError::TooLarge(_) => "result_too_large",
+            DriverError::Denied(_) => "datasource_denied",
+        }
+    }
+
+    /// The same failure with `secrets` and URL credentials cut out of its text.
+    pub fn scrubbed(self, secrets: &[String]) -> Self {
+        let clean = |m: String| super::secrets::scrub(&m, secrets);
+        match self {
+            DriverError::Options(m) => DriverError::Options(clean(m)),
+            DriverError::Unreachable(m) => DriverError::Unreachable(clean(m)),
+            DriverError::Failed(m) => DriverError::Failed(clean(m)),
+            DriverError::Timeout => DriverError::Timeout,
+            DriverError::TooLarge(m) => DriverError::TooLarge(clean(m)),
+            DriverError::Denied(m) => DriverError::Denied(clean(m)),
         }
     }
 }
@@ -87,6 +106,10 @@ impl DriverError {
 pub trait Driver: Send + Sync {
     /// Checks the datasource options' shape; the message names the field.
     fn validate_options(&self, options: &Value) -> Result<(), String>;
+
+    /// Where the options point (scheme, host, port, database or base URL), in a form that
+    /// compares equal exactly when two options reach the same place; `None` when unusable.
+    fn target(&self, options: &Value) -> Option<String>;
 
     /// Connects and performs the cheapest real round trip.
     fn test<'a>(
@@ -117,10 +140,12 @@ impl Drivers {
     /// Types with a driver.
     pub const TYPES: [&'static str; 2] = ["postgresql", "restapi"];
 
-    pub fn new() -> Self {
+    /// Drivers that connect only where `deny` allows.
+    pub fn new(deny: DenyList) -> Self {
+        let deny = Arc::new(deny);
         Self {
-            postgres: super::postgres::PostgresDriver::default(),
-            rest: super::restapi::RestApiDriver::new(),
+            postgres: super::postgres::PostgresDriver::new(deny.clone()),
+            rest: super::restapi::RestApiDriver::new(deny),
         }
     }
 
@@ -131,11 +156,5 @@ impl Drivers {
             "restapi" => Some(&self.rest),
             _ => None,
         }
-    }
-}
-
-impl Default for Drivers {
-    fn default() -> Self {
-        Self::new()
     }
 }

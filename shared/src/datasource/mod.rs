@@ -2,6 +2,7 @@
 //! AES-256-GCM envelope, masked in responses, and the drivers that reach them.
 
 pub mod driver;
+pub mod network;
 pub mod postgres;
 pub mod restapi;
 pub mod secrets;
@@ -27,11 +28,74 @@ pub struct DataRuntime {
 }
 
 impl DataRuntime {
-    pub fn new(vault: Option<VaultKey>) -> Self {
+    /// The runtime whose drivers connect only where `deny` allows.
+    pub fn new(vault: Option<VaultKey>, deny: network::DenyList) -> Self {
         Self {
             vault,
-            drivers: Drivers::new(),
+            drivers: Drivers::new(deny),
         }
+    }
+
+    /// The runtime a configuration describes: its vault key, and its deny-list with
+    /// `platform-db` standing for the host of its `DATABASE_URL`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let deny = network::DenyList::new(&config.datasource_deny, config.database_url.as_deref());
+        Self::new(config.vault_key.clone(), deny)
+    }
+
+    fn driver(
+        &self,
+        datasource_type: &str,
+    ) -> std::result::Result<&dyn driver::Driver, DriverError> {
+        self.drivers.get(datasource_type).ok_or_else(|| {
+            DriverError::Options(format!("datasource type `{datasource_type}` has no driver"))
+        })
+    }
+
+    /// Connects with `options` and makes one round trip. The error's text carries none of the
+    /// options' secrets: it is shown, logged and audited.
+    pub async fn test(
+        &self,
+        datasource_type: &str,
+        datasource_id: Option<Uuid>,
+        options: &Value,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<(), DriverError> {
+        self.driver(datasource_type)?
+            .test(datasource_id, options, timeout)
+            .await
+            .map_err(|e| e.scrubbed(&secrets::values(options, datasource_type)))
+    }
+
+    /// Runs `query` against a datasource's `options`. The error's text carries none of the
+    /// datasource's secrets, nor the credential headers of the query: it is shown, logged,
+    /// audited and kept in instance history.
+    pub async fn execute(
+        &self,
+        datasource_type: &str,
+        datasource_id: Option<Uuid>,
+        options: &Value,
+        query: &Value,
+        inputs: &Value,
+        limits: Limits,
+    ) -> std::result::Result<QueryOutput, DriverError> {
+        self.driver(datasource_type)?
+            .execute(datasource_id, options, query, inputs, limits)
+            .await
+            .map_err(|e| {
+                let mut secrets = secrets::values(options, datasource_type);
+                secrets.extend(secrets::values(query, datasource_type));
+                e.scrubbed(&secrets)
+            })
+    }
+
+    /// Whether `edited` options reach the same place as `saved` ones (see
+    /// [`driver::Driver::target`]).
+    pub fn same_target(&self, datasource_type: &str, saved: &Value, edited: &Value) -> bool {
+        self.drivers.get(datasource_type).is_some_and(|d| {
+            let before = d.target(saved);
+            before.is_some() && before == d.target(edited)
+        })
     }
 
     /// The vault key; without one, datasources cannot be written or read.
@@ -236,7 +300,7 @@ pub async fn update(
     let current = get(&mut *conn, rt, tenant_id, datasource_id).await?;
     let options = match patch.options {
         Some(incoming) => {
-            let merged = secrets::restore(&incoming, &current.options);
+            let merged = secrets::restore(&incoming, &current.options).options;
             validate(rt, &current.datasource_type, &merged)?;
             merged
         }

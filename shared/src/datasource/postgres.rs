@@ -3,6 +3,8 @@
 //! never enter the SQL text.
 
 use super::driver::{Column, Driver, DriverError, Limits, QueryOutput};
+use super::network::{CheckError, DenyList};
+use super::secrets::SecretAt;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -10,9 +12,17 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Column as _, Connection, Executor, PgPool, SqlSafeStr, Statement, TypeInfo};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Where this driver reads credentials: the password (beside the connection details or at
+/// the top, both of which it reads) and the whole connection string, which carries it.
+pub const SECRETS: &[SecretAt] = &[
+    SecretAt::Field(&["connectionString"]),
+    SecretAt::Field(&["password"]),
+    SecretAt::Field(&["connectionDetails", "password"]),
+];
 
 /// Connections one datasource may hold open at once, per process.
 const POOL_SIZE: u32 = 5;
@@ -25,12 +35,49 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct PostgresDriver {
     pools: Mutex<HashMap<Uuid, CachedPool>>,
+    deny: Arc<DenyList>,
 }
 
 struct CachedPool {
     fingerprint: String,
     pool: PgPool,
     last_used: Instant,
+}
+
+/// The password a connection string states (in its user info or a `password` parameter).
+/// Connecting uses exactly that, or an empty one: sqlx would otherwise fill a missing
+/// password from this server's `PGPASSWORD` or `~/.pgpass` and send it to whatever host the
+/// tenant named.
+fn url_password(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let from_query = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.into_owned());
+    from_query.or_else(|| parsed.password().map(percent_decode))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What connecting needs, read from upstream's options shape: `connectionOption`
@@ -46,8 +93,9 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
         let url = text(options, "connectionString")
             .filter(|s| !s.trim().is_empty())
             .ok_or("connectionString is required (or give connectionDetails)")?;
-        PgConnectOptions::from_str(url.trim())
-            .map_err(|e| format!("connectionString is not a PostgreSQL URL: {e}"))?
+        let parsed = PgConnectOptions::from_str(url.trim())
+            .map_err(|e| format!("connectionString is not a PostgreSQL URL: {e}"))?;
+        parsed.password(&url_password(url.trim()).unwrap_or_default())
     } else {
         let host = text(details, "host")
             .filter(|h| !h.is_empty())
@@ -67,9 +115,7 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
         if let Some(user) = text(details, "user").or_else(|| text(details, "username")) {
             c = c.username(&user);
         }
-        if let Some(password) = text(details, "password") {
-            c = c.password(&password);
-        }
+        c = c.password(&text(details, "password").unwrap_or_default());
         if let Some(database) = text(details, "database") {
             c = c.database(&database);
         }
@@ -104,18 +150,82 @@ fn connect_options(options: &Value) -> Result<(PgConnectOptions, Duration), Stri
     Ok((connect, timeout))
 }
 
+/// What the options name as the place to connect: host (or socket), port, database and TLS
+/// mode. Stored secrets may only be sent where this is unchanged.
+fn target(options: &Value) -> Option<String> {
+    let (connect, _) = connect_options(options).ok()?;
+    let host = match connect.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => connect.get_host().to_owned(),
+    };
+    Some(format!(
+        "{host}:{}/{}?sslmode={:?}",
+        connect.get_port(),
+        connect.get_database().unwrap_or_default(),
+        connect.get_ssl_mode()
+    ))
+}
+
 impl PostgresDriver {
+    /// A driver that connects only where `deny` allows.
+    pub fn new(deny: Arc<DenyList>) -> Self {
+        Self {
+            pools: Mutex::default(),
+            deny,
+        }
+    }
+
+    /// The connect options, checked against the deny-list and pinned to the address that was
+    /// checked: connecting by name again could reach a different address (DNS rebinding).
+    /// `verify-full` keeps the name, which its certificate check needs.
+    async fn checked_options(
+        &self,
+        options: &Value,
+    ) -> Result<(PgConnectOptions, Duration), DriverError> {
+        let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+        if self.deny.is_empty() {
+            return Ok((connect, timeout));
+        }
+        let host = match connect.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None => connect.get_host().to_owned(),
+        };
+        if host.starts_with('/') {
+            self.deny
+                .check_name(&host)
+                .map_err(|e| DriverError::Denied(e.to_string()))?;
+            return Ok((connect, timeout));
+        }
+        let addrs = self
+            .deny
+            .check_host(&host, connect.get_port())
+            .await
+            .map_err(|e| match e {
+                CheckError::Denied(d) => DriverError::Denied(d.to_string()),
+                CheckError::Unresolved(m) => DriverError::Unreachable(m),
+            })?;
+        if matches!(connect.get_ssl_mode(), PgSslMode::VerifyFull) {
+            return Ok((connect, timeout));
+        }
+        let pinned = addrs[0].ip().to_string();
+        Ok((connect.host(&pinned), timeout))
+    }
+
     /// The datasource's pool, created on first use and replaced when its options change.
-    fn pool(&self, datasource_id: Uuid, options: &Value) -> Result<PgPool, DriverError> {
+    async fn pool(&self, datasource_id: Uuid, options: &Value) -> Result<PgPool, DriverError> {
         let fingerprint = crate::crypto::sha256_hex(options.to_string().as_bytes());
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = pools.get_mut(&datasource_id)
-            && cached.fingerprint == fingerprint
+        if let Some(cached) = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&datasource_id)
+            .filter(|c| c.fingerprint == fingerprint)
         {
             cached.last_used = Instant::now();
             return Ok(cached.pool.clone());
         }
-        let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+        let (connect, timeout) = self.checked_options(options).await?;
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(0)
@@ -153,12 +263,12 @@ impl PostgresDriver {
     ) -> Result<QueryOutput, DriverError> {
         match datasource_id {
             Some(id) => {
-                let pool = self.pool(id, options)?;
+                let pool = self.pool(id, options).await?;
                 let mut conn = pool.acquire().await.map_err(classify)?;
                 run_on(&mut conn, bound, limits).await
             }
             None => {
-                let (connect, timeout) = connect_options(options).map_err(DriverError::Options)?;
+                let (connect, timeout) = self.checked_options(options).await?;
                 let mut conn =
                     tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&connect))
                         .await
@@ -429,6 +539,10 @@ impl Driver for PostgresDriver {
         connect_options(options).map(|_| ())
     }
 
+    fn target(&self, options: &Value) -> Option<String> {
+        target(options)
+    }
+
     fn test<'a>(
         &'a self,
         _datasource_id: Option<Uuid>,
@@ -436,8 +550,7 @@ impl Driver for PostgresDriver {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
-            let (connect, connect_timeout) =
-                connect_options(options).map_err(DriverError::Options)?;
+            let (connect, connect_timeout) = self.checked_options(options).await?;
             let limit = timeout.min(connect_timeout);
             let attempt = async {
                 let mut conn = sqlx::PgConnection::connect_with(&connect)
@@ -526,6 +639,33 @@ mod tests {
         assert_eq!(param_text(&v, "jsonb"), Some(v.to_string()));
         assert_eq!(param_text(&Value::Null, "integer"), None);
         assert_eq!(param_text(&json!(5), "integer").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_password_is_only_ever_the_one_the_options_state() {
+        let password_of = |options: Value| {
+            let (connect, _) = connect_options(&options).expect("valid");
+            let debug = format!("{connect:?}");
+            debug
+                .split("password: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            password_of(json!({"connectionString": "postgres://u@h/db"})),
+            r#"Some("")"#,
+            "never one from the environment or ~/.pgpass"
+        );
+        assert_eq!(
+            password_of(json!({"connectionString": "postgres://u:p%40ss@h/db"})),
+            r#"Some("p@ss")"#
+        );
+        assert_eq!(
+            password_of(json!({"connectionDetails": {"host": "h", "user": "u"}})),
+            r#"Some("")"#
+        );
     }
 
     #[test]

@@ -4,35 +4,113 @@
 //! limit and a cap on the response size.
 
 use super::driver::{Driver, DriverError, Limits, QueryOutput};
+use super::network::{CheckError, DenyList, HostDenied};
+use super::secrets::SecretAt;
 use crate::workflow::template::resolve_in;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// Where this driver reads credentials: every `auth` value it sends, the datasource's
+/// credential headers, and the base URL's password and query.
+pub const SECRETS: &[SecretAt] = &[
+    SecretAt::Field(&["auth", "password"]),
+    SecretAt::Field(&["auth", "token"]),
+    SecretAt::Field(&["auth", "value"]),
+    SecretAt::Field(&["auth", "apiKey"]),
+    SecretAt::Headers(&["headers"]),
+    SecretAt::Url(&["baseUrl"]),
+    SecretAt::Url(&["baseURL"]),
+    SecretAt::Url(&["url"]),
+];
 
 /// Connecting to the API gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+
 pub struct RestApiDriver {
     client: reqwest::Client,
+    deny: Arc<DenyList>,
 }
 
 impl RestApiDriver {
-    pub fn new() -> Self {
+    /// A driver whose every connection, redirects included, goes only where `deny` allows:
+    /// names resolve through the deny-list, address literals are checked before sending and
+    /// at each redirect. Proxy settings from the environment are ignored, since a proxy would
+    /// resolve and connect on our behalf, out of the deny-list's reach.
+    pub fn new(deny: Arc<DenyList>) -> Self {
+        let redirect_deny = deny.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                // `previous` holds the first URL too: the same count as Policy::limited.
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                match attempt
+                    .url()
+                    .host_str()
+                    .map(|h| redirect_deny.check_name(h))
+                {
+                    Some(Err(denied)) => attempt.error(denied),
+                    _ => attempt.follow(),
+                }
+            }))
+            .dns_resolver(CheckedResolver { deny: deny.clone() })
+            .no_proxy()
             .user_agent("jet-fleet")
             .build()
             .expect("a client with static settings builds");
-        Self { client }
+        Self { client, deny }
     }
 }
 
 impl Default for RestApiDriver {
     fn default() -> Self {
-        Self::new()
+        Self::new(Arc::new(DenyList::allow_all()))
     }
+}
+
+/// Name resolution that refuses names with a denied address, so the client connects only to
+/// addresses that were checked.
+struct CheckedResolver {
+    deny: Arc<DenyList>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let deny = self.deny.clone();
+        Box::pin(async move {
+            // Port 0: the client puts the URL's port in.
+            let addrs = deny.check_host(name.as_str(), 0).await.map_err(
+                |e| -> Box<dyn std::error::Error + Send + Sync> {
+                    match e {
+                        CheckError::Denied(d) => Box::new(d),
+                        CheckError::Unresolved(m) => m.into(),
+                    }
+                },
+            )?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// What the options name as the place to connect: the base URL's scheme, host, port and path.
+/// Stored secrets may only be sent where this is unchanged.
+fn target(options: &Value) -> Option<String> {
+    let url = base_url(options).ok()?;
+    Some(format!(
+        "{}://{}:{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default(),
+        url.path()
+    ))
 }
 
 /// The datasource's base URL (`baseUrl`, or upstream variants `baseURL` / `url`).
@@ -156,13 +234,43 @@ impl RestApiDriver {
     }
 }
 
+/// Sorts a client error. Its text never includes the URL: an API key sent as a query
+/// parameter would travel with it into responses, logs and the audit trail.
 fn transport(err: reqwest::Error) -> DriverError {
-    if err.is_timeout() {
+    let err = err.without_url();
+    if let Some(denied) = find_cause::<HostDenied>(&err) {
+        DriverError::Denied(denied.to_string())
+    } else if err.is_timeout() {
         DriverError::Timeout
     } else if err.is_connect() || err.is_redirect() {
         DriverError::Unreachable(format!("{err}: {}", source_chain(&err)))
     } else {
         DriverError::Failed(format!("{err}: {}", source_chain(&err)))
+    }
+}
+
+fn find_cause<T: std::error::Error + 'static>(err: &dyn std::error::Error) -> Option<&T> {
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+impl RestApiDriver {
+    /// `Err` when the URL's host is denied as it is written (an address literal, a listed
+    /// name); names are checked again, by address, as they resolve.
+    fn check_url(&self, url: &reqwest::Url) -> Result<(), DriverError> {
+        match url.host_str() {
+            Some(host) => self
+                .deny
+                .check_name(host)
+                .map_err(|e| DriverError::Denied(e.to_string())),
+            None => Err(DriverError::Options("baseUrl has no host".into())),
+        }
     }
 }
 
@@ -182,6 +290,10 @@ impl Driver for RestApiDriver {
         base_url(options).map(|_| ())
     }
 
+    fn target(&self, options: &Value) -> Option<String> {
+        target(options)
+    }
+
     fn test<'a>(
         &'a self,
         _datasource_id: Option<Uuid>,
@@ -190,6 +302,7 @@ impl Driver for RestApiDriver {
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
             let url = base_url(options).map_err(DriverError::Options)?;
+            self.check_url(&url)?;
             // Any HTTP answer proves the API is reachable with these settings.
             self.request(reqwest::Method::GET, url, options)?
                 .timeout(timeout)
@@ -235,6 +348,7 @@ impl Driver for RestApiDriver {
                 .to_ascii_uppercase();
             let method = reqwest::Method::from_bytes(method.as_bytes())
                 .map_err(|_| DriverError::Options(format!("unknown HTTP method `{method}`")))?;
+            self.check_url(&url)?;
             let mut req = self.request(method, url, options)?.timeout(limits.timeout);
             for (k, v) in pairs(resolved.get("headers")) {
                 req = req.header(k, v);
