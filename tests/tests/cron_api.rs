@@ -183,11 +183,11 @@ async fn bad_schedules_zones_inputs_and_text_are_4xx_with_stable_codes() {
             422,
             "invalid_inputs",
         ),
-        (json!({"cronJobTitle": "a\u{0}b"}), 422, "invalid_text"),
+        (json!({"cronJobTitle": "a\u{0}b"}), 400, "invalid_character"),
         (
             json!({"workflowConfig": {"inputValues": {"n": 1, "x": "\u{0}"}}}),
-            422,
-            "invalid_text",
+            400,
+            "invalid_character",
         ),
         (json!({"cronJobTitle": "   "}), 422, "validation_failed"),
         (

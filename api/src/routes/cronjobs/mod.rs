@@ -66,7 +66,7 @@ impl CronJobsApi {
     /// The schedule is a node-cron expression (5 fields, or 6 with leading seconds) read in
     /// `timezone`; when both day-of-month and day-of-week are restricted, both must match.
     /// 422 codes: `invalid_schedule`, `invalid_timezone`, `invalid_inputs`, `invalid_workflow`,
-    /// `invalid_text`, `validation_failed`.
+    /// `validation_failed`; a NUL character anywhere is a 400 `invalid_character`.
     #[oai(
         path = "/:tenantID/cronjobs",
         method = "post",
