@@ -1,6 +1,7 @@
 //! The `maintenance` role: expires overdue human steps every couple of seconds (each request
 //! flips once, whichever replica sees it) and runs hourly housekeeping, one replica per round
-//! (a transaction advisory lock elects it).
+//! (a transaction advisory lock elects it). On the same tick it retries due DLQ rows
+//! (`jet_shared::dlq::retry_due`).
 
 use jet_shared::config::Config;
 use jet_shared::lifecycle::Shutdown;
@@ -11,6 +12,8 @@ use std::time::Duration;
 const ROUND_LOCK: i64 = 0x6a65_746d_6169_6e74;
 /// How often pending human steps are checked for expiry.
 const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+/// DLQ rows one automatic-retry pass claims at most.
+const DLQ_RETRY_BATCH: i64 = 100;
 /// Rows deleted per statement, so a backlog never holds long locks.
 const PRUNE_BATCH: i64 = 1000;
 
@@ -61,6 +64,17 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "human steps expired"),
                 Err(err) => tracing::warn!(error = %err, "expiring human steps failed"),
+            }
+            // Due DLQ rows are retried on the same tick; SKIP LOCKED shares them between replicas.
+            match jet_shared::dlq::retry_due(&pool, DLQ_RETRY_BATCH, "maintenance").await {
+                Ok(report) if report.claimed.is_empty() => {}
+                Ok(report) => tracing::info!(
+                    claimed = report.claimed.len(),
+                    rerun = report.rerun,
+                    failed = report.failed,
+                    "dlq rows retried"
+                ),
+                Err(err) => tracing::warn!(error = %err, "retrying dlq rows failed"),
             }
             tokio::select! {
                 () = shutdown.wait() => return Ok(()),
