@@ -50,7 +50,8 @@ pub async fn push_raw(
     bytes: Vec<u8>,
     max_attempts: usize,
 ) -> anyhow::Result<String> {
-    let job_id = Uuid::new_v4();
+    // apalis-postgres reads job ids back as ULIDs.
+    let job_id = ulid::Ulid::generate();
     let task = TaskBuilder::new(bytes)
         .task_id(apalis::prelude::TaskId::from_string(job_id.to_string()))
         .max_attempts(max_attempts.clamp(1, MAX_ATTEMPTS))

@@ -127,11 +127,23 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
             .execute(&app.db.pool)
             .await
             .expect("due");
-        let (status, _, _, backoff) = until(30, "the retry to fail again", || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (status, _, _, backoff) = loop {
             let r = row(&app, id).await;
-            (r.1 == expected).then_some(r)
-        })
-        .await;
+            if r.1 == expected {
+                break r;
+            }
+            if Instant::now() >= deadline {
+                let jobs: Vec<(String, String, i32, i32, Option<Value>)> = sqlx::query_as(
+                    "SELECT id, status, attempts, max_attempts, last_result FROM apalis.jobs",
+                )
+                .fetch_all(&app.db.pool)
+                .await
+                .expect("jobs");
+                panic!("retry {expected} never failed again: row {r:?}, jobs {jobs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         backoffs.push(backoff);
         if expected < 3 {
             assert_eq!(status, "PENDING");
