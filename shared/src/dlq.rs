@@ -474,8 +474,15 @@ pub async fn replay(
     })
 }
 
-/// Discards one PENDING or PARKED row: kept as DISCARDED with who and when.
-pub async fn discard(pool: &PgPool, tenant_id: TenantId, dlq_id: Uuid, by: &str) -> Result<DlqRow> {
+/// Discards one PENDING or PARKED row: kept as DISCARDED with who and when; the history gets
+/// the discard and its `reason`.
+pub async fn discard(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    dlq_id: Uuid,
+    reason: Option<&str>,
+    by: &str,
+) -> Result<DlqRow> {
     let mut tx = pool.begin().await?;
     let row = lock(&mut tx, tenant_id, dlq_id).await?;
     if !matches!(row.status.as_str(), "PENDING" | "PARKED") {
@@ -485,11 +492,14 @@ pub async fn discard(pool: &PgPool, tenant_id: TenantId, dlq_id: Uuid, by: &str)
     }
     let row: DlqRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"UPDATE "tblEventDLQ" SET "status" = 'DISCARDED', "discardedBy" = $2, "discardedAt" = now(),
-             "resolvedAt" = now(), "nextRetryAt" = NULL, "updatedAt" = now()
+             "resolvedAt" = now(), "nextRetryAt" = NULL, "updatedAt" = now(),
+             "attempts" = "attempts" || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+                 'at', now(), 'by', $2::text, 'outcome', 'discarded', 'reason', $3::text)))
            WHERE "dlqID" = $1 RETURNING {COLUMNS}"#
     )))
     .bind(dlq_id)
     .bind(by)
+    .bind(reason)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -588,7 +598,7 @@ pub async fn bulk(
             BulkAction::Replay => replay(pool, tenant_id, row.dlq_id, None, false, by)
                 .await
                 .map(|r| r.status),
-            BulkAction::Discard => discard(pool, tenant_id, row.dlq_id, by)
+            BulkAction::Discard => discard(pool, tenant_id, row.dlq_id, None, by)
                 .await
                 .map(|r| r.status),
         };

@@ -500,9 +500,20 @@ async fn permissions_tenant_isolation_and_bad_input() {
 
     // The admin discards: kept with who and when; a second discard is a 409.
     let discarded = app
-        .post(&format!("{}/{id}/discard", dlq(&a)), &a.auth, json!({}))
+        .post(
+            &format!("{}/{id}/discard", dlq(&a)),
+            &a.auth,
+            json!({"reason": "the job was deleted"}),
+        )
         .await;
     assert_eq!(discarded.status, 200, "{}", discarded.body);
+    let last = discarded.body["attempts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["reason"], "the job was deleted", "{last}");
     assert_eq!(discarded.body["status"], "DISCARDED");
     assert_eq!(
         discarded.body["discardedBy"],

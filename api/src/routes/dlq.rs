@@ -107,6 +107,15 @@ pub struct ReplayOut {
     pub dry_run: bool,
 }
 
+/// `POST …/{dlqID}/discard`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct DiscardRequest {
+    /// Why, kept in the row's history.
+    #[oai(validator(max_length = 500))]
+    pub reason: Option<String>,
+}
+
 /// The filters of a bulk action (all optional; they combine with AND).
 #[derive(Debug, Object, Default)]
 #[oai(rename_all = "camelCase")]
@@ -305,7 +314,7 @@ impl DlqApi {
 
     /// Discard one DLQ row
     ///
-    /// The row is kept as DISCARDED with who and when. Only PENDING and PARKED rows can be
+    /// The row is kept as DISCARDED with who and when; `reason` joins its history. Only PENDING and PARKED rows can be
     /// discarded (409 `dlq_not_discardable`).
     #[oai(
         path = "/:tenantID/dlq/:dlqID/discard",
@@ -317,12 +326,14 @@ impl DlqApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "dlqID")] dlq_id: Path<Uuid>,
+        body: Json<DiscardRequest>,
     ) -> ApiResult<Json<DlqOut>> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_DISCARD, None).await?;
         let row = dlq::discard(
             &self.state.pool,
             TenantId(tenant_id.0),
             dlq_id.0,
+            body.0.reason.as_deref(),
             &actor(&auth),
         )
         .await?;
