@@ -88,7 +88,8 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
     // A command the workers cannot decode, naming an instance of tenant a.
     let mut conn = app.db.pool.acquire().await.expect("conn");
     let task = TaskBuilder::new(
-        serde_json::to_vec(&json!({"type": "launch_rocket", "instanceID": instance})).unwrap(),
+        serde_json::to_vec(&json!({"type": "launch_rocket", "instanceID": instance}))
+            .expect("json"),
     )
     .max_attempts(1)
     .build();
@@ -112,9 +113,9 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
     assert_eq!(source_id.map(|u| u.to_string()), Some(instance.clone()));
     let (status, count, attempts, backoff) = row(&app, id).await;
     assert_eq!((status.as_str(), count), ("PENDING", 0));
-    assert_eq!(attempts.as_array().unwrap().len(), 1, "{attempts}");
+    assert_eq!(attempts.as_array().expect("array").len(), 1, "{attempts}");
     assert!(
-        backoff.unwrap() >= 22.0,
+        backoff.expect("backoff") >= 22.0,
         "first retry in ~30 s: {backoff:?}"
     );
 
@@ -152,11 +153,11 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
         }
     }
     assert!(
-        backoffs[0].unwrap() >= 45.0,
+        backoffs[0].expect("backoff") >= 45.0,
         "second retry ~60 s: {backoffs:?}"
     );
     assert!(
-        backoffs[1].unwrap() >= 90.0,
+        backoffs[1].expect("backoff") >= 90.0,
         "third retry ~120 s: {backoffs:?}"
     );
     assert_eq!(backoffs[2], None, "a parked row is not retried");
@@ -164,7 +165,7 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.body["status"], "PARKED");
     assert_eq!(got.body["retryCount"], 3);
-    let attempts = got.body["attempts"].as_array().unwrap();
+    let attempts = got.body["attempts"].as_array().expect("array");
     assert_eq!(
         attempts.len(),
         7,
@@ -214,7 +215,11 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
     );
     assert_eq!(got.body["payload"]["command"]["type"], "cancel_instance");
     assert_eq!(
-        got.body["attempts"].as_array().unwrap().last().unwrap()["outcome"],
+        got.body["attempts"]
+            .as_array()
+            .expect("array")
+            .last()
+            .expect("last")["outcome"],
         "succeeded"
     );
     let again = app
@@ -273,11 +278,17 @@ async fn a_cron_replay_that_fails_again_comes_back_with_history_then_runs_once_w
     let list = app.get(&format!("{}?source=cron", dlq(&a)), &a.auth).await;
     assert_eq!(list.status, 200, "{}", list.body);
     assert_eq!(list.body["totalCount"], 1);
-    let id = list.body["items"][0]["dlqID"].as_str().unwrap().to_owned();
+    let id = list.body["items"][0]["dlqID"]
+        .as_str()
+        .expect("string")
+        .to_owned();
     assert_eq!(list.body["items"][0]["status"], "PARKED");
     assert_eq!(list.body["items"][0]["sourceID"], job_id.as_str());
     assert_eq!(
-        list.body["items"][0]["attempts"].as_array().unwrap().len(),
+        list.body["items"][0]["attempts"]
+            .as_array()
+            .expect("array")
+            .len(),
         1
     );
 
@@ -290,7 +301,7 @@ async fn a_cron_replay_that_fails_again_comes_back_with_history_then_runs_once_w
     assert_eq!(failed.body["attempt"]["error"], "the workflow is disabled");
     let got = app.get(&format!("{}/{id}", dlq(&a)), &a.auth).await;
     assert_eq!(got.body["retryCount"], 1);
-    assert_eq!(got.body["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(got.body["attempts"].as_array().expect("array").len(), 2);
     let summary: (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
         "SELECT rows, oldest_parked_at FROM jet_ops.dlq_summary WHERE tenant_id = $1 AND source = 'cron' AND status = 'PARKED'",
     )
@@ -509,9 +520,9 @@ async fn permissions_tenant_isolation_and_bad_input() {
     assert_eq!(discarded.status, 200, "{}", discarded.body);
     let last = discarded.body["attempts"]
         .as_array()
-        .unwrap()
+        .expect("array")
         .last()
-        .unwrap()
+        .expect("last")
         .clone();
     assert_eq!(last["reason"], "the job was deleted", "{last}");
     assert_eq!(discarded.body["status"], "DISCARDED");
@@ -559,7 +570,7 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
         "REPLAYED rows are not replayed again"
     );
     assert_eq!(dry.body["processed"], 0);
-    assert_eq!(dry.body["sample"].as_array().unwrap().len(), 3);
+    assert_eq!(dry.body["sample"].as_array().expect("array").len(), 3);
     let all = app
         .post(
             &format!("{}/discard", dlq(&a)),
@@ -589,7 +600,7 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
     );
     assert_eq!(replay.body["processed"], 3);
     assert_eq!(replay.body["remaining"], 0);
-    for item in replay.body["items"].as_array().unwrap() {
+    for item in replay.body["items"].as_array().expect("array") {
         assert_eq!(item["status"], "REPLAYED", "{item}");
     }
     let instances: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblWorkflowInstances""#)
