@@ -629,6 +629,23 @@ pub async fn bulk(
     })
 }
 
+/// Deletes up to `batch` DISCARDED and REPLAYED rows resolved more than `days` days ago;
+/// returns how many.
+pub async fn purge_resolved(pool: &PgPool, days: u32, batch: i64) -> Result<u64> {
+    let deleted = sqlx::query(
+        r#"DELETE FROM "tblEventDLQ" WHERE "dlqID" IN (
+             SELECT "dlqID" FROM "tblEventDLQ"
+             WHERE "status" IN ('DISCARDED', 'REPLAYED')
+               AND COALESCE("resolvedAt", "updatedAt") < now() - make_interval(days => $1)
+             LIMIT $2)"#,
+    )
+    .bind(i32::try_from(days).unwrap_or(i32::MAX))
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// What one automatic-retry pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RetryReport {

@@ -22,6 +22,8 @@ const PRUNE_BATCH: i64 = 1000;
 pub struct Settings {
     /// Audit rows older than this many days are deleted; 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// DISCARDED and REPLAYED DLQ rows resolved longer ago are purged; 0 keeps them forever.
+    pub dlq_retention_days: u32,
     /// Time between rounds.
     pub interval: Duration,
 }
@@ -31,6 +33,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             audit_retention_days: config.audit_retention_days,
+            dlq_retention_days: config.dlq_retention_days,
             interval: Duration::from_secs(3600),
         }
     }
@@ -43,6 +46,8 @@ pub struct RoundReport {
     pub ran: bool,
     /// Audit rows deleted.
     pub audit_rows_pruned: u64,
+    /// Resolved DLQ rows purged.
+    pub dlq_rows_purged: u64,
 }
 
 /// Runs rounds until shutdown. A failed round is logged and retried next interval.
@@ -50,7 +55,11 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
     loop {
         match round(&pool, &settings).await {
             Ok(report) if report.ran => {
-                tracing::info!(pruned = report.audit_rows_pruned, "maintenance round done");
+                tracing::info!(
+                    pruned = report.audit_rows_pruned,
+                    dlq_purged = report.dlq_rows_purged,
+                    "maintenance round done"
+                );
             }
             Ok(_) => tracing::debug!("another replica runs this maintenance round"),
             Err(err) => {
@@ -109,9 +118,21 @@ pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundRe
             }
         }
     }
+    let mut purged = 0;
+    if settings.dlq_retention_days > 0 {
+        loop {
+            let n = jet_shared::dlq::purge_resolved(pool, settings.dlq_retention_days, PRUNE_BATCH)
+                .await?;
+            purged += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+    }
     tx.commit().await?;
     Ok(RoundReport {
         ran: true,
         audit_rows_pruned: pruned,
+        dlq_rows_purged: purged,
     })
 }
