@@ -299,7 +299,7 @@ enum Ran {
 /// Runs `plan`; a failure of the run itself (not of the database) is the error text.
 async fn execute(
     conn: &mut PgConnection,
-    tenant_id: TenantId,
+    tenant_id: Option<TenantId>,
     plan: Plan,
 ) -> Result<Result<Ran, String>> {
     let mut savepoint = conn.begin().await?;
@@ -314,15 +314,21 @@ async fn execute(
         Plan::StartWorkflow {
             workflow_id,
             inputs,
-        } => {
-            crate::cron::fire::start_workflow(&mut savepoint, tenant_id, Some(workflow_id), &inputs)
-                .await
-                .map(|instance_id| Ran::Started { instance_id })
-                .map_err(|e| match e {
-                    Error::Invalid(m) => m,
-                    other => other.to_string(),
-                })
-        }
+        } => match tenant_id {
+            None => Err("a workflow is started only in a known tenant".to_owned()),
+            Some(tenant_id) => crate::cron::fire::start_workflow(
+                &mut savepoint,
+                tenant_id,
+                Some(workflow_id),
+                &inputs,
+            )
+            .await
+            .map(|instance_id| Ran::Started { instance_id })
+            .map_err(|e| match e {
+                Error::Invalid(m) => m,
+                other => other.to_string(),
+            }),
+        },
     };
     if ran.is_ok() {
         savepoint.commit().await?;
@@ -339,12 +345,7 @@ async fn rerun_locked(
     plan: Plan,
     by: &str,
 ) -> Result<(String, Value)> {
-    let Some(tenant) = row.tenant_id else {
-        return Err(Error::Invalid(
-            "a row without a tenant cannot be re-run".into(),
-        ));
-    };
-    let ran = execute(conn, TenantId(tenant), plan).await?;
+    let ran = execute(conn, row.tenant_id.map(TenantId), plan).await?;
     let (status, attempt): (String, Value) = match ran {
         Ok(Ran::Pushed { job_id }) => sqlx::query_as(
             r#"UPDATE "tblEventDLQ" SET "status" = 'RETRYING', "replayJobID" = $2, "nextRetryAt" = NULL,
@@ -674,12 +675,8 @@ pub async fn retry_due(pool: &PgPool, limit: i64, by: &str) -> Result<RetryRepor
     let mut report = RetryReport::default();
     for row in rows {
         report.claimed.push(row.dlq_id);
-        let planned = if row.tenant_id.is_some() {
-            plan(&mut tx, &row, &row.payload, false).await
-        } else {
-            Err(Error::Invalid("the row has no tenant".into()))
-        };
-        let status = match planned {
+        // A command without a tenant is pushed again too (its bytes as they were).
+        let status = match plan(&mut tx, &row, &row.payload, false).await {
             Ok(plan) => rerun_locked(&mut tx, &row, plan, by).await?.0,
             Err(Error::Database(e)) => return Err(Error::Database(e)),
             Err(e) => {

@@ -342,7 +342,18 @@ async fn two_concurrent_retry_passes_never_claim_the_same_row() {
     let app = TestApp::spawn().await;
     let a = app.admin("acme").await;
     let mut ids = HashSet::new();
-    for _ in 0..40 {
+    // One without a tenant (bytes that are not even JSON): re-run all the same.
+    ids.insert(
+        park(
+            &app,
+            None,
+            "command",
+            json!({"maxAttempts": 1, "command": {"raw": hex::encode(b"\xff not json")}}),
+            "PENDING",
+        )
+        .await,
+    );
+    for _ in 0..39 {
         ids.insert(
             park(
                 &app,
@@ -371,6 +382,12 @@ async fn two_concurrent_retry_passes_never_claim_the_same_row() {
         .await
         .expect("jobs");
     assert_eq!(pushed, 40, "one re-run per row");
+    let raw: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job = $1")
+        .bind(b"\xff not json".to_vec())
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("raw job");
+    assert_eq!(raw, 1, "undecodable bytes are pushed again as they were");
     let retrying: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblEventDLQ" WHERE "status" = 'RETRYING' AND jsonb_array_length("attempts") = 2"#,
     )
