@@ -46,10 +46,15 @@ pub struct DlqOut {
     pub status: String,
     /// Every try, oldest first: `{at, error?, by, outcome?, jobID?, instanceID?}`.
     pub attempts: Value,
+    /// When it landed.
     pub created_at: DateTime<Utc>,
+    /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// When it was REPLAYED or DISCARDED.
     pub resolved_at: Option<DateTime<Utc>>,
+    /// When a re-run last succeeded.
     pub replayed_at: Option<DateTime<Utc>>,
+    /// When it was discarded.
     pub discarded_at: Option<DateTime<Utc>>,
     /// `user:<userID>` or `apikey:<apiKeyID>`.
     pub discarded_by: Option<String>,
@@ -104,6 +109,7 @@ pub struct ReplayOut {
     pub plan: Value,
     /// The attempt recorded (absent on a dry run).
     pub attempt: Option<Value>,
+    /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
 }
 
@@ -152,6 +158,7 @@ impl From<DlqFilters> for Filter {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct BulkRequest {
+    /// Which rows (PENDING and PARKED ones only); none: all of them.
     pub filters: Option<DlqFilters>,
     /// Count the matching rows and show a sample; act on none.
     pub dry_run: Option<bool>,
@@ -166,7 +173,9 @@ pub struct BulkRequest {
 pub struct BulkItemOut {
     #[oai(rename = "dlqID")]
     pub dlq_id: Uuid,
+    /// The row's status afterwards; absent when it could not be acted on.
     pub status: Option<String>,
+    /// Why it could not (changed concurrently, a payload that cannot run).
     pub error: Option<String>,
 }
 
@@ -180,6 +189,7 @@ pub struct BulkOut {
     pub processed: i64,
     /// Matching rows left: send the request again for the next ones.
     pub remaining: i64,
+    /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
     /// A dry run's first 10 matching rows, oldest first.
     pub sample: Vec<DlqOut>,
@@ -213,7 +223,9 @@ fn bulk_out(report: dlq::BulkReport, dry_run: bool) -> BulkOut {
     }
 }
 
+/// The DLQ routes.
 pub struct DlqApi {
+    /// Pool and configuration.
     pub state: AppState,
 }
 
