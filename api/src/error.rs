@@ -206,6 +206,12 @@ fn conflict_message(constraint: &str) -> (&'static str, String) {
             "node_id_taken",
             "a node id is already used by another workflow; node ids are global UUIDs (clone a workflow to copy it)".into(),
         ),
+        "dlq_not_replayable" => ("dlq_not_replayable", "only PENDING and PARKED rows can be replayed".into()),
+        "dlq_not_discardable" => ("dlq_not_discardable", "only PENDING and PARKED rows can be discarded".into()),
+        other if other.starts_with("dlq_source_not_replayable:") => (
+            "dlq_source_not_replayable",
+            format!("rows of source {} cannot be replayed yet", &other["dlq_source_not_replayable:".len()..]),
+        ),
         "fkTblCronJobsWorkflowID" => ("workflow_in_use", "cron jobs still run this workflow; delete them first".into()),
         "uq_tblUsers_firebaseID" => (
             "firebase_id_taken",

@@ -16,9 +16,9 @@ use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
     api_keys::ApiKeysApi, app_pages::AppPagesApi, audit::AuditApi, auth::AuthApi,
-    cronjobs::CronJobsApi, datasources::DatasourcesApi, health::HealthApi, human::HumanApi,
-    instances::InstancesApi, queries::QueriesApi, roles::RolesApi, tenants::TenantsApi,
-    users::UsersApi, widgets::WidgetsApi, workflows::WorkflowsApi,
+    cronjobs::CronJobsApi, datasources::DatasourcesApi, dlq::DlqApi, health::HealthApi,
+    human::HumanApi, instances::InstancesApi, queries::QueriesApi, roles::RolesApi,
+    tenants::TenantsApi, users::UsersApi, widgets::WidgetsApi, workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -41,6 +41,7 @@ type Apis = (
     AppPagesApi,
     WidgetsApi,
     CronJobsApi,
+    DlqApi,
 );
 
 /// The OpenAPI service: every operation, described.
@@ -89,6 +90,9 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         CronJobsApi {
+            state: state.clone(),
+        },
+        DlqApi {
             state: state.clone(),
         },
     );

@@ -42,3 +42,20 @@ pub async fn push(conn: &mut PgConnection, command: &Command) -> anyhow::Result<
     apalis_postgres::queries::push_tasks(conn, QUEUE, vec![task]).await?;
     Ok(())
 }
+
+/// Pushes the bytes of a command as they are (a DLQ re-run: they may not even decode) with a
+/// fresh job id, returned so the job's outcome can find its DLQ row.
+pub async fn push_raw(
+    conn: &mut PgConnection,
+    bytes: Vec<u8>,
+    max_attempts: usize,
+) -> anyhow::Result<String> {
+    // apalis-postgres reads job ids back as ULIDs.
+    let job_id = ulid::Ulid::generate();
+    let task = TaskBuilder::new(bytes)
+        .task_id(apalis::prelude::TaskId::from_string(job_id.to_string()))
+        .max_attempts(max_attempts.clamp(1, MAX_ATTEMPTS))
+        .build();
+    apalis_postgres::queries::push_tasks(conn, QUEUE, vec![task]).await?;
+    Ok(job_id.to_string())
+}

@@ -89,6 +89,9 @@ pub struct Config {
     pub node_concurrency: usize,
     /// `JET_AUDIT_RETENTION_DAYS`: audit rows older than this are pruned; 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// `JET_DLQ_RETENTION_DAYS`: DISCARDED and REPLAYED DLQ rows resolved longer ago than this
+    /// are purged; 0 keeps them forever.
+    pub dlq_retention_days: u32,
     /// `JET_WORKER_HEALTH_ADDR`: where `jet-worker` answers `/health` and `/ready` (unset: no
     /// listener). `/ready` is 503 while any of its roles is down and restarting.
     pub worker_health_addr: Option<SocketAddr>,
@@ -180,6 +183,11 @@ impl Config {
                 "JET_AUDIT_RETENTION_DAYS",
                 get("JET_AUDIT_RETENTION_DAYS"),
                 "365",
+            )?,
+            dlq_retention_days: parse(
+                "JET_DLQ_RETENTION_DAYS",
+                get("JET_DLQ_RETENTION_DAYS"),
+                "30",
             )?,
             worker_health_addr: get("JET_WORKER_HEALTH_ADDR")
                 .map(|v| parse("JET_WORKER_HEALTH_ADDR", Some(v), ""))

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod dataquery;
 pub mod datasource;
 pub mod db;
+pub mod dlq;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;

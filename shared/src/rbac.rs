@@ -99,6 +99,10 @@ pub mod permissions {
     pub const CRONJOB_READ: Permission = Permission("tenant:cronjob:read");
     pub const CRONJOB_UPDATE: Permission = Permission("tenant:cronjob:update");
     pub const CRONJOB_DELETE: Permission = Permission("tenant:cronjob:delete");
+    pub const DLQ_LIST: Permission = Permission("tenant:dlq:list");
+    pub const DLQ_READ: Permission = Permission("tenant:dlq:read");
+    pub const DLQ_REPLAY: Permission = Permission("tenant:dlq:replay");
+    pub const DLQ_DISCARD: Permission = Permission("tenant:dlq:discard");
 }
 
 /// What a principal may do in one tenant.

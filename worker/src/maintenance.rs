@@ -1,6 +1,7 @@
 //! The `maintenance` role: expires overdue human steps every couple of seconds (each request
 //! flips once, whichever replica sees it) and runs hourly housekeeping, one replica per round
-//! (a transaction advisory lock elects it).
+//! (a transaction advisory lock elects it). On the same tick it retries due DLQ rows
+//! (`jet_shared::dlq::retry_due`).
 
 use jet_shared::config::Config;
 use jet_shared::lifecycle::Shutdown;
@@ -11,6 +12,8 @@ use std::time::Duration;
 const ROUND_LOCK: i64 = 0x6a65_746d_6169_6e74;
 /// How often pending human steps are checked for expiry.
 const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+/// DLQ rows one automatic-retry pass claims at most.
+const DLQ_RETRY_BATCH: i64 = 100;
 /// Rows deleted per statement, so a backlog never holds long locks.
 const PRUNE_BATCH: i64 = 1000;
 
@@ -19,6 +22,8 @@ const PRUNE_BATCH: i64 = 1000;
 pub struct Settings {
     /// Audit rows older than this many days are deleted; 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// DISCARDED and REPLAYED DLQ rows resolved longer ago are purged; 0 keeps them forever.
+    pub dlq_retention_days: u32,
     /// Time between rounds.
     pub interval: Duration,
 }
@@ -28,6 +33,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             audit_retention_days: config.audit_retention_days,
+            dlq_retention_days: config.dlq_retention_days,
             interval: Duration::from_secs(3600),
         }
     }
@@ -40,6 +46,8 @@ pub struct RoundReport {
     pub ran: bool,
     /// Audit rows deleted.
     pub audit_rows_pruned: u64,
+    /// Resolved DLQ rows purged.
+    pub dlq_rows_purged: u64,
 }
 
 /// Runs rounds until shutdown. A failed round is logged and retried next interval.
@@ -47,7 +55,11 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
     loop {
         match round(&pool, &settings).await {
             Ok(report) if report.ran => {
-                tracing::info!(pruned = report.audit_rows_pruned, "maintenance round done");
+                tracing::info!(
+                    pruned = report.audit_rows_pruned,
+                    dlq_purged = report.dlq_rows_purged,
+                    "maintenance round done"
+                );
             }
             Ok(_) => tracing::debug!("another replica runs this maintenance round"),
             Err(err) => {
@@ -61,6 +73,17 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "human steps expired"),
                 Err(err) => tracing::warn!(error = %err, "expiring human steps failed"),
+            }
+            // Due DLQ rows are retried on the same tick; SKIP LOCKED shares them between replicas.
+            match jet_shared::dlq::retry_due(&pool, DLQ_RETRY_BATCH, "maintenance").await {
+                Ok(report) if report.claimed.is_empty() => {}
+                Ok(report) => tracing::info!(
+                    claimed = report.claimed.len(),
+                    rerun = report.rerun,
+                    failed = report.failed,
+                    "dlq rows retried"
+                ),
+                Err(err) => tracing::warn!(error = %err, "retrying dlq rows failed"),
             }
             tokio::select! {
                 () = shutdown.wait() => return Ok(()),
@@ -95,9 +118,21 @@ pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundRe
             }
         }
     }
+    let mut purged = 0;
+    if settings.dlq_retention_days > 0 {
+        loop {
+            let n = jet_shared::dlq::purge_resolved(pool, settings.dlq_retention_days, PRUNE_BATCH)
+                .await?;
+            purged += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+    }
     tx.commit().await?;
     Ok(RoundReport {
         ran: true,
         audit_rows_pruned: pruned,
+        dlq_rows_purged: purged,
     })
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod cronjobs;
 pub mod datasources;
+pub mod dlq;
 pub mod health;
 pub mod human;
 pub mod instances;
@@ -50,6 +51,8 @@ pub enum ApiTags {
     Ui,
     /// Cron jobs, their fires and the scheduler.
     Cron,
+    /// The event DLQ: failures to inspect, replay or discard.
+    Dlq,
     /// Liveness and readiness.
     Health,
 }

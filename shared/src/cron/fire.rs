@@ -4,6 +4,7 @@
 
 use super::job::CronJob;
 use super::schedule::Trigger;
+use crate::ids::TenantId;
 use crate::workflow::instance;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -202,17 +203,27 @@ fn input_values(job: &CronJob) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The workflow run a fire starts, as `executeWorkflow` starts it: the workflow must exist in
-/// the job's tenant and be enabled, and the inputs must fit its input definitions.
+/// The workflow run a fire starts, as `executeWorkflow` starts it.
 async fn create_instance(conn: &mut PgConnection, job: &CronJob) -> Result<Uuid> {
-    let workflow_id = job
-        .workflow_id
-        .ok_or_else(|| Error::Invalid("the cron job names no workflow".into()))?;
+    start_workflow(conn, job.tenant_id, job.workflow_id, &input_values(job)).await
+}
+
+/// Starts `workflow_id` with `inputs` in `tenant_id`: the workflow must exist in that tenant and
+/// be enabled, and the inputs must fit its input definitions. Also re-runs a parked fire from
+/// the DLQ. `Error::Invalid` says why the run cannot start.
+pub async fn start_workflow(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    workflow_id: Option<Uuid>,
+    inputs: &Value,
+) -> Result<Uuid> {
+    let workflow_id =
+        workflow_id.ok_or_else(|| Error::Invalid("the cron job names no workflow".into()))?;
     let workflow: Option<(Option<bool>, Option<Value>)> = sqlx::query_as(
         r#"SELECT "isDisabled", "workflowOptions" FROM "tblWorkflows" WHERE "workflowID" = $1 AND "tenantID" = $2"#,
     )
     .bind(workflow_id)
-    .bind(job.tenant_id)
+    .bind(tenant_id)
     .fetch_optional(&mut *conn)
     .await?;
     let (disabled, options) =
@@ -220,9 +231,9 @@ async fn create_instance(conn: &mut PgConnection, job: &CronJob) -> Result<Uuid>
     if disabled == Some(true) {
         return Err(Error::Invalid("the workflow is disabled".into()));
     }
-    let inputs = instance::check_inputs(&options.unwrap_or_default(), &input_values(job))
-        .map_err(Error::Invalid)?;
-    instance::create(conn, job.tenant_id, workflow_id, &inputs)
+    let inputs =
+        instance::check_inputs(&options.unwrap_or_default(), inputs).map_err(Error::Invalid)?;
+    instance::create(conn, tenant_id, workflow_id, &inputs)
         .await
         .map_err(|e| match e.downcast::<Error>() {
             Ok(domain) => domain,

@@ -1,0 +1,419 @@
+//! `/api/v1/tenants/{tenantID}/dlq`: the event DLQ of a tenant — list, read, replay, discard,
+//! one row or in bulk by filter. Rows without a tenant (a command whose tenant cannot be known)
+//! are not reachable here, only through SQL (`jet_ops.dlq_summary`, `tblEventDLQ`).
+
+use super::{ApiTags, Page, authorize, page_request};
+use crate::error::ApiResult;
+use crate::security::JetAuth;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use jet_shared::auth::Principal;
+use jet_shared::dlq::{self, BulkAction, DlqRow, Filter};
+use jet_shared::ids::TenantId;
+use jet_shared::rbac::permissions::{DLQ_DISCARD, DLQ_LIST, DLQ_READ, DLQ_REPLAY};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A DLQ row with its attempt history.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct DlqOut {
+    #[oai(rename = "dlqID")]
+    pub dlq_id: Uuid,
+    #[oai(rename = "tenantID")]
+    pub tenant_id: Option<Uuid>,
+    /// `command`, `listener`, `cdc`, `cron` or `webhook`.
+    pub source: String,
+    /// The instance (command), cron job (cron), listener, … the failure came from.
+    #[oai(rename = "sourceID")]
+    pub source_id: Option<Uuid>,
+    /// What a replay re-runs: a command's bytes (`command`), a fire's workflow and inputs (`cron`).
+    pub payload: Value,
+    /// The payload as it first arrived, when a replay ran an edited one.
+    pub original_payload: Option<Value>,
+    /// The last error.
+    pub error: String,
+    /// Retries made since the row landed.
+    pub retry_count: i32,
+    /// Retries allowed before the row is PARKED.
+    pub max_retries: i32,
+    /// When the next automatic retry is due (PENDING rows).
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// PENDING, RETRYING, PARKED, REPLAYED or DISCARDED.
+    pub status: String,
+    /// Every try, oldest first: `{at, error?, by, outcome?, jobID?, instanceID?}`.
+    pub attempts: Value,
+    /// When it landed.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it was REPLAYED or DISCARDED.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// When a re-run last succeeded.
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// When it was discarded.
+    pub discarded_at: Option<DateTime<Utc>>,
+    /// `user:<userID>` or `apikey:<apiKeyID>`.
+    pub discarded_by: Option<String>,
+}
+
+impl From<DlqRow> for DlqOut {
+    fn from(r: DlqRow) -> Self {
+        Self {
+            dlq_id: r.dlq_id,
+            tenant_id: r.tenant_id,
+            source: r.source,
+            source_id: r.source_id,
+            payload: r.payload,
+            original_payload: r.original_payload,
+            error: r.error,
+            retry_count: r.retry_count,
+            max_retries: r.max_retries,
+            next_retry_at: r.next_retry_at,
+            status: r.status,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            resolved_at: r.resolved_at,
+            replayed_at: r.replayed_at,
+            discarded_at: r.discarded_at,
+            discarded_by: r.discarded_by,
+        }
+    }
+}
+
+/// `POST …/{dlqID}/replay`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ReplayRequest {
+    /// An edited payload to run instead (the first one is kept as `originalPayload`). An edited
+    /// command must decode and name an instance or human step of this tenant.
+    pub payload: Option<Value>,
+    /// Answer what would run; write nothing.
+    pub dry_run: Option<bool>,
+}
+
+/// What a replay did or would do.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct ReplayOut {
+    #[oai(rename = "dlqID")]
+    pub dlq_id: Uuid,
+    /// The row's status afterwards: REPLAYED (a workflow started), RETRYING (a command was
+    /// queued again; REPLAYED once it runs), PENDING or PARKED (the re-run failed again).
+    pub status: String,
+    /// What runs: `{action: push_command|start_workflow, …}`.
+    pub plan: Value,
+    /// The attempt recorded (absent on a dry run).
+    pub attempt: Option<Value>,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+}
+
+/// `POST …/{dlqID}/discard`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct DiscardRequest {
+    /// Why, kept in the row's history.
+    #[oai(validator(max_length = 500))]
+    pub reason: Option<String>,
+}
+
+/// The filters of a bulk action (all optional; they combine with AND).
+#[derive(Debug, Object, Default)]
+#[oai(rename_all = "camelCase")]
+pub struct DlqFilters {
+    #[oai(validator(max_length = 50))]
+    pub source: Option<String>,
+    #[oai(validator(max_length = 20))]
+    pub status: Option<String>,
+    #[oai(rename = "sourceID")]
+    pub source_id: Option<Uuid>,
+    /// Case-insensitive substring of the last error.
+    #[oai(validator(max_length = 500))]
+    pub error: Option<String>,
+    /// Rows created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Rows created before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl From<DlqFilters> for Filter {
+    fn from(f: DlqFilters) -> Self {
+        Filter {
+            source: f.source,
+            status: f.status,
+            source_id: f.source_id,
+            error: f.error,
+            from: f.from,
+            to: f.to,
+        }
+    }
+}
+
+/// `POST …/replay` and `POST …/discard`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BulkRequest {
+    /// Which rows (PENDING and PARKED ones only); none: all of them.
+    pub filters: Option<DlqFilters>,
+    /// Count the matching rows and show a sample; act on none.
+    pub dry_run: Option<bool>,
+    /// At most this many rows a second (1–50); unlimited when absent.
+    #[oai(validator(minimum(value = "1"), maximum(value = "50")))]
+    pub per_second: Option<u32>,
+}
+
+/// One row of a bulk action.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct BulkItemOut {
+    #[oai(rename = "dlqID")]
+    pub dlq_id: Uuid,
+    /// The row's status afterwards; absent when it could not be acted on.
+    pub status: Option<String>,
+    /// Why it could not (changed concurrently, a payload that cannot run).
+    pub error: Option<String>,
+}
+
+/// What a bulk action did.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BulkOut {
+    /// PENDING and PARKED rows matching the filters.
+    pub matched: i64,
+    /// Rows acted on by this request (at most 100; 0 on a dry run).
+    pub processed: i64,
+    /// Matching rows left: send the request again for the next ones.
+    pub remaining: i64,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// A dry run's first 10 matching rows, oldest first.
+    pub sample: Vec<DlqOut>,
+    /// Each row acted on, with its status afterwards or why it was not.
+    pub items: Vec<BulkItemOut>,
+}
+
+fn actor(auth: &JetAuth) -> String {
+    match &auth.0 {
+        Principal::User { user_id } => format!("user:{}", user_id.0),
+        Principal::ApiKey { api_key_id, .. } => format!("apikey:{}", api_key_id.0),
+    }
+}
+
+fn bulk_out(report: dlq::BulkReport, dry_run: bool) -> BulkOut {
+    BulkOut {
+        matched: report.matched,
+        processed: report.processed,
+        remaining: report.remaining,
+        dry_run,
+        sample: report.sample.into_iter().map(DlqOut::from).collect(),
+        items: report
+            .items
+            .into_iter()
+            .map(|i| BulkItemOut {
+                dlq_id: i.dlq_id,
+                status: i.status,
+                error: i.error,
+            })
+            .collect(),
+    }
+}
+
+/// The DLQ routes.
+pub struct DlqApi {
+    /// Pool and configuration.
+    pub state: AppState,
+}
+
+#[OpenApi(prefix_path = "/api/v1/tenants", tag = "ApiTags::Dlq")]
+impl DlqApi {
+    /// List a tenant's DLQ rows
+    ///
+    /// Newest first. Filters: `source`, `status`, `sourceID`, `error` (case-insensitive
+    /// substring), `from`/`to` (creation time). An unknown source or status is a 422.
+    #[oai(path = "/:tenantID/dlq", method = "get", operation_id = "listDlq")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(validator(max_length = 50))] source: Query<Option<String>>,
+        #[oai(validator(max_length = 20))] status: Query<Option<String>>,
+        #[oai(name = "sourceID")] source_id: Query<Option<Uuid>>,
+        #[oai(validator(max_length = 500))] error: Query<Option<String>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
+        #[oai(
+            name = "pageSize",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        page_size: Query<Option<i64>>,
+    ) -> ApiResult<Json<Page<DlqOut>>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_LIST, None).await?;
+        let request = page_request(page.0, page_size.0)?;
+        let filter = Filter {
+            source: source.0,
+            status: status.0,
+            source_id: source_id.0,
+            error: error.0,
+            from: from.0,
+            to: to.0,
+        };
+        let page = dlq::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
+        Ok(Json(Page::from_domain(page, DlqOut::from)))
+    }
+
+    /// Get one DLQ row with its attempts
+    #[oai(
+        path = "/:tenantID/dlq/:dlqID",
+        method = "get",
+        operation_id = "getDlq"
+    )]
+    async fn get(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "dlqID")] dlq_id: Path<Uuid>,
+    ) -> ApiResult<Json<DlqOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
+        let row = dlq::get(&self.state.pool, TenantId(tenant_id.0), dlq_id.0).await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Replay one DLQ row
+    ///
+    /// Re-runs only what failed: a command is queued again (status RETRYING, then REPLAYED
+    /// when it runs, or back to PENDING/PARKED with one more attempt), a cron fire starts its
+    /// workflow (REPLAYED, or back with one more attempt). Only PENDING and PARKED rows can be
+    /// replayed (409 `dlq_not_replayable`); a source this version cannot re-run is a 409
+    /// `dlq_source_not_replayable`; an edited payload that cannot run is a 422.
+    #[oai(
+        path = "/:tenantID/dlq/:dlqID/replay",
+        method = "post",
+        operation_id = "replayDlq"
+    )]
+    async fn replay(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "dlqID")] dlq_id: Path<Uuid>,
+        body: Json<ReplayRequest>,
+    ) -> ApiResult<Json<ReplayOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_REPLAY, None).await?;
+        let dry_run = body.0.dry_run.unwrap_or(false);
+        let replayed = dlq::replay(
+            &self.state.pool,
+            TenantId(tenant_id.0),
+            dlq_id.0,
+            body.0.payload,
+            dry_run,
+            &actor(&auth),
+        )
+        .await?;
+        Ok(Json(ReplayOut {
+            dlq_id: replayed.dlq_id,
+            status: replayed.status,
+            plan: replayed.plan,
+            attempt: replayed.attempt,
+            dry_run,
+        }))
+    }
+
+    /// Discard one DLQ row
+    ///
+    /// The row is kept as DISCARDED with who and when; `reason` joins its history. Only PENDING and PARKED rows can be
+    /// discarded (409 `dlq_not_discardable`).
+    #[oai(
+        path = "/:tenantID/dlq/:dlqID/discard",
+        method = "post",
+        operation_id = "discardDlq"
+    )]
+    async fn discard(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "dlqID")] dlq_id: Path<Uuid>,
+        body: Json<DiscardRequest>,
+    ) -> ApiResult<Json<DlqOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_DISCARD, None).await?;
+        let row = dlq::discard(
+            &self.state.pool,
+            TenantId(tenant_id.0),
+            dlq_id.0,
+            body.0.reason.as_deref(),
+            &actor(&auth),
+        )
+        .await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Replay DLQ rows in bulk
+    ///
+    /// The PENDING and PARKED rows matching `filters`, oldest first. `dryRun` answers the count
+    /// and a sample. Otherwise the request replays up to 100 rows inline, at most `perSecond` a
+    /// second, and answers what it did; `remaining` says how many matching rows are left for
+    /// the next request.
+    #[oai(
+        path = "/:tenantID/dlq/replay",
+        method = "post",
+        operation_id = "replayDlqBulk"
+    )]
+    async fn replay_bulk(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        body: Json<BulkRequest>,
+    ) -> ApiResult<Json<BulkOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_REPLAY, None).await?;
+        self.bulk(tenant_id.0, body.0, BulkAction::Replay, &auth)
+            .await
+    }
+
+    /// Discard DLQ rows in bulk
+    ///
+    /// As bulk replay, discarding instead: the rows are kept as DISCARDED with who and when.
+    #[oai(
+        path = "/:tenantID/dlq/discard",
+        method = "post",
+        operation_id = "discardDlqBulk"
+    )]
+    async fn discard_bulk(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        body: Json<BulkRequest>,
+    ) -> ApiResult<Json<BulkOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_DISCARD, None).await?;
+        self.bulk(tenant_id.0, body.0, BulkAction::Discard, &auth)
+            .await
+    }
+}
+
+impl DlqApi {
+    async fn bulk(
+        &self,
+        tenant_id: Uuid,
+        body: BulkRequest,
+        action: BulkAction,
+        auth: &JetAuth,
+    ) -> ApiResult<Json<BulkOut>> {
+        let dry_run = body.dry_run.unwrap_or(false);
+        let filter = Filter::from(body.filters.unwrap_or_default());
+        let report = dlq::bulk(
+            &self.state.pool,
+            TenantId(tenant_id),
+            &filter,
+            action,
+            dry_run,
+            body.per_second,
+            &actor(auth),
+        )
+        .await?;
+        Ok(Json(bulk_out(report, dry_run)))
+    }
+}
