@@ -10,6 +10,7 @@ pub mod capture;
 pub mod db;
 pub mod flow;
 pub mod jwt;
+pub mod wait;
 
 pub use app::{Resp, TestApp};
 pub use db::TestDb;

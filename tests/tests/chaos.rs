@@ -10,9 +10,9 @@ use jet_tests::app::Admin;
 use jet_tests::bins::{Running, free_port};
 use jet_tests::db::TestDb;
 use jet_tests::flow::Flow;
+use jet_tests::wait::eventually;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// A private cluster, stopped and removed when the test ends, however it ends.
 struct OwnCluster {
@@ -34,22 +34,6 @@ impl Drop for OwnCluster {
     fn drop(&mut self) {
         let _ = self.cluster.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Polls `check` every 50 ms until it yields a value; panics with `what` after `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {secs}s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -7,25 +7,11 @@
 use jet_tests::TestApp;
 use jet_tests::app::Admin;
 use jet_tests::flow::{Flow, completed, events};
+use jet_tests::wait::eventually;
 use jet_worker::Role;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what} within {secs}s");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 async fn pending_request(app: &TestApp, a: &Admin, instance: &str) -> Value {
     eventually(20, "a pending request", || async {

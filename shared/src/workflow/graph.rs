@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::nodes::{self, NodeType};
-use super::{dominance, handles};
+use super::nodes::NodeType;
+use super::{dominance, handles, node_config};
 
 /// A node as the editor sends it (React Flow: `{id, type, data, position}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,7 +123,7 @@ impl Graph {
             } else {
                 n.data.clone()
             };
-            if let Err(message) = nodes::validate_config(node_type, &config) {
+            if let Err(message) = node_config::validate_config(node_type, &config) {
                 problems.push(problem(Some(&n.id), message));
             }
             if nodes

@@ -12,6 +12,7 @@ pub mod human;
 pub mod instance;
 mod joins;
 mod loop_node;
+pub mod node_config;
 pub mod nodes;
 pub mod queue;
 pub mod sandbox;
