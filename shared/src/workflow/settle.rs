@@ -175,8 +175,9 @@ pub struct BatchSettled {
     pub busy: Vec<Pending>,
 }
 
-/// A settle transaction waits at most this long for any row lock.
-const SETTLE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
+/// A settle transaction waits at most this long for any row lock; set with its `BEGIN`, in
+/// the same round trip.
+const BEGIN_SETTLE: &str = "BEGIN; SET LOCAL lock_timeout = '5s'";
 
 /// What one round of a batch settle came to.
 struct Round {
@@ -189,8 +190,7 @@ struct Round {
 }
 
 async fn settle_round(pool: &PgPool, owner: &str, pending: &[Pending]) -> Result<Round> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(SETTLE_LOCK_TIMEOUT).execute(&mut *tx).await?;
+    let mut tx = pool.begin_with(BEGIN_SETTLE).await?;
     let locked = super::batch_settle::lock(&mut tx, pending).await?;
     let (busy, pending): (Vec<&Pending>, Vec<&Pending>) = pending
         .iter()
