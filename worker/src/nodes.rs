@@ -295,7 +295,17 @@ async fn claim_loop(
         // Either the early results are settled or the batch ended; claim again.
         let _ = settled_early.await;
     }
-    while batches.join_next().await.is_some() {}
+    // Finish what is in flight, for at most one lease: by then its leases have expired and
+    // other workers run those nodes again, so waiting longer (a settle stuck behind a
+    // database that just came back, a result retried behind a lock) only delays the exit.
+    let drain = async { while batches.join_next().await.is_some() {} };
+    if tokio::time::timeout(settings.lease, drain).await.is_err() {
+        tracing::warn!(
+            owner = %ctx.owner,
+            "batches still running after one lease at shutdown; leaving them to expire"
+        );
+        batches.abort_all();
+    }
     Ok(())
 }
 
