@@ -158,6 +158,10 @@ pub async fn run_roles(
     result
 }
 
+/// How long roles may take to stop after SIGTERM before the process exits regardless (a
+/// role stuck behind a database that just came back must not keep a replica from exiting).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// `<host>-<pid>`: unique per live process on a host, readable in `leaseOwner` columns.
 pub fn default_worker_id() -> String {
     let host =
@@ -188,7 +192,19 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     if let Some(addr) = config.worker_health_addr {
         health::serve(addr, health.clone(), shutdown.clone()).await?;
     }
-    run_roles(pool, &config, &roles, health, shutdown).await
+    let running = run_roles(pool, &config, &roles, health, shutdown.clone());
+    let mut stopping = shutdown;
+    tokio::select! {
+        result = running => result,
+        () = async {
+            stopping.wait().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            // What is still held is leased: it runs again elsewhere once the leases expire.
+            tracing::error!(grace_secs = SHUTDOWN_GRACE.as_secs(), "roles did not stop in time after the signal; exiting anyway");
+            std::process::exit(0)
+        }
+    }
 }
 
 #[cfg(test)]
