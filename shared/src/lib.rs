@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod listener;
 pub mod page;
 pub mod rbac;
 pub mod references;

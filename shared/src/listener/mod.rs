@@ -1,0 +1,14 @@
+//! Listeners: events from outside start work. A listener receives events from its source
+//! (PostgreSQL NOTIFY, logical-replication CDC, or inbound webhooks), commits each one to the
+//! inbox before acknowledging it, and the pipeline runs the listener's actions on it.
+//!
+//! - [`model`]: the `tblListeners` and `tblListenerActions` rows.
+//! - [`config`]: what `listenerType` + `listenerConfig` mean, checked on save.
+//! - [`inbox`]: the durable hand-off from a source to the pipeline.
+
+pub mod config;
+pub mod inbox;
+pub mod model;
+
+pub use config::{Kind, names};
+pub use model::{Action, Listener};
