@@ -149,6 +149,12 @@ impl Drivers {
         }
     }
 
+    /// The PostgreSQL driver, for listeners that hold their own connections (NOTIFY, CDC) to a
+    /// datasource: they connect with its checked options.
+    pub fn postgres(&self) -> &super::postgres::PostgresDriver {
+        &self.postgres
+    }
+
     /// The driver of `datasource_type`, if this build has one.
     pub fn get(&self, datasource_type: &str) -> Option<&dyn Driver> {
         match datasource_type {

@@ -89,6 +89,21 @@ impl DataRuntime {
             })
     }
 
+    /// Options and connect timeout for a dedicated connection to a `postgresql` datasource (a
+    /// listener's LISTEN or replication connection), checked against the deny-list and pinned
+    /// to the checked address. The error's text carries none of the options' secrets.
+    pub async fn postgres_connect_options(
+        &self,
+        options: &Value,
+    ) -> std::result::Result<(sqlx::postgres::PgConnectOptions, std::time::Duration), DriverError>
+    {
+        self.drivers
+            .postgres()
+            .checked_options(options)
+            .await
+            .map_err(|e| e.scrubbed(&secrets::values(options, "postgresql")))
+    }
+
     /// Whether `edited` options reach the same place as `saved` ones (see
     /// [`driver::Driver::target`]).
     pub fn same_target(&self, datasource_type: &str, saved: &Value, edited: &Value) -> bool {

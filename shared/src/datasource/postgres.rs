@@ -178,7 +178,7 @@ impl PostgresDriver {
     /// The connect options, checked against the deny-list and pinned to the address that was
     /// checked: connecting by name again could reach a different address (DNS rebinding).
     /// `verify-full` keeps the name, which its certificate check needs.
-    async fn checked_options(
+    pub async fn checked_options(
         &self,
         options: &Value,
     ) -> Result<(PgConnectOptions, Duration), DriverError> {

@@ -3,12 +3,17 @@
 //! inbox before acknowledging it, and the pipeline runs the listener's actions on it.
 //!
 //! - [`model`]: the `tblListeners` and `tblListenerActions` rows.
+//! - [`actions`]: what each action's `actionConfig` means.
 //! - [`config`]: what `listenerType` + `listenerConfig` mean, checked on save.
 //! - [`inbox`]: the durable hand-off from a source to the pipeline.
+//! - [`source`]: what a holder gives the source it runs; [`cdc`] is one such source.
 
+pub mod actions;
+pub mod cdc;
 pub mod config;
 pub mod inbox;
 pub mod model;
+pub mod source;
 
 pub use config::{Kind, names};
 pub use model::{Action, Listener};
