@@ -124,3 +124,9 @@ BEGIN
 END $$;
 CREATE TRIGGER "trgTblListenersNotify" AFTER INSERT OR UPDATE OF "listenerConfig", "status", "datasourceID", "listenerType", "updatedAt" OR DELETE
     ON "tblListeners" FOR EACH STATEMENT EXECUTE FUNCTION "jetNotifyListeners"();
+
+-- A failed listener action is parked once per event and action: a pipeline re-run that fails
+-- the same way finds the row instead of adding a second one (the row's retries record it).
+CREATE UNIQUE INDEX "uq_tblEventDLQ_listener_event_action" ON "tblEventDLQ"
+    (("payload" ->> 'eventID'), COALESCE("payload" ->> 'actionID', ''))
+    WHERE "source" = 'listener';

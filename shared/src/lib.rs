@@ -31,6 +31,7 @@ pub mod tenant_table;
 pub mod user;
 pub mod user_config;
 pub mod widget;
+pub mod workers;
 pub mod workflow;
 
 pub use error::{Error, Result};

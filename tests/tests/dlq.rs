@@ -365,9 +365,10 @@ async fn two_concurrent_retry_passes_never_claim_the_same_row() {
             .await,
         );
     }
+    let data = data_runtime();
     let (one, two) = tokio::join!(
-        jet_shared::dlq::retry_due(&app.db.pool, 100, "replica-1"),
-        jet_shared::dlq::retry_due(&app.db.pool, 100, "replica-2"),
+        jet_shared::dlq::retry_due(rerun(&app.db.pool, &data), 100, "replica-1"),
+        jet_shared::dlq::retry_due(rerun(&app.db.pool, &data), 100, "replica-2"),
     );
     let (one, two) = (one.expect("pass 1"), two.expect("pass 2"));
     let claimed: Vec<Uuid> = one.claimed.iter().chain(&two.claimed).copied().collect();
@@ -395,7 +396,7 @@ async fn two_concurrent_retry_passes_never_claim_the_same_row() {
     .await
     .expect("rows");
     assert_eq!(retrying, 40);
-    let third = jet_shared::dlq::retry_due(&app.db.pool, 100, "replica-3")
+    let third = jet_shared::dlq::retry_due(rerun(&app.db.pool, &data), 100, "replica-3")
         .await
         .expect("pass 3");
     assert!(third.claimed.is_empty(), "in-flight rows are not due");
@@ -642,4 +643,19 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
     .await
     .expect("discarded");
     assert_eq!(kept, 2);
+}
+
+/// What the DLQ's re-runs need: the pool and a datasource runtime (no vault, no deny-list).
+fn rerun<'a>(
+    pool: &'a sqlx::PgPool,
+    data: &'a jet_shared::datasource::DataRuntime,
+) -> jet_shared::dlq::Rerun<'a> {
+    jet_shared::dlq::Rerun { pool, data }
+}
+
+fn data_runtime() -> jet_shared::datasource::DataRuntime {
+    jet_shared::datasource::DataRuntime::new(
+        None,
+        jet_shared::datasource::network::DenyList::new(&[], None),
+    )
 }

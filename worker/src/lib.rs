@@ -5,8 +5,10 @@
 pub mod commands;
 pub mod cron;
 mod health;
+pub mod listeners;
 pub mod maintenance;
 pub mod nodes;
+mod registry;
 pub mod supervise;
 
 use jet_shared::config::Config;
@@ -26,11 +28,20 @@ pub enum Role {
     Maintenance,
     /// Fires cron jobs, exactly once per due time across replicas.
     Cron,
+    /// Holds NOTIFY and CDC listeners (one holder per listener across the fleet) and runs
+    /// the listener pipeline.
+    Listeners,
 }
 
 impl Role {
     /// Every role, in start order.
-    pub const ALL: &'static [Role] = &[Role::Commands, Role::Nodes, Role::Maintenance, Role::Cron];
+    pub const ALL: &'static [Role] = &[
+        Role::Commands,
+        Role::Nodes,
+        Role::Maintenance,
+        Role::Cron,
+        Role::Listeners,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -38,6 +49,7 @@ impl Role {
             Role::Nodes => "nodes",
             Role::Maintenance => "maintenance",
             Role::Cron => "cron",
+            Role::Listeners => "listeners",
         }
     }
 }
@@ -131,8 +143,10 @@ pub async fn run_roles(
             }
             Role::Maintenance => {
                 let settings = maintenance::Settings::from_config(config);
+                let data =
+                    std::sync::Arc::new(jet_shared::datasource::DataRuntime::from_config(config));
                 tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
-                    maintenance::run(pool.clone(), settings.clone(), stop.clone())
+                    maintenance::run(pool.clone(), settings.clone(), data.clone(), stop.clone())
                 }));
             }
             Role::Cron => {
@@ -145,8 +159,27 @@ pub async fn run_roles(
                     )
                 }));
             }
+            Role::Listeners => {
+                let data =
+                    std::sync::Arc::new(jet_shared::datasource::DataRuntime::from_config(config));
+                tasks.spawn(supervise(role, health, shutdown.clone(), move |_| {
+                    listeners::run(
+                        pool.clone(),
+                        worker_id.clone(),
+                        listeners::Settings::default(),
+                        data.clone(),
+                        stop.clone(),
+                    )
+                }));
+            }
         }
     }
+    tasks.spawn(registry::keep_registered(
+        pool.clone(),
+        worker_id.clone(),
+        roles.iter().map(Role::to_string).collect(),
+        shutdown.clone(),
+    ));
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
         match done {

@@ -50,8 +50,14 @@ pub struct RoundReport {
     pub dlq_rows_purged: u64,
 }
 
-/// Runs rounds until shutdown. A failed round is logged and retried next interval.
-pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs rounds until shutdown; `data` lets DLQ retries re-run listener actions that query
+/// datasources.
+pub async fn run(
+    pool: PgPool,
+    settings: Settings,
+    data: std::sync::Arc<jet_shared::datasource::DataRuntime>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     loop {
         match round(&pool, &settings).await {
             Ok(report) if report.ran => {
@@ -75,7 +81,16 @@ pub async fn run(pool: PgPool, settings: Settings, mut shutdown: Shutdown) -> an
                 Err(err) => tracing::warn!(error = %err, "expiring human steps failed"),
             }
             // Due DLQ rows are retried on the same tick; SKIP LOCKED shares them between replicas.
-            match jet_shared::dlq::retry_due(&pool, DLQ_RETRY_BATCH, "maintenance").await {
+            match jet_shared::dlq::retry_due(
+                jet_shared::dlq::Rerun {
+                    pool: &pool,
+                    data: &data,
+                },
+                DLQ_RETRY_BATCH,
+                "maintenance",
+            )
+            .await
+            {
                 Ok(report) if report.claimed.is_empty() => {}
                 Ok(report) => tracing::info!(
                     claimed = report.claimed.len(),

@@ -307,7 +307,10 @@ impl DlqApi {
         authorize(&self.state, &auth, tenant_id.0, DLQ_REPLAY, None).await?;
         let dry_run = body.0.dry_run.unwrap_or(false);
         let replayed = dlq::replay(
-            &self.state.pool,
+            dlq::Rerun {
+                pool: &self.state.pool,
+                data: &self.state.data,
+            },
             TenantId(tenant_id.0),
             dlq_id.0,
             body.0.payload,
@@ -405,7 +408,10 @@ impl DlqApi {
         let dry_run = body.dry_run.unwrap_or(false);
         let filter = Filter::from(body.filters.unwrap_or_default());
         let report = dlq::bulk(
-            &self.state.pool,
+            dlq::Rerun {
+                pool: &self.state.pool,
+                data: &self.state.data,
+            },
             TenantId(tenant_id),
             &filter,
             action,

@@ -1,7 +1,7 @@
 //! Acting on many rows: bulk replay and discard by filter, the automatic retries the
 //! maintenance role runs, and the retention purge.
 
-use super::rerun::{plan, record_failure, rerun_locked};
+use super::rerun::{Rerun, plan, record_failure, rerun_locked};
 use super::{BULK_LIMIT, SAMPLE_SIZE};
 use super::{COLUMNS, DlqRow, Filter, REPLAYABLE_SOURCES, discard, filter_sql, replay};
 use crate::ids::TenantId;
@@ -49,7 +49,7 @@ pub struct BulkReport {
 /// most [`BULK_LIMIT`] per request and at most `per_second` a second. Each row is its own
 /// transaction, so one row that cannot be re-run does not stop the others.
 pub async fn bulk(
-    pool: &PgPool,
+    rt: Rerun<'_>,
     tenant_id: TenantId,
     filter: &Filter,
     action: BulkAction,
@@ -58,6 +58,7 @@ pub async fn bulk(
     by: &str,
 ) -> Result<BulkReport> {
     filter.validate()?;
+    let pool = rt.pool;
     let actionable = r#"AND "status" IN ('PENDING', 'PARKED')"#;
     let matched: i64 = bind_filter!(
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -102,7 +103,7 @@ pub async fn bulk(
             tokio::time::sleep(gap).await;
         }
         let outcome = match action {
-            BulkAction::Replay => replay(pool, tenant_id, row.dlq_id, None, false, by)
+            BulkAction::Replay => replay(rt, tenant_id, row.dlq_id, None, false, by)
                 .await
                 .map(|r| r.status),
             BulkAction::Discard => discard(pool, tenant_id, row.dlq_id, None, by)
@@ -167,8 +168,8 @@ pub struct RetryReport {
 /// Claims up to `limit` due PENDING rows of replayable sources with `FOR UPDATE SKIP LOCKED`
 /// (concurrent passes, on other replicas too, take other rows) and re-runs each. A failure is
 /// recorded as an attempt with exponential backoff and jitter, or parks the row.
-pub async fn retry_due(pool: &PgPool, limit: i64, by: &str) -> Result<RetryReport> {
-    let mut tx = pool.begin().await?;
+pub async fn retry_due(rt: Rerun<'_>, limit: i64, by: &str) -> Result<RetryReport> {
+    let mut tx = rt.pool.begin().await?;
     let rows: Vec<DlqRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"SELECT {COLUMNS} FROM "tblEventDLQ"
            WHERE "status" = 'PENDING' AND "nextRetryAt" <= now() AND "source" = ANY($1)
@@ -183,7 +184,7 @@ pub async fn retry_due(pool: &PgPool, limit: i64, by: &str) -> Result<RetryRepor
         report.claimed.push(row.dlq_id);
         // A command without a tenant is pushed again too (its bytes as they were).
         let status = match plan(&mut tx, &row, &row.payload, false).await {
-            Ok(plan) => rerun_locked(&mut tx, &row, plan, by).await?.0,
+            Ok(plan) => rerun_locked(rt, &mut tx, &row, plan, by).await?.0,
             Err(Error::Database(e)) => return Err(Error::Database(e)),
             Err(e) => {
                 record_failure(&mut tx, row.dlq_id, &e.to_string(), by)

@@ -26,7 +26,7 @@ pub const SOURCES: &[&str] = &["command", "listener", "cdc", "cron", "webhook"];
 /// Every status a row can have.
 pub const STATUSES: &[&str] = &["PENDING", "RETRYING", "PARKED", "REPLAYED", "DISCARDED"];
 /// Sources this version knows how to re-run.
-pub const REPLAYABLE_SOURCES: &[&str] = &["command", "cron"];
+pub const REPLAYABLE_SOURCES: &[&str] = &["command", "cron", "listener"];
 /// Rows one bulk request touches at most; the rest stay for the next request.
 pub const BULK_LIMIT: i64 = 100;
 /// Rows shown in a bulk dry run.
@@ -216,4 +216,4 @@ mod bulk;
 mod rerun;
 
 pub use bulk::{BulkAction, BulkItem, BulkReport, RetryReport, bulk, purge_resolved, retry_due};
-pub use rerun::{Plan, Replayed, discard, replay};
+pub use rerun::{Plan, Replayed, Rerun, discard, replay};

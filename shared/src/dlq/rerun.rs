@@ -8,6 +8,14 @@ use serde_json::{Value, json};
 use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
+/// What re-running needs beyond the row's transaction: the pool (a listener action runs its
+/// own transactions) and the datasources (a `trigger_query` action).
+#[derive(Clone, Copy)]
+pub struct Rerun<'a> {
+    pub pool: &'a PgPool,
+    pub data: &'a crate::datasource::DataRuntime,
+}
+
 /// What a re-run does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
@@ -17,6 +25,14 @@ pub enum Plan {
         bytes: Vec<u8>,
         /// apalis attempts for the re-run (the original job's, at most the default).
         max_attempts: usize,
+    },
+    /// Re-run a parked listener action on the event as it saw it (a parked transform resumes
+    /// the pipeline there; no action means the whole pipeline of a poison event).
+    ListenerAction {
+        listener_id: Uuid,
+        event_id: Uuid,
+        action_id: Option<Uuid>,
+        event: Value,
     },
     /// Start this workflow with these inputs (a cron fire).
     StartWorkflow {
@@ -46,6 +62,15 @@ impl Plan {
             } => {
                 json!({"action": "start_workflow", "workflowID": workflow_id, "inputValues": inputs})
             }
+            Plan::ListenerAction {
+                listener_id,
+                event_id,
+                action_id,
+                event,
+            } => json!({
+                "action": "listener_action", "listenerID": listener_id, "eventID": event_id,
+                "actionID": action_id, "event": event,
+            }),
         }
     }
 }
@@ -108,6 +133,36 @@ pub(super) async fn plan(
                 inputs,
             })
         }
+        "listener" => {
+            let id = |key: &str| {
+                payload
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+            };
+            let listener_id = id("listenerID").ok_or_else(|| {
+                Error::Invalid("a listener payload names its listenerID (a uuid)".into())
+            })?;
+            let event_id = id("eventID").ok_or_else(|| {
+                Error::Invalid("a listener payload names its eventID (a uuid)".into())
+            })?;
+            if Some(listener_id) != row.source_id {
+                return Err(Error::Invalid(
+                    "payload.listenerID must be the listener the row came from".into(),
+                ));
+            }
+            let event = payload
+                .get("event")
+                .cloned()
+                .ok_or_else(|| Error::Invalid("a listener payload has an \"event\"".into()))?;
+            crate::listener::inbox::check(&event)?;
+            Ok(Plan::ListenerAction {
+                listener_id,
+                event_id,
+                action_id: id("actionID"),
+                event,
+            })
+        }
         other => Err(Error::Conflict {
             constraint: format!("dlq_source_not_replayable:{other}"),
         }),
@@ -120,10 +175,13 @@ enum Ran {
     Pushed { job_id: String },
     /// The workflow started.
     Started { instance_id: Uuid },
+    /// A listener action ran (or had already run).
+    Ran { result: Value },
 }
 
 /// Runs `plan`; a failure of the run itself (not of the database) is the error text.
 async fn execute(
+    rt: Rerun<'_>,
     conn: &mut PgConnection,
     tenant_id: Option<TenantId>,
     plan: Plan,
@@ -155,6 +213,21 @@ async fn execute(
                 other => other.to_string(),
             }),
         },
+        Plan::ListenerAction {
+            listener_id,
+            event_id,
+            action_id,
+            event,
+        } => crate::listener::pipeline::run_parked(
+            rt.pool,
+            rt.data,
+            listener_id,
+            event_id,
+            action_id,
+            &event,
+        )
+        .await?
+        .map(|result| Ran::Ran { result }),
     };
     if ran.is_ok() {
         savepoint.commit().await?;
@@ -166,12 +239,13 @@ async fn execute(
 
 /// Re-runs `row` (locked by the caller) and records the outcome on it; returns the new status.
 pub(super) async fn rerun_locked(
+    rt: Rerun<'_>,
     conn: &mut PgConnection,
     row: &DlqRow,
     plan: Plan,
     by: &str,
 ) -> Result<(String, Value)> {
-    let ran = execute(conn, row.tenant_id.map(TenantId), plan).await?;
+    let ran = execute(rt, conn, row.tenant_id.map(TenantId), plan).await?;
     let (status, attempt): (String, Value) = match ran {
         Ok(Ran::Pushed { job_id }) => sqlx::query_as(
             r#"UPDATE "tblEventDLQ" SET "status" = 'RETRYING', "replayJobID" = $2, "nextRetryAt" = NULL,
@@ -195,6 +269,19 @@ pub(super) async fn rerun_locked(
         )
         .bind(row.dlq_id)
         .bind(instance_id)
+        .bind(by)
+        .fetch_one(&mut *conn)
+        .await?,
+        Ok(Ran::Ran { result }) => sqlx::query_as(
+            r#"UPDATE "tblEventDLQ" SET "status" = 'REPLAYED', "replayedAt" = now(), "resolvedAt" = now(),
+                 "nextRetryAt" = NULL,
+                 "attempts" = "attempts" || jsonb_build_array(jsonb_build_object(
+                     'at', now(), 'by', $3::text, 'result', $2::jsonb, 'outcome', 'succeeded')),
+                 "updatedAt" = now()
+               WHERE "dlqID" = $1 RETURNING "status", "attempts" -> -1"#,
+        )
+        .bind(row.dlq_id)
+        .bind(result)
         .bind(by)
         .fetch_one(&mut *conn)
         .await?,
@@ -256,14 +343,14 @@ async fn lock(conn: &mut PgConnection, tenant_id: TenantId, dlq_id: Uuid) -> Res
 /// Replays one PENDING or PARKED row, optionally with an edited payload (the first payload is
 /// kept in `originalPayload`). A dry run answers what would run and writes nothing.
 pub async fn replay(
-    pool: &PgPool,
+    rt: Rerun<'_>,
     tenant_id: TenantId,
     dlq_id: Uuid,
     payload: Option<Value>,
     dry_run: bool,
     by: &str,
 ) -> Result<Replayed> {
-    let mut tx = pool.begin().await?;
+    let mut tx = rt.pool.begin().await?;
     let row = lock(&mut tx, tenant_id, dlq_id).await?;
     if !matches!(row.status.as_str(), "PENDING" | "PARKED") {
         return Err(Error::Conflict {
@@ -292,7 +379,7 @@ pub async fn replay(
         .execute(&mut *tx)
         .await?;
     }
-    let (status, attempt) = rerun_locked(&mut tx, &row, plan, by).await?;
+    let (status, attempt) = rerun_locked(rt, &mut tx, &row, plan, by).await?;
     tx.commit().await?;
     Ok(Replayed {
         dlq_id,

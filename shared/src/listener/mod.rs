@@ -11,8 +11,11 @@
 pub mod actions;
 pub mod cdc;
 pub mod config;
+pub mod holds;
 pub mod inbox;
 pub mod model;
+pub mod notify;
+pub mod pipeline;
 pub mod source;
 
 pub use config::{Kind, names};
