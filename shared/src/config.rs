@@ -92,6 +92,9 @@ pub struct Config {
     /// `JET_DLQ_RETENTION_DAYS`: DISCARDED and REPLAYED DLQ rows resolved longer ago than this
     /// are purged; 0 keeps them forever.
     pub dlq_retention_days: u32,
+    /// `JET_LISTENER_INBOX_RETENTION_HOURS`: processed listener events are kept this long (the
+    /// window in which a webhook's `Idempotency-Key` makes a redelivery a no-op); 0 keeps them.
+    pub listener_inbox_retention_hours: u32,
     /// `JET_WORKER_HEALTH_ADDR`: where `jet-worker` answers `/health` and `/ready` (unset: no
     /// listener). `/ready` is 503 while any of its roles is down and restarting.
     pub worker_health_addr: Option<SocketAddr>,
@@ -188,6 +191,11 @@ impl Config {
                 "JET_DLQ_RETENTION_DAYS",
                 get("JET_DLQ_RETENTION_DAYS"),
                 "30",
+            )?,
+            listener_inbox_retention_hours: parse(
+                "JET_LISTENER_INBOX_RETENTION_HOURS",
+                get("JET_LISTENER_INBOX_RETENTION_HOURS"),
+                "24",
             )?,
             worker_health_addr: get("JET_WORKER_HEALTH_ADDR")
                 .map(|v| parse("JET_WORKER_HEALTH_ADDR", Some(v), ""))

@@ -631,3 +631,71 @@ async fn a_killed_holder_is_replaced_by_another_worker_process() {
         .expect("holds");
     assert_eq!(holds, 0, "a clean stop gives the listener back");
 }
+
+#[tokio::test]
+async fn maintenance_purges_processed_events_but_keeps_what_a_parked_row_needs() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("purge").await;
+    let source = TestDb::empty().await;
+    let ds = datasource_for(&app, &a, &source.url()).await;
+    let id = listener(&app.db.pool, &a, ds, json!({"channels": "x"}), &[]).await;
+    let (old_done, old_pending, new_done) = (
+        deliver(&app.db.pool, a.tenant_id, id, json!({"n": 1})).await,
+        deliver(&app.db.pool, a.tenant_id, id, json!({"n": 2})).await,
+        deliver(&app.db.pool, a.tenant_id, id, json!({"n": 3})).await,
+    );
+    sqlx::query(
+        r#"UPDATE "tblListenerInbox" SET "status" = 'done',
+             "processedAt" = CASE WHEN "eventID" = $1 THEN now() - interval '48 hours' ELSE now() END
+           WHERE "eventID" IN ($1, $2)"#,
+    )
+    .bind(old_done)
+    .bind(new_done)
+    .execute(&app.db.pool)
+    .await
+    .expect("processed");
+    let (kept_action, purged_action) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        r#"INSERT INTO "tblListenerActionRuns" ("eventID", "actionID", "createdAt") VALUES
+             ($1, $2, now() - interval '60 days'), ($3, $4, now() - interval '60 days')"#,
+    )
+    .bind(old_pending)
+    .bind(kept_action)
+    .bind(old_done)
+    .bind(purged_action)
+    .execute(&app.db.pool)
+    .await
+    .expect("records");
+    sqlx::query(
+        r#"INSERT INTO "tblEventDLQ" ("tenantID", "source", "sourceID", "payload", "error", "status")
+           VALUES ($1, 'listener', $2, $3, 'failed', 'PARKED')"#,
+    )
+    .bind(a.tenant_id)
+    .bind(id)
+    .bind(json!({"listenerID": id, "eventID": old_pending, "actionID": Uuid::new_v4(), "event": {}}))
+    .execute(&app.db.pool)
+    .await
+    .expect("dlq row");
+    let settings = jet_worker::maintenance::Settings {
+        audit_retention_days: 0,
+        dlq_retention_days: 30,
+        listener_inbox_retention_hours: 24,
+        interval: std::time::Duration::from_secs(3600),
+    };
+    let report = jet_worker::maintenance::round(&app.db.pool, &settings)
+        .await
+        .expect("round");
+    assert_eq!(report.listener_rows_purged, 2, "{report:?}");
+    let events: Vec<Uuid> =
+        sqlx::query_scalar(r#"SELECT "eventID" FROM "tblListenerInbox" ORDER BY "receivedAt""#)
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("events");
+    assert_eq!(events, vec![old_pending, new_done]);
+    let records: Vec<Uuid> =
+        sqlx::query_scalar(r#"SELECT "actionID" FROM "tblListenerActionRuns""#)
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("records");
+    assert_eq!(records, vec![kept_action]);
+}

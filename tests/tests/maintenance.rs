@@ -19,6 +19,7 @@ async fn old_audit_rows_are_pruned_and_recent_ones_kept() {
     let settings = Settings {
         audit_retention_days: 30,
         dlq_retention_days: 30,
+        listener_inbox_retention_hours: 24,
         interval: Duration::from_secs(3600),
     };
     let report = round(&db.pool, &settings).await.expect("round");
@@ -37,6 +38,7 @@ async fn only_one_replica_runs_a_round_at_a_time() {
     let settings = Settings {
         audit_retention_days: 30,
         dlq_retention_days: 30,
+        listener_inbox_retention_hours: 24,
         interval: Duration::from_secs(3600),
     };
     // Hold the round lock as another replica would, mid-round.
@@ -77,6 +79,7 @@ async fn resolved_dlq_rows_are_purged_after_their_retention_and_open_ones_kept()
     let settings = Settings {
         audit_retention_days: 30,
         dlq_retention_days: 30,
+        listener_inbox_retention_hours: 24,
         interval: Duration::from_secs(3600),
     };
     let report = round(&db.pool, &settings).await.expect("round");

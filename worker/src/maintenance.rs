@@ -24,6 +24,8 @@ pub struct Settings {
     pub audit_retention_days: u32,
     /// DISCARDED and REPLAYED DLQ rows resolved longer ago are purged; 0 keeps them forever.
     pub dlq_retention_days: u32,
+    /// Processed listener events older than this many hours are deleted; 0 keeps them.
+    pub listener_inbox_retention_hours: u32,
     /// Time between rounds.
     pub interval: Duration,
 }
@@ -34,6 +36,7 @@ impl Settings {
         Self {
             audit_retention_days: config.audit_retention_days,
             dlq_retention_days: config.dlq_retention_days,
+            listener_inbox_retention_hours: config.listener_inbox_retention_hours,
             interval: Duration::from_secs(3600),
         }
     }
@@ -48,6 +51,8 @@ pub struct RoundReport {
     pub audit_rows_pruned: u64,
     /// Resolved DLQ rows purged.
     pub dlq_rows_purged: u64,
+    /// Processed listener events and their action records deleted.
+    pub listener_rows_purged: u64,
 }
 
 /// Runs rounds until shutdown; `data` lets DLQ retries re-run listener actions that query
@@ -64,6 +69,7 @@ pub async fn run(
                 tracing::info!(
                     pruned = report.audit_rows_pruned,
                     dlq_purged = report.dlq_rows_purged,
+                    listener_purged = report.listener_rows_purged,
                     "maintenance round done"
                 );
             }
@@ -144,10 +150,27 @@ pub async fn round(pool: &PgPool, settings: &Settings) -> anyhow::Result<RoundRe
             }
         }
     }
+    let mut listener_rows = 0;
+    if settings.listener_inbox_retention_hours > 0 {
+        loop {
+            let n = jet_shared::listener::retention::purge(
+                pool,
+                settings.listener_inbox_retention_hours,
+                settings.dlq_retention_days,
+                PRUNE_BATCH,
+            )
+            .await?;
+            listener_rows += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+    }
     tx.commit().await?;
     Ok(RoundReport {
         ran: true,
         audit_rows_pruned: pruned,
         dlq_rows_purged: purged,
+        listener_rows_purged: listener_rows,
     })
 }

@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
+pub mod retention;
 pub mod source;
 
 pub use config::{Kind, names};
