@@ -7,6 +7,7 @@
 pub mod app;
 pub mod bins;
 pub mod capture;
+pub mod cluster;
 pub mod db;
 pub mod flow;
 pub mod jwt;

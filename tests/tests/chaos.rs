@@ -4,38 +4,14 @@
 //! step's answer (both travel as commands) still go through, every run of the load ends, and
 //! each worker's `/ready` is 200 again with its restarts on record.
 
-use jet::pg::{Access, Cluster, Durability};
 use jet_tests::TestApp;
 use jet_tests::app::Admin;
 use jet_tests::bins::{Running, free_port};
+use jet_tests::cluster::OwnCluster;
 use jet_tests::db::TestDb;
 use jet_tests::flow::Flow;
 use jet_tests::wait::eventually;
 use serde_json::{Value, json};
-use std::path::PathBuf;
-
-/// A private cluster, stopped and removed when the test ends, however it ends.
-struct OwnCluster {
-    cluster: Cluster,
-    dir: PathBuf,
-}
-
-impl OwnCluster {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("jet-chaos-{}", uuid::Uuid::new_v4().simple()));
-        let mut cluster = Cluster::prepare(&dir, Durability::Throwaway, Access::Trust, None)
-            .expect("prepare a private cluster");
-        cluster.start().expect("start the private cluster");
-        Self { cluster, dir }
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 async fn statuses(app: &TestApp, ids: &[String]) -> Vec<String> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.parse().expect("uuid")).collect();

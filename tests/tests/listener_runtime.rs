@@ -699,3 +699,83 @@ async fn maintenance_purges_processed_events_but_keeps_what_a_parked_row_needs()
             .expect("records");
     assert_eq!(records, vec![kept_action]);
 }
+
+/// LISTEN sessions open on `database` (the holder's connection to a NOTIFY source).
+async fn listening_sessions(pool: &PgPool, database: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(database)
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_cannot_renew_its_lease_stops_listening_until_the_database_is_back() {
+    let platform = jet_tests::cluster::OwnCluster::start();
+    let app = TestApp::spawn_on(TestDb::on_server(&platform.cluster.url("postgres")).await).await;
+    let a = app.admin("fence").await;
+    // The source stays up on the shared server; only the platform database goes away.
+    let source = TestDb::empty().await;
+    let ds = datasource_for(&app, &a, &source.url()).await;
+    let workflow = app.save(&a, &simple_flow()).await;
+    let id = listener(
+        &app.db.pool,
+        &a,
+        ds,
+        json!({"channels": "fenced"}),
+        &[("trigger_workflow", json!({"workflowID": workflow}))],
+    )
+    .await;
+    let _workers = app.start_roles("fence", &[Role::Listeners], |_| {});
+    eventually(20, "the source is listened to", || async {
+        (listening_sessions(&source.pool, &source.name).await == 1).then_some(())
+    })
+    .await;
+
+    let mut platform = platform;
+    platform.cluster.stop().expect("stop the platform database");
+    let stopped_at = std::time::Instant::now();
+    eventually(
+        30,
+        "the holder stops listening once its lease cannot be renewed",
+        || async { (listening_sessions(&source.pool, &source.name).await == 0).then_some(()) },
+    )
+    .await;
+    let gap = stopped_at.elapsed();
+    assert!(
+        gap < jet_shared::listener::holds::LEASE + std::time::Duration::from_secs(5),
+        "stopped listening {gap:?} after the outage began; the lease is {:?}",
+        jet_shared::listener::holds::LEASE
+    );
+
+    platform
+        .cluster
+        .start()
+        .expect("start the platform database again");
+    eventually(60, "the listener is held and listened to again", || async {
+        (listening_sessions(&source.pool, &source.name).await == 1).then_some(())
+    })
+    .await;
+    eventually(
+        30,
+        "a notification after the outage starts the workflow",
+        || async {
+            sqlx::query("SELECT pg_notify('fenced', 'after')")
+                .execute(&source.pool)
+                .await
+                .ok()?;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let n: i64 = sqlx::query_scalar(
+                r#"SELECT count(*) FROM "tblWorkflowInstances" WHERE "originID" = $1"#,
+            )
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .ok()?;
+            (n >= 1).then_some(())
+        },
+    )
+    .await;
+}

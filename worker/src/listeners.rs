@@ -71,9 +71,22 @@ pub async fn run(
     data: Arc<DataRuntime>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let holder = hold_listeners(pool.clone(), worker_id, data.clone(), shutdown.clone());
-    let pipeline = run_pipeline(pool, settings, data, shutdown);
+    let wakes = Wakes::default();
+    let waker = tokio::spawn(relay_notifications(
+        pool.clone(),
+        wakes.clone(),
+        shutdown.clone(),
+    ));
+    let holder = hold_listeners(
+        pool.clone(),
+        worker_id,
+        data.clone(),
+        wakes.clone(),
+        shutdown.clone(),
+    );
+    let pipeline = run_pipeline(pool, settings, data, wakes, shutdown);
     let (held, piped) = tokio::join!(holder, pipeline);
+    waker.abort();
     held.and(piped)
 }
 
@@ -156,16 +169,14 @@ async fn hold_listeners(
     pool: PgPool,
     worker_id: String,
     data: Arc<DataRuntime>,
+    wakes: Wakes,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut held: HashMap<Uuid, Running> = HashMap::new();
-    let mut wake: Option<PgListener> = None;
     let mut failures = 0u32;
+    let mut renewed_at = tokio::time::Instant::now();
     while !shutdown.is_triggered() {
-        if wake.is_none() {
-            wake = listen(&pool, LISTENERS_CHANNEL).await.ok();
-        }
-        let pause = match hold_round(&pool, &worker_id, &data, &mut held).await {
+        let pause = match hold_round(&pool, &worker_id, &data, &mut held, &mut renewed_at).await {
             Ok(()) => {
                 failures = 0;
                 holds::RENEW_EVERY
@@ -173,16 +184,22 @@ async fn hold_listeners(
             Err(err) => {
                 failures += 1;
                 tracing::warn!(error = %err, "listener holder round failed; retrying");
+                // Leases that could not be renewed lapse; another worker may take them once
+                // the database is back. Stop the sources before that can happen, so two
+                // workers never listen for the same listener (NOTIFY would deliver twice).
+                if !held.is_empty() && renewed_at.elapsed() >= holds::LEASE - holds::RENEW_EVERY {
+                    tracing::warn!(
+                        held = held.len(),
+                        "listener leases could not be renewed; stopping their sources"
+                    );
+                    held.clear();
+                }
                 Duration::from_millis(250 * u64::from(failures.min(8)))
             }
         };
         tokio::select! {
             () = shutdown.wait() => break,
-            note = recv(&mut wake) => {
-                if note.is_err() {
-                    wake = None;
-                }
-            }
+            () = wakes.listeners.notified() => {}
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -200,8 +217,13 @@ async fn hold_round(
     worker_id: &str,
     data: &Arc<DataRuntime>,
     held: &mut HashMap<Uuid, Running>,
+    renewed_at: &mut tokio::time::Instant,
 ) -> anyhow::Result<()> {
-    let mine = holds::renew(pool, worker_id).await?;
+    // Bounded, so a database that stopped answering is noticed before the leases lapse.
+    let mine = tokio::time::timeout(holds::RENEW_EVERY, holds::renew(pool, worker_id))
+        .await
+        .map_err(|_| anyhow::anyhow!("renewing listener leases timed out"))??;
+    *renewed_at = tokio::time::Instant::now();
     // Lost (taken over after a lapse, or the listener was deleted): stop at once.
     held.retain(|id, _| mine.contains(id));
     let wanted = load_wanted(pool, &mine).await?;
@@ -396,14 +418,11 @@ async fn run_pipeline(
     pool: PgPool,
     settings: Settings,
     data: Arc<DataRuntime>,
+    wakes: Wakes,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut wake: Option<PgListener> = None;
     let mut failures = 0u32;
     while !shutdown.is_triggered() {
-        if wake.is_none() {
-            wake = listen(&pool, INBOX_CHANNEL).await.ok();
-        }
         let pause = match pipeline::claim(&pool, settings.pipeline_batch).await {
             Ok(events) => {
                 failures = 0;
@@ -434,11 +453,7 @@ async fn run_pipeline(
         };
         tokio::select! {
             () = shutdown.wait() => break,
-            note = recv(&mut wake) => {
-                if note.is_err() {
-                    wake = None;
-                }
-            }
+            () = wakes.inbox.notified() => {}
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -447,20 +462,53 @@ async fn run_pipeline(
 
 // ---------------------------------------------------------------------------------------
 
-async fn listen(pool: &PgPool, channel: &str) -> sqlx::Result<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(channel).await?;
-    Ok(listener)
+/// Wake-ups for the holder (a listener changed) and the pipeline (events arrived).
+#[derive(Clone, Default)]
+struct Wakes {
+    listeners: Arc<tokio::sync::Notify>,
+    inbox: Arc<tokio::sync::Notify>,
 }
 
-/// The next notification; pends forever without a connection (the round timer still runs),
-/// errors when the connection dropped so the caller reconnects.
-async fn recv(wake: &mut Option<PgListener>) -> sqlx::Result<()> {
-    match wake {
-        Some(listener) => match listener.try_recv().await? {
-            Some(_) => Ok(()),
-            None => Err(sqlx::Error::PoolClosed),
-        },
-        None => std::future::pending().await,
+/// Relays NOTIFY `jet_listeners` and `jet_listener_inbox` to the loops, over one connection of
+/// its own (not the shared pool's, whose connections the loops need). While it is down the
+/// loops poll on their timers; after a reconnect both are woken, since anything may have
+/// happened meanwhile.
+async fn relay_notifications(pool: PgPool, wakes: Wakes, mut shutdown: Shutdown) {
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut failures = 0u32;
+    while !shutdown.is_triggered() {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&own).await?;
+            listener
+                .listen_all([LISTENERS_CHANNEL, INBOX_CHANNEL])
+                .await?;
+            wakes.listeners.notify_one();
+            wakes.inbox.notify_one();
+            failures = 0;
+            while let Some(note) = listener.try_recv().await? {
+                match note.channel() {
+                    LISTENERS_CHANNEL => wakes.listeners.notify_one(),
+                    _ => wakes.inbox.notify_one(),
+                }
+            }
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            () = shutdown.wait() => break,
+            result = listening => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "listener notifications unavailable; polling");
+                }
+            }
+        }
+        failures += 1;
+        let delay = Duration::from_millis(250).saturating_mul(1 << failures.min(6));
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
     }
+    own.close().await;
 }
