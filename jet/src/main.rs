@@ -18,6 +18,9 @@ commands:
                                create a tenant and an admin API key (printed once)
   openapi [--write | --check]  print the OpenAPI spec, write it to openapi/openapi.json, or
                                fail when the checked-in file differs
+  status [--json] [--watch [SECONDS]]
+                               workers, queues, commands, DLQ, cron, listeners, stuck instances
+                               and the xmin horizon of DATABASE_URL, from the jet_ops views
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
   bench [--scale N]            engine throughput and latency with 1 and 2 jet-worker processes
                                (release build; JET_BENCH_DATABASE_URL, default the local server)
@@ -39,6 +42,7 @@ async fn main() -> Result<()> {
         "openapi" => commands::openapi::run(rest),
         "test" => commands::test::run(rest).await,
         "bench" => commands::bench::run(rest).await,
+        "status" => commands::status::run(rest).await,
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

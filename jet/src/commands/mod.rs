@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod dev;
 pub mod migrate;
 pub mod openapi;
+pub mod status;
 pub mod test;
 
 /// The value after `flag` in `args`, if present.
