@@ -24,6 +24,9 @@ commands:
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
   bench [--scale N]            engine throughput and latency with 1 and 2 jet-worker processes
                                (release build; JET_BENCH_DATABASE_URL, default the local server)
+  bench listeners [--seconds S]
+                               CDC commit → workflow instance latency (idle, under load) and
+                               capture throughput on a private wal_level=logical cluster
   bench cron [--jobs N] [--seconds S]
                                cron fire lag p50/p99 with 1 and 3 schedulers, N per-second jobs
 ";

@@ -64,6 +64,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "cron") {
         return super::bench_cron::run(&args[1..]).await;
     }
+    if args.first().is_some_and(|a| a == "listeners") {
+        return super::bench_listeners::run(&args[1..]).await;
+    }
     let scale: usize = flag_value(args, "--scale")?
         .map(str::parse)
         .transpose()?
@@ -175,6 +178,16 @@ pub(super) async fn fresh_db(
     let pool = jet_shared::db::connect(&db_url(server), 8).await?;
     jet_shared::db::migrate(&pool).await?;
     let boot = jet_shared::bootstrap::bootstrap(&pool, "bench", None).await?;
+    let workflow = chain_workflow(&pool, boot.tenant.tenant_id, nodes).await?;
+    Ok((pool, boot.tenant.tenant_id, workflow))
+}
+
+/// Saves a chain workflow of `nodes` nodes (start → join… → end) in `tenant`.
+pub(super) async fn chain_workflow(
+    pool: &PgPool,
+    tenant: TenantId,
+    nodes: usize,
+) -> anyhow::Result<Uuid> {
     let ids: Vec<String> = (0..nodes).map(|_| Uuid::new_v4().to_string()).collect();
     let editor_nodes: Vec<EditorNode> = ids
         .iter()
@@ -205,7 +218,7 @@ pub(super) async fn fresh_db(
     let mut tx = pool.begin().await?;
     let wf = definition::insert(
         &mut tx,
-        boot.tenant.tenant_id,
+        tenant,
         "bench",
         &json!({}),
         &editor_nodes,
@@ -214,7 +227,7 @@ pub(super) async fn fresh_db(
     )
     .await?;
     tx.commit().await?;
-    Ok((pool, boot.tenant.tenant_id, wf.workflow_id))
+    Ok(wf.workflow_id)
 }
 
 /// Creates `n` instances (instance row, INPUT_SET, start command), 500 per transaction.

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_cron;
+pub mod bench_listeners;
 pub mod bootstrap;
 pub mod dev;
 pub mod migrate;

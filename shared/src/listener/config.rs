@@ -108,6 +108,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 impl From<ConfigError> for crate::Error {
     fn from(e: ConfigError) -> Self {
         crate::Error::Invalid(e.to_string())
