@@ -567,7 +567,7 @@ async fn a_killed_holder_is_replaced_by_another_worker_process() {
             ],
         )
     };
-    let mut workers = vec![start(0), start(1)];
+    let mut workers = [start(0), start(1)];
     let holder: String = eventually(30, "one worker holds the listener and is connected", || async {
         sqlx::query_scalar(
             r#"SELECT "workerID" FROM "tblListenerHolds" WHERE "listenerID" = $1 AND "connectedAt" IS NOT NULL"#,

@@ -279,9 +279,8 @@ async fn each_view_reports_a_known_state() {
     }
     let horizon = rows(pool, "SELECT * FROM jet_ops.xmin_horizon").await;
     assert!(
-        horizon
-            .iter()
-            .any(|h| h["holder"] == "transaction" && h["name"] == holder_pid.to_string()),
+        horizon.iter().any(|h| h["holder"] == "transaction"
+            && h["name"].as_str() == Some(holder_pid.to_string().as_str())),
         "the open snapshot is named: {horizon:?}"
     );
 

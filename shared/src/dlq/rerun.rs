@@ -176,7 +176,7 @@ enum Ran {
     /// The workflow started.
     Started { instance_id: Uuid },
     /// A listener action ran (or had already run).
-    Ran { result: Value },
+    ListenerAction { result: Value },
 }
 
 /// Runs `plan`; a failure of the run itself (not of the database) is the error text.
@@ -227,7 +227,7 @@ async fn execute(
             &event,
         )
         .await?
-        .map(|result| Ran::Ran { result }),
+        .map(|result| Ran::ListenerAction { result }),
     };
     if ran.is_ok() {
         savepoint.commit().await?;
@@ -272,7 +272,7 @@ pub(super) async fn rerun_locked(
         .bind(by)
         .fetch_one(&mut *conn)
         .await?,
-        Ok(Ran::Ran { result }) => sqlx::query_as(
+        Ok(Ran::ListenerAction { result }) => sqlx::query_as(
             r#"UPDATE "tblEventDLQ" SET "status" = 'REPLAYED', "replayedAt" = now(), "resolvedAt" = now(),
                  "nextRetryAt" = NULL,
                  "attempts" = "attempts" || jsonb_build_array(jsonb_build_object(

@@ -235,9 +235,10 @@ mod tests {
             "save_to_buffer",
             &json!({"retentionPolicy": "both", "maxEvents": 5}),
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert_eq!(err.field, "actionConfig.maxAgeHours");
-        let spec = ActionSpec::parse("save_to_buffer", &json!({"maxEvents": 100})).unwrap();
+        let spec =
+            ActionSpec::parse("save_to_buffer", &json!({"maxEvents": 100})).expect("accepted");
         assert!(matches!(
             spec,
             ActionSpec::SaveToBuffer {
@@ -250,9 +251,10 @@ mod tests {
 
     #[test]
     fn ids_must_be_uuids_and_types_known() {
-        let err = ActionSpec::parse("trigger_workflow", &json!({"workflowID": 7})).unwrap_err();
+        let err =
+            ActionSpec::parse("trigger_workflow", &json!({"workflowID": 7})).expect_err("refused");
         assert_eq!(err.field, "actionConfig.workflowID");
-        let err = ActionSpec::parse("send_email", &json!({})).unwrap_err();
+        let err = ActionSpec::parse("send_email", &json!({})).expect_err("refused");
         assert_eq!(err.field, "actionType");
     }
 }
