@@ -779,3 +779,149 @@ async fn a_holder_that_cannot_renew_its_lease_stops_listening_until_the_database
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_query_action_against_a_missing_database_retries_with_backoff_parks_and_replays_once() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("dlq-listener").await;
+    let source = TestDb::empty().await;
+    let ds = datasource_for(&app, &a, &source.url()).await;
+    // The query's datasource names a database that does not exist yet.
+    let name = format!("jet_test_later_{}", Uuid::new_v4().simple());
+    let target = datasource_for(&app, &a, &jet_tests::db::url_for(&name)).await;
+    let query = app
+        .post(
+            &base(&a, "queries"),
+            &a.auth,
+            json!({"dataQueryTitle": "record", "datasourceID": target,
+                   "dataQueryOptions": {"query": "INSERT INTO seen (n) VALUES ({{inputs.n}}::int)",
+                                        "inputDefinitions": [{"key": "n", "type": "number", "required": true}]}}),
+        )
+        .await;
+    assert_eq!(query.status, 201, "{}", query.body);
+    let id = listener(
+        &app.db.pool,
+        &a,
+        ds,
+        json!({"channels": "x"}),
+        &[(
+            "trigger_query",
+            json!({"dataQueryID": query.str("dataQueryID"), "inputValues": {"n": "{{event.n}}"}}),
+        )],
+    )
+    .await;
+    let _workers = app.start_roles("dlq-l", &[Role::Listeners], |_| {});
+    let event = deliver(&app.db.pool, a.tenant_id, id, json!({"n": 5})).await;
+    eventually(20, "the event is processed", || {
+        event_status(&app.db.pool, event)
+    })
+    .await;
+    let rows = dlq_rows(&app.db.pool, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (dlq_id, status, payload, _) = rows[0].clone();
+    assert_eq!(status, "PENDING");
+    assert_eq!(payload["event"], json!({"n": 5}));
+    let tenant: Option<Uuid> =
+        sqlx::query_scalar(r#"SELECT "tenantID" FROM "tblEventDLQ" WHERE "dlqID" = $1"#)
+            .bind(dlq_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("tenant");
+    assert_eq!(tenant, Some(a.tenant_id.0));
+
+    // Automatic retries: each fails again, backs off further, and the fifth parks the row.
+    let data = jet_shared::datasource::DataRuntime::new(
+        Some(jet_shared::crypto::VaultKey::from_hex(jet_tests::app::TEST_VAULT_KEY).expect("key")),
+        jet_shared::datasource::network::DenyList::new(&[], None),
+    );
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        sqlx::query(r#"UPDATE "tblEventDLQ" SET "nextRetryAt" = now() WHERE "dlqID" = $1"#)
+            .bind(dlq_id)
+            .execute(&app.db.pool)
+            .await
+            .expect("due");
+        let report = jet_shared::dlq::retry_due(
+            jet_shared::dlq::Rerun {
+                pool: &app.db.pool,
+                data: &data,
+            },
+            10,
+            "maintenance",
+        )
+        .await
+        .expect("retry");
+        assert_eq!(report.failed, 1, "{report:?}");
+        let wait: Option<f64> = sqlx::query_scalar(
+            r#"SELECT EXTRACT(EPOCH FROM "nextRetryAt" - now())::float8 FROM "tblEventDLQ" WHERE "dlqID" = $1"#,
+        )
+        .bind(dlq_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("wait");
+        waits.push(wait);
+    }
+    assert!(
+        waits[0].expect("backoff") < waits[1].expect("longer backoff"),
+        "{waits:?}"
+    );
+    assert_eq!(waits[4], None, "parked rows are not retried");
+    let (status, attempts, retries): (String, Value, i32) = sqlx::query_as(
+        r#"SELECT "status", "attempts", "retryCount" FROM "tblEventDLQ" WHERE "dlqID" = $1"#,
+    )
+    .bind(dlq_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("row");
+    assert_eq!((status.as_str(), retries), ("PARKED", 5));
+    assert_eq!(
+        attempts.as_array().map(Vec::len),
+        Some(6),
+        "the first failure and five retries: {attempts}"
+    );
+
+    // Fixed: the database exists now. A replay runs the query once; a second one is refused.
+    let mut admin = sqlx::PgConnection::connect(&jet_tests::db::server_url())
+        .await
+        .expect("admin");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    let mut target_db = sqlx::PgConnection::connect(&jet_tests::db::url_for(&name))
+        .await
+        .expect("connect");
+    sqlx::query("CREATE TABLE seen (n int)")
+        .execute(&mut target_db)
+        .await
+        .expect("table");
+    let replay = app
+        .post(
+            &format!("{}/{dlq_id}/replay", base(&a, "dlq")),
+            &a.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.body["status"], "REPLAYED", "{}", replay.body);
+    let again = app
+        .post(
+            &format!("{}/{dlq_id}/replay", base(&a, "dlq")),
+            &a.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let seen: Vec<i32> = sqlx::query_scalar("SELECT n FROM seen")
+        .fetch_all(&mut target_db)
+        .await
+        .expect("seen");
+    assert_eq!(seen, vec![5], "the query ran exactly once");
+    drop(target_db);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .ok();
+}
