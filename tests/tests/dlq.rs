@@ -7,6 +7,7 @@ use jet_shared::ids::TenantId;
 use jet_tests::TestApp;
 use jet_tests::app::Admin;
 use jet_tests::flow::Flow;
+use jet_tests::wait::eventually;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -516,13 +517,9 @@ async fn permissions_tenant_isolation_and_bad_input() {
         )
         .await;
     assert_eq!(bad_payload.status, 422, "{}", bad_payload.body);
-    let listener = park(&app, Some(a.tenant_id), "listener", json!({}), "PARKED").await;
+    let webhook = park(&app, Some(a.tenant_id), "webhook", json!({}), "PARKED").await;
     let not_yet = app
-        .post(
-            &format!("{}/{listener}/replay", dlq(&a)),
-            &a.auth,
-            json!({}),
-        )
+        .post(&format!("{}/{webhook}/replay", dlq(&a)), &a.auth, json!({}))
         .await;
     assert_eq!(not_yet.status, 409, "{}", not_yet.body);
     assert_eq!(not_yet.code(), "dlq_source_not_replayable");
@@ -587,7 +584,7 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
         dry.body["matched"], 3,
         "REPLAYED rows are not replayed again"
     );
-    assert_eq!(dry.body["processed"], 0);
+    assert_eq!(dry.body["dryRun"], true);
     assert_eq!(dry.body["sample"].as_array().expect("array").len(), 3);
     let all = app
         .post(
@@ -603,6 +600,8 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
         .expect("instances");
     assert_eq!(instances, 0, "a dry run runs nothing");
 
+    // The runs are worked through by the maintenance role, in the background.
+    let _workers = app.start_roles("bulk", &[jet_worker::Role::Maintenance], |_| {});
     let started = Instant::now();
     let replay = app
         .post(
@@ -611,21 +610,33 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
             json!({"filters": {"source": "cron"}, "perSecond": 5}),
         )
         .await;
-    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.status, 202, "{}", replay.body);
+    assert_eq!(replay.body["matched"], 3);
+    let run = replay.str("runID");
+    let done = eventually(30, "the bulk replay finishes", || async {
+        let progress = app.get(&format!("{}/runs/{run}", dlq(&a)), &a.auth).await;
+        (progress.body["status"] == "done").then_some(progress.body)
+    })
+    .await;
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "3 rows at 5/s take two 200 ms gaps"
     );
-    assert_eq!(replay.body["processed"], 3);
-    assert_eq!(replay.body["remaining"], 0);
-    for item in replay.body["items"].as_array().expect("array") {
-        assert_eq!(item["status"], "REPLAYED", "{item}");
-    }
+    assert_eq!(
+        (&done["processed"], &done["succeeded"], &done["failed"]),
+        (&json!(3), &json!(3), &json!(0)),
+        "{done}"
+    );
     let instances: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "tblWorkflowInstances""#)
         .fetch_one(&app.db.pool)
         .await
         .expect("instances");
     assert_eq!(instances, 3, "one run per replayed row");
+    let other = app.admin("other").await;
+    let hidden = app
+        .get(&format!("{}/runs/{run}", dlq(&other)), &other.auth)
+        .await;
+    assert_eq!(hidden.status, 404, "another tenant's run: {}", hidden.body);
 
     let discard = app
         .post(
@@ -634,8 +645,14 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
             json!({"filters": {"source": "command", "status": "PARKED"}}),
         )
         .await;
-    assert_eq!(discard.status, 200, "{}", discard.body);
-    assert_eq!(discard.body["processed"], 2);
+    assert_eq!(discard.status, 202, "{}", discard.body);
+    let run = discard.str("runID");
+    let done = eventually(30, "the bulk discard finishes", || async {
+        let progress = app.get(&format!("{}/runs/{run}", dlq(&a)), &a.auth).await;
+        (progress.body["status"] == "done").then_some(progress.body)
+    })
+    .await;
+    assert_eq!(done["processed"], 2, "{done}");
     let kept: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblEventDLQ" WHERE "status" = 'DISCARDED' AND "discardedAt" IS NOT NULL"#,
     )
@@ -658,4 +675,57 @@ fn data_runtime() -> jet_shared::datasource::DataRuntime {
         None,
         jet_shared::datasource::network::DenyList::new(&[], None),
     )
+}
+
+#[tokio::test]
+async fn a_retrying_row_whose_command_vanished_is_pending_again() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("acme").await;
+    let lost = park(
+        &app,
+        Some(a.tenant_id),
+        "command",
+        json!({"command": {}}),
+        "PENDING",
+    )
+    .await;
+    let fresh = park(
+        &app,
+        Some(a.tenant_id),
+        "command",
+        json!({"command": {}}),
+        "PENDING",
+    )
+    .await;
+    sqlx::query(
+        r#"UPDATE "tblEventDLQ" SET "status" = 'RETRYING', "replayJobID" = 'vanished-' || "dlqID"::text,
+             "updatedAt" = CASE WHEN "dlqID" = $1 THEN now() - interval '2 minutes' ELSE now() END
+           WHERE "dlqID" IN ($1, $2)"#,
+    )
+    .bind(lost)
+    .bind(fresh)
+    .execute(&app.db.pool)
+    .await
+    .expect("retrying");
+    let swept = jet_shared::dlq::sweep_lost_reruns(&app.db.pool)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1, "only the row past the grace minute");
+    let (status, next, last): (String, Option<chrono::DateTime<chrono::Utc>>, Value) = sqlx::query_as(
+        r#"SELECT "status", "nextRetryAt", "attempts" -> -1 FROM "tblEventDLQ" WHERE "dlqID" = $1"#,
+    )
+    .bind(lost)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("row");
+    assert_eq!(status, "PENDING");
+    assert!(next.is_some(), "retried again later");
+    assert_eq!(last["outcome"], "lost", "{last}");
+    let still: String =
+        sqlx::query_scalar(r#"SELECT "status" FROM "tblEventDLQ" WHERE "dlqID" = $1"#)
+            .bind(fresh)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("row");
+    assert_eq!(still, "RETRYING");
 }

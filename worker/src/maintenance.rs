@@ -55,9 +55,57 @@ pub struct RoundReport {
     pub listener_rows_purged: u64,
 }
 
-/// Runs rounds until shutdown; `data` lets DLQ retries re-run listener actions that query
-/// datasources.
+/// Runs rounds until shutdown, and the DLQ's bulk runs beside them; `data` lets DLQ retries
+/// re-run listener actions that query datasources.
 pub async fn run(
+    pool: PgPool,
+    settings: Settings,
+    data: std::sync::Arc<jet_shared::datasource::DataRuntime>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let bulk = work_bulk_runs(pool.clone(), data.clone(), shutdown.clone());
+    let rounds = run_rounds(pool, settings, data, shutdown);
+    let (_, result) = tokio::join!(bulk, rounds);
+    result
+}
+
+/// Works through bulk DLQ runs (any replica may; one run is worked by one replica at a time).
+async fn work_bulk_runs(
+    pool: PgPool,
+    data: std::sync::Arc<jet_shared::datasource::DataRuntime>,
+    mut shutdown: Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        let rt = jet_shared::dlq::Rerun {
+            pool: &pool,
+            data: &data,
+        };
+        let idle = match jet_shared::dlq::runs::work(rt, BULK_SLICE).await {
+            Ok(Some((run, acted))) => {
+                tracing::debug!(%run, acted, "dlq bulk run worked on");
+                false
+            }
+            Ok(None) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "dlq bulk run failed; retrying");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(BULK_POLL) => {}
+            }
+        }
+    }
+}
+
+/// How long one replica works on a bulk run before recording progress and looking again.
+const BULK_SLICE: Duration = Duration::from_secs(2);
+/// How often an idle replica looks for bulk runs.
+const BULK_POLL: Duration = Duration::from_millis(500);
+
+async fn run_rounds(
     pool: PgPool,
     settings: Settings,
     data: std::sync::Arc<jet_shared::datasource::DataRuntime>,
@@ -85,6 +133,14 @@ pub async fn run(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "human steps expired"),
                 Err(err) => tracing::warn!(error = %err, "expiring human steps failed"),
+            }
+            match jet_shared::dlq::sweep_lost_reruns(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    rows = n,
+                    "dlq re-runs whose command vanished are pending again"
+                ),
+                Err(err) => tracing::warn!(error = %err, "sweeping lost dlq re-runs failed"),
             }
             // Due DLQ rows are retried on the same tick; SKIP LOCKED shares them between replicas.
             match jet_shared::dlq::retry_due(

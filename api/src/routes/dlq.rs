@@ -13,7 +13,7 @@ use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{DLQ_DISCARD, DLQ_LIST, DLQ_READ, DLQ_REPLAY};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -167,59 +167,82 @@ pub struct BulkRequest {
     pub per_second: Option<u32>,
 }
 
-/// One row of a bulk action.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
-pub struct BulkItemOut {
-    #[oai(rename = "dlqID")]
-    pub dlq_id: Uuid,
-    /// The row's status afterwards; absent when it could not be acted on.
-    pub status: Option<String>,
-    /// Why it could not (changed concurrently, a payload that cannot run).
-    pub error: Option<String>,
-}
-
-/// What a bulk action did.
+/// A bulk dry run: what the action would act on.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
-pub struct BulkOut {
+pub struct BulkPreviewOut {
     /// PENDING and PARKED rows matching the filters.
     pub matched: i64,
-    /// Rows acted on by this request (at most 100; 0 on a dry run).
-    pub processed: i64,
-    /// Matching rows left: send the request again for the next ones.
-    pub remaining: i64,
-    /// Whether this was a dry run (nothing written).
+    /// Always true: nothing was written.
     pub dry_run: bool,
-    /// A dry run's first 10 matching rows, oldest first.
+    /// The first 10 matching rows, oldest first.
     pub sample: Vec<DlqOut>,
-    /// Each row acted on, with its status afterwards or why it was not.
-    pub items: Vec<BulkItemOut>,
+}
+
+/// A bulk replay or discard running in the background.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct BulkRunOut {
+    #[oai(rename = "runID")]
+    pub run_id: Uuid,
+    /// `replay` or `discard`.
+    pub action: String,
+    /// `running` until every matching row has been acted on, then `done`.
+    pub status: String,
+    /// PENDING and PARKED rows matching the filters when the run started.
+    pub matched: i64,
+    /// Rows acted on so far.
+    pub processed: i64,
+    /// Rows replayed (or queued again) or discarded.
+    pub succeeded: i64,
+    /// Rows whose replay failed again (back in the DLQ with one more attempt) or that changed
+    /// meanwhile.
+    pub failed: i64,
+    /// At most this many rows a second.
+    pub per_second: Option<i32>,
+    /// The filters the run was started with.
+    pub filters: Value,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<dlq::runs::BulkRun> for BulkRunOut {
+    fn from(r: dlq::runs::BulkRun) -> Self {
+        Self {
+            run_id: r.run_id,
+            action: r.action,
+            status: r.status,
+            matched: r.matched,
+            processed: r.processed,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            per_second: r.per_second,
+            filters: r.filters,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// What a bulk request answers.
+#[derive(ApiResponse)]
+pub enum BulkResponse {
+    /// A dry run: the count and a sample; nothing written.
+    #[oai(status = 200)]
+    Preview(Json<BulkPreviewOut>),
+    /// The run started; read its progress at `GET …/dlq/runs/{runID}`.
+    #[oai(status = 202)]
+    Started(Json<BulkRunOut>),
 }
 
 fn actor(auth: &JetAuth) -> String {
     match &auth.0 {
         Principal::User { user_id } => format!("user:{}", user_id.0),
         Principal::ApiKey { api_key_id, .. } => format!("apikey:{}", api_key_id.0),
-    }
-}
-
-fn bulk_out(report: dlq::BulkReport, dry_run: bool) -> BulkOut {
-    BulkOut {
-        matched: report.matched,
-        processed: report.processed,
-        remaining: report.remaining,
-        dry_run,
-        sample: report.sample.into_iter().map(DlqOut::from).collect(),
-        items: report
-            .items
-            .into_iter()
-            .map(|i| BulkItemOut {
-                dlq_id: i.dlq_id,
-                status: i.status,
-                error: i.error,
-            })
-            .collect(),
     }
 }
 
@@ -358,9 +381,10 @@ impl DlqApi {
     /// Replay DLQ rows in bulk
     ///
     /// The PENDING and PARKED rows matching `filters`, oldest first. `dryRun` answers the count
-    /// and a sample. Otherwise the request replays up to 100 rows inline, at most `perSecond` a
-    /// second, and answers what it did; `remaining` says how many matching rows are left for
-    /// the next request.
+    /// and a sample (200). Otherwise the answer is at once a run (202) that the maintenance role
+    /// works through in the background, at most `perSecond` rows a second; read its progress
+    /// at `GET …/dlq/runs/{runID}`. A row whose replay fails again is back in the DLQ with one
+    /// more attempt and is not taken again by the same run.
     #[oai(
         path = "/:tenantID/dlq/replay",
         method = "post",
@@ -371,7 +395,7 @@ impl DlqApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         body: Json<BulkRequest>,
-    ) -> ApiResult<Json<BulkOut>> {
+    ) -> ApiResult<BulkResponse> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_REPLAY, None).await?;
         self.bulk(tenant_id.0, body.0, BulkAction::Replay, &auth)
             .await
@@ -390,10 +414,26 @@ impl DlqApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         body: Json<BulkRequest>,
-    ) -> ApiResult<Json<BulkOut>> {
+    ) -> ApiResult<BulkResponse> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_DISCARD, None).await?;
         self.bulk(tenant_id.0, body.0, BulkAction::Discard, &auth)
             .await
+    }
+    /// Read a bulk run's progress
+    #[oai(
+        path = "/:tenantID/dlq/runs/:runID",
+        method = "get",
+        operation_id = "getDlqBulkRun"
+    )]
+    async fn get_run(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "runID")] run_id: Path<Uuid>,
+    ) -> ApiResult<Json<BulkRunOut>> {
+        authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
+        let run = dlq::runs::get(&self.state.pool, TenantId(tenant_id.0), run_id.0).await?;
+        Ok(Json(run.into()))
     }
 }
 
@@ -404,22 +444,25 @@ impl DlqApi {
         body: BulkRequest,
         action: BulkAction,
         auth: &JetAuth,
-    ) -> ApiResult<Json<BulkOut>> {
-        let dry_run = body.dry_run.unwrap_or(false);
+    ) -> ApiResult<BulkResponse> {
         let filter = Filter::from(body.filters.unwrap_or_default());
-        let report = dlq::bulk(
-            dlq::Rerun {
-                pool: &self.state.pool,
-                data: &self.state.data,
-            },
+        if body.dry_run.unwrap_or(false) {
+            let preview = dlq::preview(&self.state.pool, TenantId(tenant_id), &filter).await?;
+            return Ok(BulkResponse::Preview(Json(BulkPreviewOut {
+                matched: preview.matched,
+                dry_run: true,
+                sample: preview.sample.into_iter().map(DlqOut::from).collect(),
+            })));
+        }
+        let run = dlq::runs::start(
+            &self.state.pool,
             TenantId(tenant_id),
             &filter,
             action,
-            dry_run,
             body.per_second,
             &actor(auth),
         )
         .await?;
-        Ok(Json(bulk_out(report, dry_run)))
+        Ok(BulkResponse::Started(Json(run.into())))
     }
 }

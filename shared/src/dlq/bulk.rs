@@ -1,13 +1,12 @@
-//! Acting on many rows: bulk replay and discard by filter, the automatic retries the
-//! maintenance role runs, and the retention purge.
+//! Acting on many rows: the preview of a bulk action, the automatic retries the maintenance
+//! role runs, and the retention purge.
 
+use super::SAMPLE_SIZE;
 use super::rerun::{Rerun, plan, record_failure, rerun_locked};
-use super::{BULK_LIMIT, SAMPLE_SIZE};
-use super::{COLUMNS, DlqRow, Filter, REPLAYABLE_SOURCES, discard, filter_sql, replay};
+use super::{COLUMNS, DlqRow, Filter, REPLAYABLE_SOURCES, filter_sql};
 use crate::ids::TenantId;
 use crate::{Error, Result};
 use sqlx::PgPool;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// A bulk action.
@@ -19,46 +18,19 @@ pub enum BulkAction {
     Discard,
 }
 
-/// The outcome of one row in a bulk action.
+/// What a bulk action would act on.
 #[derive(Debug, Clone)]
-pub struct BulkItem {
-    /// The row.
-    pub dlq_id: Uuid,
-    /// Status afterwards, or `None` when the row could not be acted on.
-    pub status: Option<String>,
-    /// Why it could not (changed concurrently, a payload that cannot be re-run).
-    pub error: Option<String>,
-}
-
-/// What a bulk action did (or, on a dry run, would do).
-#[derive(Debug, Clone)]
-pub struct BulkReport {
+pub struct Preview {
     /// PENDING and PARKED rows matching the filters.
     pub matched: i64,
-    /// Rows acted on by this request (at most [`BULK_LIMIT`]; 0 on a dry run).
-    pub processed: i64,
-    /// Matching rows left for another request.
-    pub remaining: i64,
-    /// A dry run's first rows.
+    /// The first [`SAMPLE_SIZE`] of them, oldest first.
     pub sample: Vec<DlqRow>,
-    /// Each row acted on.
-    pub items: Vec<BulkItem>,
 }
 
-/// Replays or discards the tenant's PENDING and PARKED rows matching `filter`, oldest first, at
-/// most [`BULK_LIMIT`] per request and at most `per_second` a second. Each row is its own
-/// transaction, so one row that cannot be re-run does not stop the others.
-pub async fn bulk(
-    rt: Rerun<'_>,
-    tenant_id: TenantId,
-    filter: &Filter,
-    action: BulkAction,
-    dry_run: bool,
-    per_second: Option<u32>,
-    by: &str,
-) -> Result<BulkReport> {
+/// The tenant's PENDING and PARKED rows matching `filter`: how many, and the oldest few. A
+/// bulk action itself runs in the background ([`super::runs`]).
+pub async fn preview(pool: &PgPool, tenant_id: TenantId, filter: &Filter) -> Result<Preview> {
     filter.validate()?;
-    let pool = rt.pool;
     let actionable = r#"AND "status" IN ('PENDING', 'PARKED')"#;
     let matched: i64 = bind_filter!(
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -70,8 +42,7 @@ pub async fn bulk(
     )
     .fetch_one(pool)
     .await?;
-    let limit = if dry_run { SAMPLE_SIZE } else { BULK_LIMIT };
-    let rows: Vec<DlqRow> = bind_filter!(
+    let sample: Vec<DlqRow> = bind_filter!(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             r#"SELECT {COLUMNS} FROM "tblEventDLQ" WHERE {}
                ORDER BY "createdAt", "dlqID" LIMIT $8"#,
@@ -80,61 +51,10 @@ pub async fn bulk(
         tenant_id,
         filter
     )
-    .bind(limit)
+    .bind(SAMPLE_SIZE)
     .fetch_all(pool)
     .await?;
-    if dry_run {
-        return Ok(BulkReport {
-            matched,
-            processed: 0,
-            remaining: matched,
-            sample: rows,
-            items: Vec::new(),
-        });
-    }
-    let gap = per_second
-        .filter(|n| *n > 0)
-        .map(|n| Duration::from_secs_f64(1.0 / f64::from(n)));
-    let mut items = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        if let Some(gap) = gap
-            && i > 0
-        {
-            tokio::time::sleep(gap).await;
-        }
-        let outcome = match action {
-            BulkAction::Replay => replay(rt, tenant_id, row.dlq_id, None, false, by)
-                .await
-                .map(|r| r.status),
-            BulkAction::Discard => discard(pool, tenant_id, row.dlq_id, None, by)
-                .await
-                .map(|r| r.status),
-        };
-        items.push(match outcome {
-            Ok(status) => BulkItem {
-                dlq_id: row.dlq_id,
-                status: Some(status),
-                error: None,
-            },
-            Err(Error::Database(e)) => return Err(Error::Database(e)),
-            Err(e) => BulkItem {
-                dlq_id: row.dlq_id,
-                status: None,
-                error: Some(match e {
-                    Error::Conflict { .. } => "the row is no longer pending or parked".into(),
-                    other => other.to_string(),
-                }),
-            },
-        });
-    }
-    let processed = i64::try_from(items.len()).unwrap_or(i64::MAX);
-    Ok(BulkReport {
-        matched,
-        processed,
-        remaining: (matched - processed).max(0),
-        sample: Vec::new(),
-        items,
-    })
+    Ok(Preview { matched, sample })
 }
 
 /// Deletes up to `batch` DISCARDED and REPLAYED rows resolved more than `days` days ago;
@@ -200,4 +120,24 @@ pub async fn retry_due(rt: Rerun<'_>, limit: i64, by: &str) -> Result<RetryRepor
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// RETRYING rows whose re-run command is gone from the apalis queue (deleted by hand, or the
+/// queue purged) go back to PENDING with an attempt saying so, so they are retried again
+/// instead of waiting forever. A minute's grace covers a command still being pushed.
+pub async fn sweep_lost_reruns(pool: &PgPool) -> Result<u64> {
+    Ok(sqlx::query(
+        r#"UPDATE "tblEventDLQ" d SET "status" = 'PENDING', "replayJobID" = NULL,
+             "nextRetryAt" = "jetDlqNextRetryAt"(d."retryCount"),
+             "attempts" = d."attempts" || jsonb_build_array(jsonb_build_object(
+                 'at', now(), 'by', 'maintenance', 'outcome', 'lost',
+                 'error', 'the re-run command ' || d."replayJobID" || ' is no longer in the queue')),
+             "updatedAt" = now()
+           WHERE d."status" = 'RETRYING' AND d."replayJobID" IS NOT NULL
+             AND d."updatedAt" < now() - interval '1 minute'
+             AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = d."replayJobID")"#,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

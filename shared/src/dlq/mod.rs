@@ -9,9 +9,9 @@
 //! same way, so a row is never lost and never retried forever.
 //!
 //! Re-runs by source: `command` pushes the command's bytes again; `cron` starts the workflow
-//! the fire would have started. Other sources (`listener`, `cdc`, `webhook`) plug in by adding
-//! a [`Plan`] in [`plan`]; until then their rows are not claimed by automatic retries and a
-//! replay is a 409.
+//! the fire would have started; `listener` re-runs the one pipeline action that failed. Other
+//! sources plug in by adding a [`Plan`]; until then their rows are not claimed by automatic
+//! retries and a replay is a 409.
 
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
@@ -27,8 +27,6 @@ pub const SOURCES: &[&str] = &["command", "listener", "cdc", "cron", "webhook"];
 pub const STATUSES: &[&str] = &["PENDING", "RETRYING", "PARKED", "REPLAYED", "DISCARDED"];
 /// Sources this version knows how to re-run.
 pub const REPLAYABLE_SOURCES: &[&str] = &["command", "cron", "listener"];
-/// Rows one bulk request touches at most; the rest stay for the next request.
-pub const BULK_LIMIT: i64 = 100;
 /// Rows shown in a bulk dry run.
 pub const SAMPLE_SIZE: i64 = 10;
 
@@ -214,6 +212,9 @@ pub async fn get(pool: &PgPool, tenant_id: TenantId, dlq_id: Uuid) -> Result<Dlq
 
 mod bulk;
 mod rerun;
+pub mod runs;
 
-pub use bulk::{BulkAction, BulkItem, BulkReport, RetryReport, bulk, purge_resolved, retry_due};
+pub use bulk::{
+    BulkAction, Preview, RetryReport, preview, purge_resolved, retry_due, sweep_lost_reruns,
+};
 pub use rerun::{Plan, Replayed, Rerun, discard, replay};
