@@ -539,6 +539,17 @@ async fn credentials_are_shown_once_masked_after_and_rotation_retires_the_old_on
     let new = deliver(&app, &h.url, &signed(&new_secret, now(), b"x"), "x").await;
     assert_eq!(new.status, 202, "{}", new.body);
 
+    // A copy gets credentials of its own, shown in the clone response once.
+    let copy = app
+        .post(&format!("{ds_path}/clone"), &h.admin.auth, json!({}))
+        .await;
+    assert_eq!(copy.status, 201, "{}", copy.body);
+    let copied = &copy.body["webhookCredentials"];
+    let copy_token = copied["webhookToken"].as_str().expect("token");
+    assert_eq!(copy_token.len(), 64);
+    assert!(copy_token != new_token && copy_token != h.token);
+    assert_ne!(copied["webhookSecret"], json!(new_secret));
+
     // Only webhook datasources have credentials; another tenant's datasource is not found.
     let pg = app
         .post(
