@@ -3,6 +3,7 @@
 //! request by an authenticated caller.
 
 use crate::error::ApiError;
+use crate::routes::webhooks;
 use crate::security::PrincipalSlot;
 use crate::state::AppState;
 use jet_shared::audit::{self, AuditEntry};
@@ -23,26 +24,36 @@ pub async fn around<E: Endpoint>(
             poem::http::StatusCode::INTERNAL_SERVER_ERROR,
         ));
     };
+    // Webhook deliveries: their own body limit, their endpoint path made one segment, and
+    // their body's NUL check left to the handler, after the sender's proof and on the exact
+    // bytes the signature covers (a binary body may hold NUL bytes; it is stored as base64).
+    let webhook = webhooks::is_ingress(req.uri().path());
+    if let Some(uri) = webhook.then(|| webhooks::routable_uri(req.uri())).flatten() {
+        *req.uri_mut() = uri;
+    }
+    let limit = if webhook {
+        state.config.webhook_max_body_bytes
+    } else {
+        state.config.max_body_bytes
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let routes = req.data::<Routes>().cloned().unwrap_or_default();
 
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(too_large());
+    }
     // Read the body once, bounded; chunked bodies without Content-Length are bounded too.
-    let body = match req
-        .take_body()
-        .into_bytes_limit(state.config.max_body_bytes)
-        .await
-    {
+    let body = match req.take_body().into_bytes_limit(limit).await {
         Ok(bytes) => bytes,
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return Ok(ApiError::from_poem(poem::Error::from_status(
-                poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-            ))
-            .into_response());
-        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => return Ok(too_large()),
         Err(err) => return Ok(ApiError::from_poem(poem::Error::from(err)).into_response()),
     };
-    if let Some(problem) = nul_character(&req, &body) {
+    if let Some(problem) = nul_character(&req, (!webhook).then_some(&body[..])) {
         return Ok(ApiError::bad_request("invalid_character", problem).into_response());
     }
     req.set_body(Body::from_bytes(body.clone()));
@@ -121,6 +132,13 @@ pub async fn around<E: Endpoint>(
     Ok(response)
 }
 
+fn too_large() -> Response {
+    ApiError::from_poem(poem::Error::from_status(
+        poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+    ))
+    .into_response()
+}
+
 /// Every path template of the spec with its methods, for the `Allow` header of a 405.
 #[derive(Clone, Default)]
 pub struct Routes(std::sync::Arc<Vec<(Vec<String>, Vec<String>)>>);
@@ -171,7 +189,8 @@ impl Routes {
 /// Where a request carries a NUL character, if it does: PostgreSQL can store none in `text`
 /// or `jsonb`, so it is refused here, for every route, before anything (the audit row
 /// included) tries to store it. A URI carries one percent-encoded; a JSON body as `\u0000`.
-fn nul_character(req: &Request, body: &[u8]) -> Option<&'static str> {
+/// `body` is `None` where the handler checks it itself.
+fn nul_character(req: &Request, body: Option<&[u8]>) -> Option<&'static str> {
     let encoded_nul = |s: &str| {
         s.as_bytes()
             .windows(3)
@@ -183,6 +202,7 @@ fn nul_character(req: &Request, body: &[u8]) -> Option<&'static str> {
     if req.uri().query().is_some_and(encoded_nul) {
         return Some("a query parameter contains a NUL character (%00)");
     }
+    let body = body?;
     if body.contains(&0) {
         return Some("the body contains a NUL byte");
     }

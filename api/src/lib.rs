@@ -18,7 +18,8 @@ use routes::{
     api_keys::ApiKeysApi, app_pages::AppPagesApi, audit::AuditApi, auth::AuthApi,
     cronjobs::CronJobsApi, datasources::DatasourcesApi, dlq::DlqApi, health::HealthApi,
     human::HumanApi, instances::InstancesApi, queries::QueriesApi, roles::RolesApi,
-    tenants::TenantsApi, users::UsersApi, widgets::WidgetsApi, workflows::WorkflowsApi,
+    tenants::TenantsApi, users::UsersApi, webhooks::WebhooksApi, widgets::WidgetsApi,
+    workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -41,7 +42,8 @@ type Apis = (
     AppPagesApi,
     WidgetsApi,
     CronJobsApi,
-    DlqApi,
+    // poem-openapi implements `OpenApi` for tuples of at most 16: later APIs nest here.
+    (DlqApi, WebhooksApi),
 );
 
 /// The OpenAPI service: every operation, described.
@@ -92,14 +94,20 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
         CronJobsApi {
             state: state.clone(),
         },
-        DlqApi {
-            state: state.clone(),
-        },
+        (
+            DlqApi {
+                state: state.clone(),
+            },
+            WebhooksApi {
+                state: state.clone(),
+            },
+        ),
     );
     OpenApiService::new(apis, "Jet Fleet API", env!("CARGO_PKG_VERSION")).description(
         "The backend engine of Jet Admin. Authenticate with `Authorization: api_key <64 hex>` \
          (API keys) or `Authorization: Bearer <JWT>` (users). Errors are `{code, message}` \
-         with stable codes. Lists take `page` (from 1) and `pageSize` (1–200).",
+         with stable codes. Lists take `page` (from 1) and `pageSize` (1–200). Webhook \
+         deliveries (`/webhooks/v1/inbound/…`) carry a webhook token or signature instead.",
     )
 }
 

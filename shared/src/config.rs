@@ -73,6 +73,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `JET_MAX_BODY_BYTES`: larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// `JET_WEBHOOK_MAX_BODY_BYTES`: larger inbound webhook deliveries get 413 (in place of
+    /// `max_body_bytes` on `/webhooks/…`).
+    pub webhook_max_body_bytes: usize,
     /// `JET_JWT_*`: user token verification.
     pub jwt: JwtConfig,
     /// `JET_WORKER_ROLES`: comma-separated roles for `jet-worker`; empty means all.
@@ -167,6 +170,11 @@ impl Config {
                 "10",
             )?,
             max_body_bytes: parse("JET_MAX_BODY_BYTES", get("JET_MAX_BODY_BYTES"), "1048576")?,
+            webhook_max_body_bytes: parse(
+                "JET_WEBHOOK_MAX_BODY_BYTES",
+                get("JET_WEBHOOK_MAX_BODY_BYTES"),
+                "1048576",
+            )?,
             jwt: JwtConfig {
                 hs256_secret: get("JET_JWT_HS256_SECRET"),
                 rs256_public_key_pem,
@@ -299,6 +307,7 @@ mod tests {
         assert_eq!(cfg.api_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.log_format, LogFormat::Compact);
         assert_eq!(cfg.max_body_bytes, 1_048_576);
+        assert_eq!(cfg.webhook_max_body_bytes, 1_048_576);
         assert!(cfg.database_url.is_none());
         assert!(cfg.require_database_url().is_err());
     }

@@ -184,9 +184,8 @@ pub async fn run_options(
         .ok_or_else(|| RunError::NotRunnable("the query names no datasource".into()))?;
     let ds = datasource::get(pool, rt, tenant_id, datasource_id).await?;
     if rt.drivers.get(&ds.datasource_type).is_none() {
-        return Err(RunError::NotRunnable(format!(
-            "datasource type `{}` has no driver",
-            ds.datasource_type
+        return Err(RunError::NotRunnable(datasource::no_driver(
+            &ds.datasource_type,
         )));
     }
     let inputs = check_inputs(options, inputs).map_err(RunError::Inputs)?;

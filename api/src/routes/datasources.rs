@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use jet_shared::datasource::{self, Datasource, DatasourcePatch, NewDatasource, secrets};
+use jet_shared::datasource::{self, Datasource, DatasourcePatch, NewDatasource, secrets, webhook};
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{
     DATASOURCE_CREATE, DATASOURCE_DELETE, DATASOURCE_LIST, DATASOURCE_READ, DATASOURCE_TEST,
@@ -31,12 +31,15 @@ pub struct DatasourceOut {
     #[oai(rename = "tenantID")]
     pub tenant_id: Uuid,
     pub datasource_title: String,
-    /// `postgresql` or `restapi`.
+    /// `postgresql`, `restapi` or `webhook`.
     pub datasource_type: String,
     pub datasource_description: Option<String>,
     pub datasource_tags: Vec<String>,
     /// The connection settings, secrets masked. Send a mask back unchanged to keep a secret.
     pub datasource_options: Value,
+    /// `webhook` datasources: the token and secret senders prove themselves with, in full
+    /// only in the response that issued them (create, clone), masked afterwards.
+    pub webhook_credentials: Option<WebhookCredentialsOut>,
     pub connection_status: Option<String>,
     #[oai(rename = "creatorID")]
     pub creator_id: Option<Uuid>,
@@ -49,6 +52,8 @@ pub struct DatasourceOut {
 impl From<Datasource> for DatasourceOut {
     fn from(d: Datasource) -> Self {
         let datasource_options = secrets::mask(&d.options, &d.datasource_type);
+        let webhook_credentials =
+            (d.datasource_type == webhook::TYPE).then(WebhookCredentialsOut::masked);
         Self {
             datasource_id: d.datasource_id,
             tenant_id: d.tenant_id.0,
@@ -57,6 +62,7 @@ impl From<Datasource> for DatasourceOut {
             datasource_description: d.description,
             datasource_tags: d.tags,
             datasource_options,
+            webhook_credentials,
             connection_status: d.connection_status,
             creator_id: d.creator_id,
             created_by_api_key_id: d.created_by_api_key_id,
@@ -66,12 +72,73 @@ impl From<Datasource> for DatasourceOut {
     }
 }
 
+/// A webhook datasource's credentials (see `receiveWebhook` for how senders use them).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WebhookCredentialsOut {
+    /// For `X-Webhook-Token` (or `Authorization: Bearer`).
+    pub webhook_token: String,
+    /// The HMAC-SHA256 key of `X-Webhook-Signature`.
+    pub webhook_secret: String,
+}
+
+impl WebhookCredentialsOut {
+    fn masked() -> Self {
+        Self {
+            webhook_token: secrets::MASK.to_owned(),
+            webhook_secret: secrets::MASK.to_owned(),
+        }
+    }
+
+    fn issued(issued: webhook::Credentials) -> Self {
+        Self {
+            webhook_token: issued.token,
+            webhook_secret: issued.secret,
+        }
+    }
+}
+
+/// Credentials just issued by `rotateWebhookCredentials`, shown this once.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct RotatedWebhookCredentials {
+    #[oai(rename = "datasourceID")]
+    pub datasource_id: Uuid,
+    #[oai(flatten)]
+    pub credentials: WebhookCredentialsOut,
+}
+
+/// The response for a datasource that may carry freshly issued webhook credentials.
+fn with_issued(saved: Datasource, issued: Option<webhook::Credentials>) -> DatasourceOut {
+    let mut out = DatasourceOut::from(saved);
+    if let Some(issued) = issued {
+        out.webhook_credentials = Some(WebhookCredentialsOut::issued(issued));
+    }
+    out
+}
+
+/// Fresh credentials when `saved` is a webhook datasource, in the caller's transaction.
+async fn issue_if_webhook(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    saved: &Datasource,
+) -> ApiResult<Option<webhook::Credentials>> {
+    if saved.datasource_type != webhook::TYPE {
+        return Ok(None);
+    }
+    let vault = state.data.vault()?;
+    Ok(Some(
+        webhook::issue(conn, vault, saved.tenant_id, saved.datasource_id).await?,
+    ))
+}
+
 /// Body of `createDatasource`.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct CreateDatasource {
     pub datasource_title: String,
-    /// `postgresql` or `restapi`.
+    /// `postgresql`, `restapi` or `webhook` (options `{}`: a datasource that only receives
+    /// webhook deliveries; its token and secret are in the response, this once).
     pub datasource_type: String,
     pub datasource_description: Option<String>,
     #[oai(default)]
@@ -186,8 +253,9 @@ impl DatasourcesApi {
             auth.0.creator(),
         )
         .await?;
+        let issued = issue_if_webhook(&mut tx, &self.state, &saved).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(saved.into())))
+        Ok(Created::Created(Json(with_issued(saved, issued))))
     }
 
     /// Test a connection
@@ -358,7 +426,8 @@ impl DatasourcesApi {
     /// Clone a datasource
     ///
     /// The copy keeps the stored secrets, so it needs `update` on the original as well as
-    /// `create` and `read`.
+    /// `create` and `read`. A copy of a webhook datasource gets its own token and secret,
+    /// shown in this response once.
     #[oai(
         path = "/:tenantID/datasources/:datasourceID/clone",
         method = "post",
@@ -385,8 +454,42 @@ impl DatasourcesApi {
             auth.0.creator(),
         )
         .await?;
+        let issued = issue_if_webhook(&mut tx, &self.state, &copy).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(copy.into())))
+        Ok(Created::Created(Json(with_issued(copy, issued))))
+    }
+
+    /// Rotate a webhook datasource's credentials
+    ///
+    /// Issues a new token and secret, shown in this response once; the old ones stop working
+    /// at once. 422 for a datasource of another type.
+    #[oai(
+        path = "/:tenantID/datasources/:datasourceID/webhook-credentials/rotate",
+        method = "post",
+        operation_id = "rotateWebhookCredentials"
+    )]
+    async fn rotate_webhook_credentials(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "datasourceID")] datasource_id: Path<Uuid>,
+    ) -> ApiResult<Json<RotatedWebhookCredentials>> {
+        authorize(
+            &self.state,
+            &auth,
+            tenant_id.0,
+            DATASOURCE_UPDATE,
+            Some(datasource_id.0),
+        )
+        .await?;
+        let vault = self.state.data.vault()?;
+        let mut tx = self.state.pool.begin().await?;
+        let issued = webhook::issue(&mut tx, vault, TenantId(tenant_id.0), datasource_id.0).await?;
+        tx.commit().await?;
+        Ok(Json(RotatedWebhookCredentials {
+            datasource_id: datasource_id.0,
+            credentials: WebhookCredentialsOut::issued(issued),
+        }))
     }
 
     /// Delete a datasource with its data queries

@@ -14,6 +14,7 @@ pub mod queries;
 pub mod roles;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 pub mod widgets;
 pub mod workflows;
 
@@ -55,6 +56,8 @@ pub enum ApiTags {
     Dlq,
     /// Liveness and readiness.
     Health,
+    /// Inbound deliveries to webhook listeners (proved by token or signature, not by login).
+    Webhooks,
 }
 
 /// One page of a list.

@@ -6,6 +6,7 @@ pub mod network;
 pub mod postgres;
 pub mod restapi;
 pub mod secrets;
+pub mod webhook;
 
 use crate::api_key::Creator;
 use crate::crypto::VaultKey;
@@ -47,9 +48,9 @@ impl DataRuntime {
         &self,
         datasource_type: &str,
     ) -> std::result::Result<&dyn driver::Driver, DriverError> {
-        self.drivers.get(datasource_type).ok_or_else(|| {
-            DriverError::Options(format!("datasource type `{datasource_type}` has no driver"))
-        })
+        self.drivers
+            .get(datasource_type)
+            .ok_or_else(|| DriverError::Options(no_driver(datasource_type)))
     }
 
     /// Connects with `options` and makes one round trip. The error's text carries none of the
@@ -118,6 +119,15 @@ impl DataRuntime {
         self.vault.as_ref().ok_or_else(|| {
             Error::Invalid("VAULT_ENCRYPTION_KEY is not configured on this server".into())
         })
+    }
+}
+
+/// Why a datasource of `datasource_type` cannot run a query or a connection test.
+pub fn no_driver(datasource_type: &str) -> String {
+    if datasource_type == webhook::TYPE {
+        "a webhook datasource only receives events: it runs no queries and has no connection to test".into()
+    } else {
+        format!("datasource type `{datasource_type}` has no driver")
     }
 }
 
@@ -218,12 +228,18 @@ pub struct NewDatasource {
     pub options: Value,
 }
 
-/// Checks the type has a driver and the options suit it.
+/// Checks the type has a driver (or is [`webhook::TYPE`], which needs none) and the options
+/// suit it.
 pub fn validate(rt: &DataRuntime, datasource_type: &str, options: &Value) -> Result<()> {
+    if datasource_type == webhook::TYPE {
+        return webhook::validate_options(options)
+            .map_err(|m| Error::Invalid(format!("datasourceOptions {m}")));
+    }
     let driver = rt.drivers.get(datasource_type).ok_or_else(|| {
         Error::Invalid(format!(
-            "datasourceType `{datasource_type}` is not supported; use one of {}",
-            Drivers::TYPES.join(", ")
+            "datasourceType `{datasource_type}` is not supported; use one of {}, {}",
+            Drivers::TYPES.join(", "),
+            webhook::TYPE
         ))
     })?;
     if !options.is_object() {

@@ -7,6 +7,7 @@
 //! - [`config`]: what `listenerType` + `listenerConfig` mean, checked on save.
 //! - [`inbox`]: the durable hand-off from a source to the pipeline.
 //! - [`source`]: what a holder gives the source it runs; [`cdc`] is one such source.
+//! - [`webhook`]: inbound HTTP deliveries: the address, the proof, the stored event.
 
 pub mod actions;
 pub mod cdc;
@@ -18,6 +19,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod retention;
 pub mod source;
+pub mod webhook;
 
 pub use config::{Kind, names};
 pub use model::{Action, Listener};
