@@ -170,14 +170,14 @@ fn typed(tx: &Transaction, op: Operation, rel: &Relation, msg: &Message) -> Outc
     let new_row = match new {
         Some(cells) => match row(rel, cells, false, &mut unchanged) {
             Ok(v) => v,
-            Err(e) => return poison(event, rel, e),
+            Err(e) => return poison(event, e),
         },
         None => Value::Null,
     };
     let old_row = match old {
         Some((kind, cells)) => match row(rel, cells, *kind == OldKind::Key, &mut Vec::new()) {
             Ok(v) => v,
-            Err(e) => return poison(event, rel, e),
+            Err(e) => return poison(event, e),
         },
         None => Value::Null,
     };
@@ -187,38 +187,26 @@ fn typed(tx: &Transaction, op: Operation, rel: &Relation, msg: &Message) -> Outc
         event["unchangedToast"] = json!(unchanged);
     }
     if let Err(e) = crate::listener::inbox::check(&event) {
-        return poison(event, rel, e.to_string());
+        return poison(event, e.to_string());
     }
     Outcome::Event(event)
 }
 
-/// The envelope and the key columns (which are small) of an event that cannot be stored.
-fn poison(mut event: Value, rel: &Relation, error: String) -> Outcome {
-    let key_of = |row: &Value| -> Value {
-        let Some(obj) = row.as_object() else {
-            return Value::Null;
-        };
-        let key: Map<String, Value> = rel
-            .columns
-            .iter()
-            .filter(|c| c.is_key)
-            .filter_map(|c| obj.get(&c.name).map(|v| (c.name.clone(), v.clone())))
-            .filter(|(_, v)| v.to_string().len() <= 1024)
-            .collect();
-        Value::Object(key)
-    };
-    let key = match event.get("new").filter(|v| !v.is_null()) {
-        Some(new) => key_of(new),
-        None => event.get("old").map(key_of).unwrap_or(Value::Null),
-    };
-    if let Some(obj) = event.as_object_mut() {
-        obj.remove("new");
-        obj.remove("old");
-        obj.insert("key".into(), key);
-        obj.insert(
-            "columns".into(),
-            json!(rel.columns.iter().map(|c| &c.name).collect::<Vec<_>>()),
-        );
+/// Values larger than this are left out of a DLQ payload.
+const MAX_PARKED_VALUE_BYTES: usize = 1024;
+
+/// What is known of an event that cannot be stored: its envelope and rows, each value larger
+/// than [`MAX_PARKED_VALUE_BYTES`] replaced by `{"omittedBytes": n}`.
+fn poison(mut event: Value, error: String) -> Outcome {
+    for side in ["new", "old"] {
+        if let Some(Value::Object(row)) = event.get_mut(side) {
+            for value in row.values_mut() {
+                let size = value.to_string().len();
+                if size > MAX_PARKED_VALUE_BYTES {
+                    *value = json!({ "omittedBytes": size });
+                }
+            }
+        }
     }
     Outcome::Poison {
         payload: event,
@@ -521,7 +509,12 @@ mod tests {
             panic!("stored a too-large event");
         };
         assert!(error.contains("bytes of JSON"), "{error}");
-        assert_eq!(payload["key"], json!({"id": 7}));
+        assert_eq!(payload["new"]["id"], 7);
+        assert_eq!(payload["new"]["paid"], true);
+        assert_eq!(
+            payload["new"]["note"]["omittedBytes"],
+            crate::listener::inbox::MAX_EVENT_BYTES + 3
+        );
         assert_eq!(payload["table"], "orders");
     }
 
