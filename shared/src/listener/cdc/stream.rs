@@ -20,6 +20,8 @@ const MAX_CHANGES: i32 = 2000;
 const MIN_IDLE_DELAY: Duration = Duration::from_millis(5);
 /// …to here: the worst added latency on a quiet source.
 const MAX_IDLE_DELAY: Duration = Duration::from_millis(25);
+/// How often an idle consumer moves the slot past WAL that held nothing for it.
+const IDLE_ADVANCE_EVERY: Duration = Duration::from_secs(1);
 /// How often retained WAL and lag are sampled (and the limit checked).
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -75,44 +77,64 @@ impl<'a, T: Transport> Stream<'a, T> {
         self.ctx.reporter.connected();
         let heartbeat = Duration::from_secs(self.config.heartbeat_seconds);
         let mut last_sample = Instant::now();
-        let mut last_progress = Instant::now();
+        // When the slot last moved: an idle source gets a heartbeat after `heartbeat` of this.
+        let mut last_moved = Instant::now();
+        let mut last_idle_advance = Instant::now();
+        // The flushed position an empty fetch found nothing up to.
+        let mut quiet_at: Option<Lsn> = None;
+        let mut busy = false;
         let mut delay = MIN_IDLE_DELAY;
         loop {
             if last_sample.elapsed() >= SAMPLE_EVERY {
                 self.sample().await?;
                 last_sample = Instant::now();
             }
-            let safe_point = if last_progress.elapsed() >= heartbeat {
-                Some(self.heartbeat().await?)
-            } else {
+            if last_moved.elapsed() >= heartbeat {
+                self.heartbeat().await?;
+                last_moved = Instant::now();
+            }
+            // While changes keep coming, fetch again at once. Otherwise ask first whether the
+            // source flushed anything since the last empty fetch: far cheaper than a fetch,
+            // which sets up logical decoding each time.
+            let flushed = if busy {
                 None
+            } else {
+                Some(self.flushed().await?)
             };
-            let messages = self.transport.fetch(MAX_CHANGES).await?;
-            let txs = event::transactions(messages, &mut self.relations).map_err(|e| {
-                SourceError::Fatal(format!(
-                    "the replication stream of slot {} cannot be decoded: {e}",
-                    self.slot
-                ))
-            })?;
-            let Some(last) = txs.last().map(|t| t.end_lsn) else {
-                if let Some(lsn) = safe_point {
-                    // Nothing was committed up to `lsn` for us (the fetch saw every
-                    // transaction flushed before it): let the slot move past the idle WAL.
-                    if lsn > self.acknowledged {
-                        self.transport.acknowledge(lsn).await?;
-                        self.acknowledged = lsn;
-                    }
-                    last_progress = Instant::now();
+            if flushed.is_none() || flushed != quiet_at {
+                let messages = self.transport.fetch(MAX_CHANGES).await?;
+                let txs = event::transactions(messages, &mut self.relations).map_err(|e| {
+                    SourceError::Fatal(format!(
+                        "the replication stream of slot {} cannot be decoded: {e}",
+                        self.slot
+                    ))
+                })?;
+                if let Some(last) = txs.last().map(|t| t.end_lsn) {
+                    self.commit(&txs).await?;
+                    self.transport.acknowledge(last).await?;
+                    self.acknowledged = self.acknowledged.max(last);
+                    last_moved = Instant::now();
+                    busy = true;
+                    delay = MIN_IDLE_DELAY;
+                    continue;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_IDLE_DELAY);
-                continue;
-            };
-            self.commit(&txs).await?;
-            self.transport.acknowledge(last).await?;
-            self.acknowledged = self.acknowledged.max(last);
-            last_progress = Instant::now();
-            delay = MIN_IDLE_DELAY;
+                busy = false;
+                quiet_at = flushed;
+            }
+            // The fetch saw every transaction flushed before `quiet_at` and none was for us:
+            // the slot may move past that WAL (at most once a second, each move decodes too),
+            // so that unrelated writes on the source are not read again and again.
+            if let Some(lsn) = quiet_at
+                && lsn > self.acknowledged
+                && last_idle_advance.elapsed() >= IDLE_ADVANCE_EVERY
+            {
+                self.transport.acknowledge(lsn).await?;
+                self.acknowledged = lsn;
+                last_moved = Instant::now();
+                last_idle_advance = Instant::now();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_IDLE_DELAY);
         }
     }
 
@@ -193,17 +215,22 @@ impl<'a, T: Transport> Stream<'a, T> {
             .ok_or_else(no_checkpoint)
     }
 
-    /// Writes a little WAL so an idle source's slot has somewhere to move, and answers the
-    /// source's flushed position read after it: every transaction committed before that point
-    /// is visible to the next fetch.
-    async fn heartbeat(&mut self) -> Result<Lsn, SourceError> {
-        let flushed: String = sqlx::query_scalar(
-            "SELECT pg_current_wal_flush_lsn()::text \
-             FROM (SELECT pg_logical_emit_message(false, 'jet_heartbeat', '')) AS emitted",
-        )
-        .fetch_one(self.transport.session())
-        .await
-        .map_err(|e| source_error(&e, &self.slot, &self.secrets))?;
+    /// Writes a little WAL so that an idle source's slot has somewhere to move.
+    async fn heartbeat(&mut self) -> Result<(), SourceError> {
+        sqlx::query("SELECT pg_logical_emit_message(false, 'jet_heartbeat', '')")
+            .execute(self.transport.session())
+            .await
+            .map_err(|e| source_error(&e, &self.slot, &self.secrets))?;
+        Ok(())
+    }
+
+    /// The source's flushed WAL position: a fetch after this sees every transaction
+    /// committed before it.
+    async fn flushed(&mut self) -> Result<Lsn, SourceError> {
+        let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+            .fetch_one(self.transport.session())
+            .await
+            .map_err(|e| source_error(&e, &self.slot, &self.secrets))?;
         Lsn::parse(&flushed)
             .ok_or_else(|| SourceError::Transient(format!("the source answered LSN {flushed:?}")))
     }
