@@ -400,7 +400,7 @@ mod tests {
             ]),
             &mut relations,
         )
-        .unwrap();
+        .expect("valid");
         assert_eq!(txs.len(), 1);
         assert_eq!(txs[0].end_lsn, Lsn(0xA0));
         let out = events(&txs[0], &relations, &config(&Operation::ALL));
@@ -436,7 +436,7 @@ mod tests {
             }]),
             &mut relations,
         )
-        .unwrap();
+        .expect("valid");
         let out = events(&txs[0], &relations, &config(&Operation::ALL));
         let Outcome::Event(e) = &out[0] else {
             panic!("poison");
@@ -464,7 +464,7 @@ mod tests {
             ]),
             &mut relations,
         )
-        .unwrap();
+        .expect("valid");
         let only_truncate = events(&txs[0], &relations, &config(&[Operation::Truncate]));
         assert_eq!(only_truncate.len(), 1);
         let Outcome::Event(e) = &only_truncate[0] else {
@@ -488,7 +488,7 @@ mod tests {
             new: vec![],
         }]);
         msgs.insert(3, Err(ParseError("cut short".into())));
-        let txs = transactions(msgs, &mut relations).unwrap();
+        let txs = transactions(msgs, &mut relations).expect("valid");
         let out = events(&txs[0], &relations, &config(&Operation::ALL));
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|o| matches!(o, Outcome::Poison { .. })));
@@ -503,7 +503,7 @@ mod tests {
             }]),
             &mut relations,
         )
-        .unwrap();
+        .expect("valid");
         let out = events(&txs[0], &relations, &config(&Operation::ALL));
         let Outcome::Poison { payload, error } = &out[0] else {
             panic!("stored a too-large event");
@@ -527,7 +527,7 @@ mod tests {
             commit_time: 0,
             xid: 6,
         }));
-        let txs = transactions(msgs, &mut relations).unwrap();
+        let txs = transactions(msgs, &mut relations).expect("valid");
         assert_eq!(txs.len(), 1);
         assert_eq!(txs[0].xid, 5);
     }

@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn lsn_round_trips_through_text() {
-        let lsn = Lsn::parse("16/B374D848").unwrap();
+        let lsn = Lsn::parse("16/B374D848").expect("valid");
         assert_eq!(lsn.0, (0x16 << 32) | 0xB374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!(Lsn::parse("0/0"), Some(Lsn(0)));
@@ -367,7 +367,7 @@ mod tests {
             .u32(777)
             .0;
         assert_eq!(
-            parse(&begin).unwrap(),
+            parse(&begin).expect("valid"),
             Message::Begin {
                 final_lsn: Lsn(0x1_0000_0010),
                 commit_time: 42,
@@ -376,7 +376,7 @@ mod tests {
         );
         let commit = Buf::default().u8(b'C').u8(0).u64(0x10).u64(0x48).u64(42).0;
         assert_eq!(
-            parse(&commit).unwrap(),
+            parse(&commit).expect("valid"),
             Message::Commit {
                 commit_lsn: Lsn(0x10),
                 end_lsn: Lsn(0x48),
@@ -403,7 +403,7 @@ mod tests {
             .u32(3802)
             .i32(-1)
             .0;
-        let Message::Relation(rel) = parse(&msg).unwrap() else {
+        let Message::Relation(rel) = parse(&msg).expect("valid") else {
             panic!("not a relation");
         };
         assert_eq!(rel.id, 16384);
@@ -440,7 +440,7 @@ mod tests {
             .u8(b'u')
             .0;
         assert_eq!(
-            parse(&msg).unwrap(),
+            parse(&msg).expect("valid"),
             Message::Insert {
                 relation: 7,
                 new: vec![Cell::Text("12".into()), Cell::Null, Cell::UnchangedToast]
@@ -452,7 +452,7 @@ mod tests {
     fn update_with_and_without_old_tuple() {
         let plain = Buf::default().u8(b'U').u32(7).u8(b'N').i16(1).text("b").0;
         assert_eq!(
-            parse(&plain).unwrap(),
+            parse(&plain).expect("valid"),
             Message::Update {
                 relation: 7,
                 old: None,
@@ -470,7 +470,7 @@ mod tests {
             .text("b")
             .0;
         assert_eq!(
-            parse(&full).unwrap(),
+            parse(&full).expect("valid"),
             Message::Update {
                 relation: 7,
                 old: Some((OldKind::Full, vec![Cell::Text("a".into())])),
@@ -490,7 +490,7 @@ mod tests {
             .u8(b'n')
             .0;
         assert_eq!(
-            parse(&msg).unwrap(),
+            parse(&msg).expect("valid"),
             Message::Delete {
                 relation: 9,
                 old: (OldKind::Key, vec![Cell::Text("5".into()), Cell::Null])
@@ -502,7 +502,7 @@ mod tests {
     fn truncate_lists_relations() {
         let msg = Buf::default().u8(b'T').i32(2).u8(0).u32(1).u32(2).0;
         assert_eq!(
-            parse(&msg).unwrap(),
+            parse(&msg).expect("valid"),
             Message::Truncate {
                 relations: vec![1, 2]
             }
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn unknown_messages_are_passed_over_and_short_ones_fail() {
-        assert_eq!(parse(b"Yxyz").unwrap(), Message::Other(b'Y'));
+        assert_eq!(parse(b"Yxyz").expect("valid"), Message::Other(b'Y'));
         let cut = Buf::default()
             .u8(b'I')
             .u32(7)
@@ -520,7 +520,7 @@ mod tests {
             .u8(b't')
             .i32(10)
             .0;
-        assert!(parse(&cut).unwrap_err().0.contains("more bytes"));
+        assert!(parse(&cut).expect_err("must fail").0.contains("more bytes"));
         assert!(parse(&[]).is_err());
         let bad_tag = Buf::default().u8(b'D').u32(1).u8(b'X').i16(0).0;
         assert!(parse(&bad_tag).is_err());
