@@ -6,37 +6,23 @@
 //! with another `wal_level` (the machine's own, for a quick targeted run) each test starts a
 //! private logical cluster instead.
 
-use jet::pg::{Access, Cluster, Durability};
 use jet_shared::datasource::DataRuntime;
 use jet_shared::datasource::network::DenyList;
 use jet_shared::listener::cdc;
 use jet_shared::listener::config::{CdcConfig, Kind};
 use jet_shared::listener::model::{self, Listener};
 use jet_shared::listener::source::{Reporter, SourceContext, SourceError};
+use jet_tests::cluster::OwnCluster;
 use jet_tests::db::{self, TestDb};
 use jet_tests::wait::eventually;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-
-/// A private cluster, stopped and removed when the test ends, however it ends.
-struct OwnCluster {
-    cluster: Cluster,
-    dir: PathBuf,
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `server`'s URL with its database name replaced.
 fn with_database(server: &str, database: &str) -> String {
@@ -170,12 +156,9 @@ async fn logical_server() -> (String, Option<OwnCluster>) {
     if wal_level == "logical" {
         return (server, None);
     }
-    let dir = std::env::temp_dir().join(format!("jet-cdc-{}", Uuid::new_v4().simple()));
-    let mut cluster = Cluster::prepare(&dir, Durability::Throwaway, Access::Trust, None)
-        .expect("prepare a private cluster");
-    cluster.start().expect("start the private cluster");
-    let url = cluster.url("postgres");
-    (url, Some(OwnCluster { cluster, dir }))
+    let own = OwnCluster::start();
+    let url = own.cluster.url("postgres");
+    (url, Some(own))
 }
 
 /// One CDC listener under test: platform and source databases, the listener's rows, and what

@@ -12,6 +12,11 @@
 //! - A TOASTed value that an UPDATE did not change is not sent by the server: its column is left
 //!   out of `new` and named in `unchangedToast` (present only when non-empty).
 //! - TRUNCATE gives one event per captured table with `new` and `old` null.
+//!
+//! A change that cannot be stored (its event is larger than the inbox takes, or it cannot be
+//! decoded) becomes a DLQ payload instead: the same envelope with `new`/`old` as far as they
+//! decode, each value over 1 KiB replaced by `{"omittedBytes": n}`, plus `dedupeKey` and
+//! `listenerID`.
 
 use super::pgoutput::{Cell, Lsn, Message, OldKind, ParseError, Relation};
 use crate::listener::config::{CdcConfig, Operation};

@@ -8,10 +8,13 @@
 //! no dependency and no replication-protocol connection (any ordinary connection of a role with
 //! REPLICATION works, through poolers and proxies too), and the acknowledgement is an ordinary
 //! statement issued after our own commit. Polling is adaptive: again at once while changes
-//! keep coming, then backing off from 5 ms to 25 ms when idle, so a commit on the source
-//! reaches the inbox in tens of milliseconds. Its costs: an idle listener runs ~40 cheap
-//! statements a second on the source, and each fetch decodes from the slot's `restart_lsn`
-//! (a long-open transaction on the source makes fetches re-read its WAL). The transport sits
+//! keep coming; when idle, a trivial `pg_current_wal_flush_lsn()` every 5 ms backing off to
+//! 25 ms, and a fetch only when the source has flushed WAL since the last empty one. Measured
+//! on one machine (300 single-row commits, source commit → inbox row committed): p50 6–8 ms,
+//! p99 16–31 ms; an idle listener costs its source backend under 1 % of a core. A fetch
+//! decodes from the slot's `restart_lsn`, which PostgreSQL moves only at its periodic
+//! running-transactions records (and never past a long-open transaction), so on a source
+//! with heavy unrelated writes each fetch re-reads up to ~15 s of WAL. The transport sits
 //! behind [`transport::Transport`], so the streaming protocol can replace it without touching
 //! decoding or the commit protocol.
 //!
@@ -27,10 +30,16 @@
 //!
 //! A crash before 3 re-reads those transactions and skips them by the checkpoint (the dedupe
 //! key is a second guard); a crash before 2 commits re-reads and writes them once. Whichever
-//! database the source is, nothing is lost and nothing is written twice. On an idle source a
-//! heartbeat (`pg_logical_emit_message`) every `heartbeatSeconds` gives the slot WAL to move
-//! past, and the slot is advanced to the flushed position read before a fetch that came back
-//! empty. If the slot retains more than `maxRetainedWalMb` of WAL, the slot is dropped (that
+//! database the source is, nothing is lost and nothing is written twice. When a fetch finds
+//! nothing for us, the slot is moved (at most once a second) to the flushed position read
+//! before that fetch: every transaction committed before it was visible to the fetch. On a
+//! source with no writes at all, a heartbeat (`pg_logical_emit_message`) every
+//! `heartbeatSeconds` gives the slot WAL to move past, so its position stays current and
+//! visible. When a change cannot become an event (larger than the inbox takes), it is parked
+//! in the DLQ in the same platform transaction and the stream goes on; the payload is
+//! described in [`event`].
+//!
+//! If the slot retains more than `maxRetainedWalMb` of WAL, the slot is dropped (that
 //! alone frees the source's disk) and the listener stops with an error saying from which LSN
 //! changes were not captured.
 
