@@ -541,6 +541,11 @@ impl ListenersApi {
         let found = model::get(&self.state.pool, TenantId(tenant_id.0), listener_id.0).await?;
         let actions = model::actions(&self.state.pool, listener_id.0).await?;
         let event = body.0.event;
+        if event.is_null() {
+            return Err(ApiError::unprocessable(
+                "event: is required: the sample event, as the source would deliver it",
+            ));
+        }
         inbox::check(&event).map_err(|e| ApiError::unprocessable(format!("event: {e}")))?;
         let report =
             pipeline::dry_run(&self.state.pool, &self.state.data, &found, &actions, event).await?;
