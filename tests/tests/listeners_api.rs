@@ -273,6 +273,47 @@ async fn a_cdc_listener_whose_source_cannot_do_cdc_is_a_422_on_activate() {
     assert_eq!(on.status, 422, "{}", on.body);
     assert!(!on.body["message"].as_str().unwrap_or("").is_empty());
     assert_eq!(app.get(&one, &a.auth).await.body["status"], "inactive");
+
+    // A running CDC listener keeps its source until it is deactivated; its title may change.
+    sqlx::query(r#"UPDATE "tblListeners" SET "status" = 'active' WHERE "listenerID"::text = $1"#)
+        .bind(&id)
+        .execute(&app.db.pool)
+        .await
+        .expect("mark active");
+    let cdc = |tables: Value, title: &str| {
+        json!({"datasourceID": ds, "listenerTitle": title, "listenerType": "postgresql",
+               "listenerConfig": {"mode": "cdc", "tables": tables}})
+    };
+    let moved = app
+        .put(&one, &a.auth, cdc(json!(["public.payments"]), "cdc"))
+        .await;
+    assert_eq!(
+        (moved.status, moved.code()),
+        (409, "listener_active"),
+        "{}",
+        moved.body
+    );
+    let renamed = app
+        .put(&one, &a.auth, cdc(json!(["public.orders"]), "orders cdc"))
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.body["listenerTitle"], "orders cdc");
+    let to_notify = app.put(&one, &a.auth, notify_body(&ds)).await;
+    assert_eq!(
+        (to_notify.status, to_notify.code()),
+        (409, "listener_active")
+    );
+    app.post(&format!("{one}/deactivate"), &a.auth, json!({}))
+        .await;
+    let moved = app
+        .put(&one, &a.auth, cdc(json!(["public.payments"]), "cdc"))
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!(
+        moved.body["listenerConfig"]["tables"],
+        json!(["public.payments"])
+    );
+
     // An unreachable source is deleted with force (the slot, if any, is left behind).
     assert_eq!(
         app.delete(&format!("{one}?force=true"), &a.auth)
