@@ -1215,29 +1215,29 @@ async fn the_dry_run_shows_transform_output_filters_and_writes_nothing() {
     let out = run(json!({"n": 2})).await;
     assert_eq!(out["rawEvent"], json!({"n": 2}));
     assert_eq!(out["transformedEvent"], json!({"n": 2, "doubled": 4}));
-    assert_eq!(
-        (out["filtered"].clone(), out["aborted"].clone()),
-        (json!(false), json!(false))
-    );
+    assert_eq!(out["filtered"], false);
+    assert!(out["transformError"].is_null(), "{out}");
     let actions = out["actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 3, "the disabled action is left out: {out}");
+    assert_eq!(actions[0]["status"], "transformed");
     assert_eq!(actions[0]["output"], json!({"n": 2, "doubled": 4}));
-    assert_eq!(
-        actions[1]["planned"]["startWorkflow"],
-        json!({"workflowID": wf, "inputValues": {"value": 4}})
-    );
-    assert_eq!(
-        actions[2]["planned"]["saveToBuffer"]["bufferName"],
-        "recent"
-    );
-    assert_eq!(actions[3]["skipped"], "disabled");
+    assert_eq!(actions[1]["status"], "planned");
+    let start = &actions[1]["effect"]["startWorkflow"];
+    assert_eq!(start["workflowID"], json!(wf));
+    assert_eq!(start["inputValues"], json!({"value": 4}));
+    assert_eq!(start["workflowTitle"], "test flow");
+    assert_eq!(actions[2]["effect"]["saveToBuffer"]["bufferName"], "recent");
 
     let filtered = run(json!({"n": -1})).await;
     assert_eq!(filtered["filtered"], true);
     assert!(filtered["transformedEvent"].is_null());
-    assert_eq!(filtered["actions"][1]["skipped"], "filtered");
+    assert_eq!(
+        filtered["actions"].as_array().map(Vec::len),
+        Some(1),
+        "nothing runs after the filter: {filtered}"
+    );
 
     let aborted = run(json!({"n": 13})).await;
-    assert_eq!(aborted["aborted"], true);
     assert!(
         aborted["transformError"]
             .as_str()
@@ -1245,7 +1245,9 @@ async fn the_dry_run_shows_transform_output_filters_and_writes_nothing() {
             .contains("unlucky"),
         "{aborted}"
     );
-    assert_eq!(aborted["actions"][2]["skipped"], "aborted");
+    assert!(aborted["transformedEvent"].is_null());
+    assert_eq!(aborted["actions"][0]["status"], "aborted");
+    assert_eq!(aborted["actions"].as_array().map(Vec::len), Some(1));
 
     // Nothing was written by any of it.
     assert_eq!(count(&app, "tblListenerEvents").await, 0);

@@ -514,10 +514,12 @@ impl ListenersApi {
     ///
     /// Runs the listener's enabled actions in order on `event` without writing anything:
     /// transforms run in the sandbox (their output replaces the event; `null` filters it
-    /// out, an error aborts), every other action reports its `planned` effect (the workflow
-    /// and resolved inputs it would start, the buffer row, the app-page push). Answers
-    /// `{rawEvent, transformedEvent, filtered, aborted, transformError?, actions: [...]}`.
-    /// Needs `tenant:listener:execute`: it runs the listener's scripts.
+    /// out, an error aborts), every other action reports what it would do with its templates
+    /// resolved and the asset it names looked up. Answers `{rawEvent, transformedEvent,
+    /// filtered, transformError, actions: [{actionID, actionType, status, output | effect |
+    /// error}]}` with `status` one of `transformed`, `filtered`, `aborted`, `planned`,
+    /// `would_fail`, `invalid`. Needs `tenant:listener:execute`: it runs the listener's
+    /// scripts.
     #[oai(
         path = "/:tenantID/listeners/:listenerID/test",
         method = "post",
