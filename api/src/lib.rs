@@ -17,9 +17,9 @@ use poem_openapi::OpenApiService;
 use routes::{
     api_keys::ApiKeysApi, app_pages::AppPagesApi, audit::AuditApi, auth::AuthApi,
     cronjobs::CronJobsApi, datasources::DatasourcesApi, dlq::DlqApi, health::HealthApi,
-    human::HumanApi, instances::InstancesApi, queries::QueriesApi, roles::RolesApi,
-    tenants::TenantsApi, users::UsersApi, webhooks::WebhooksApi, widgets::WidgetsApi,
-    workflows::WorkflowsApi,
+    human::HumanApi, instances::InstancesApi, listeners::ListenersApi, queries::QueriesApi,
+    roles::RolesApi, tenants::TenantsApi, users::UsersApi, webhooks::WebhooksApi,
+    widgets::WidgetsApi, workflows::WorkflowsApi,
 };
 pub use state::AppState;
 use std::future::Future;
@@ -41,8 +41,8 @@ type Apis = (
     QueriesApi,
     AppPagesApi,
     WidgetsApi,
-    CronJobsApi,
     // poem-openapi implements `OpenApi` for tuples of at most 16: later APIs nest here.
+    (CronJobsApi, ListenersApi),
     (DlqApi, WebhooksApi),
 );
 
@@ -91,9 +91,14 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
         WidgetsApi {
             state: state.clone(),
         },
-        CronJobsApi {
-            state: state.clone(),
-        },
+        (
+            CronJobsApi {
+                state: state.clone(),
+            },
+            ListenersApi {
+                state: state.clone(),
+            },
+        ),
         (
             DlqApi {
                 state: state.clone(),

@@ -19,6 +19,8 @@ pub struct AppState {
     pub data: Arc<jet_shared::datasource::DataRuntime>,
     /// Fans app-page events out to SSE streams.
     pub pages: crate::page_hub::PageHub,
+    /// Fans listener tail events out to SSE streams.
+    pub tails: crate::routes::listeners::tail::TailHub,
     /// Worker roles running in this process (`jet dev`): `/ready` is 503 while one is down.
     /// Empty for a standalone API.
     pub worker_roles: jet_shared::lifecycle::RoleHealth,
@@ -38,6 +40,7 @@ impl AppState {
             jwt: JwtVerifier::new(&config.jwt)?,
             data: Arc::new(jet_shared::datasource::DataRuntime::from_config(&config)),
             pages: crate::page_hub::PageHub::new(pool.clone()),
+            tails: crate::routes::listeners::tail::TailHub::new(pool.clone()),
             worker_roles: Default::default(),
             streams: crate::stream_limits::StreamLimits::new(
                 config.sse_max_streams,

@@ -93,6 +93,11 @@ pub mod permissions {
     pub const WIDGET_UPDATE: Permission = Permission("tenant:widget:update");
     pub const WIDGET_DELETE: Permission = Permission("tenant:widget:delete");
     pub const WIDGET_EXECUTE: Permission = Permission("tenant:widget:execute");
+    pub const LISTENER_LIST: Permission = Permission("tenant:listener:list");
+    pub const LISTENER_CREATE: Permission = Permission("tenant:listener:create");
+    pub const LISTENER_READ: Permission = Permission("tenant:listener:read");
+    pub const LISTENER_UPDATE: Permission = Permission("tenant:listener:update");
+    pub const LISTENER_DELETE: Permission = Permission("tenant:listener:delete");
     pub const LISTENER_EXECUTE: Permission = Permission("tenant:listener:execute");
     pub const CRONJOB_LIST: Permission = Permission("tenant:cronjob:list");
     pub const CRONJOB_CREATE: Permission = Permission("tenant:cronjob:create");
@@ -287,6 +292,8 @@ async fn owned_assets(
            UNION ALL SELECT "widgetID" FROM "tblWidgets"
              WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
            UNION ALL SELECT "cronJobID" FROM "tblCronJobs"
+             WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)
+           UNION ALL SELECT "listenerID" FROM "tblListeners"
              WHERE "tenantID" = $1 AND ("creatorID" = $2 OR "createdByApiKeyID" = $3)"#,
     )
     .bind(tenant_id)

@@ -51,10 +51,12 @@ fn every_operation_is_fully_described() {
                 }
                 assert!(op["security"].is_array(), "{name}: no security requirement");
             }
-            // Actions named by their path (clone, cancel, a cron job's run-now, a credential
-            // rotation) take no body; every other write does.
+            // Actions named by their path (clone, cancel, a cron job's run-now, a listener's
+            // activate and deactivate, a credential rotation) take no body; every other write does.
             let bodiless_action = path.ends_with("/clone")
                 || path.ends_with("/cancel")
+                || path.ends_with("/activate")
+                || path.ends_with("/deactivate")
                 || path.ends_with("/cronjobs/{cronJobID}/run")
                 || path.ends_with("/webhook-credentials/rotate");
             if ["post", "put", "patch"].contains(&method.as_str()) && !bodiless_action {

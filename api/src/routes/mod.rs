@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod health;
 pub mod human;
 pub mod instances;
+pub mod listeners;
 pub mod queries;
 pub mod roles;
 pub mod tenants;
@@ -52,6 +53,8 @@ pub enum ApiTags {
     Ui,
     /// Cron jobs, their fires and the scheduler.
     Cron,
+    /// Listeners, their actions, ring buffers and live tails.
+    Listeners,
     /// The event DLQ: failures to inspect, replay or discard.
     Dlq,
     /// Liveness and readiness.

@@ -6,6 +6,7 @@
 //! - [`actions`]: what each action's `actionConfig` means.
 //! - [`config`]: what `listenerType` + `listenerConfig` mean, checked on save.
 //! - [`inbox`]: the durable hand-off from a source to the pipeline.
+//! - [`store`]: the API's SQL (create, replace, clone, activate, buffers, connections).
 //! - [`source`]: what a holder gives the source it runs; [`cdc`] is one such source.
 //! - [`webhook`]: inbound HTTP deliveries: the address, the proof, the stored event.
 
@@ -19,6 +20,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod retention;
 pub mod source;
+pub mod store;
 pub mod webhook;
 
 pub use config::{Kind, names};

@@ -76,7 +76,7 @@ pub async fn dry_run(
                     |t| resolve_in(t, "event", &event),
                 );
                 let found: Option<(String, Option<bool>)> = sqlx::query_as(
-                    r#"SELECT "workflowTitle", "isDisabled" FROM "tblWorkflows" WHERE "workflowID" = $1 AND "tenantID" = $2"#,
+                    r#"SELECT "title", "isDisabled" FROM "tblWorkflows" WHERE "workflowID" = $1 AND "tenantID" = $2"#,
                 )
                 .bind(workflow_id)
                 .bind(listener.tenant_id)
