@@ -892,3 +892,252 @@ async fn commit_to_inbox_latency_is_measured() {
     );
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_listeners_slot_over_its_limit_is_dropped_and_the_listener_says_why() {
+    let cdc = Cdc::new(
+        ORDERS,
+        json!({"mode": "cdc", "tables": ["orders"], "maxRetainedWalMb": 1}),
+    )
+    .await;
+    cdc.provision().await.expect("provision");
+    let pool = &cdc.platform.pool;
+    sqlx::query(r#"UPDATE "tblListeners" SET "status" = 'inactive' WHERE "listenerID" = $1"#)
+        .bind(cdc.listener.listener_id)
+        .execute(pool)
+        .await
+        .expect("deactivate");
+    sqlx::query(r#"UPDATE "tblDatasources" SET "datasourceOptions" = $1"#)
+        .bind(&cdc.options)
+        .execute(pool)
+        .await
+        .expect("options");
+    let data = DataRuntime::new(
+        Some(jet_shared::crypto::VaultKey::generate()),
+        DenyList::allow_all(),
+    );
+    let found = cdc::guard_paused_slots(pool, &data).await.expect("check");
+    assert!(
+        matches!(found.as_slice(), [(id, cdc::Paused::Within(Some(_)))] if *id == cdc.listener.listener_id),
+        "within the limit while little WAL is retained: {found:?}"
+    );
+    cdc.source
+        .exec(
+            "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 100000) g",
+        )
+        .await;
+    let found = cdc::guard_paused_slots(pool, &data).await.expect("check");
+    assert!(
+        matches!(found.as_slice(), [(_, cdc::Paused::Dropped(bytes))] if *bytes > 1 << 20),
+        "{found:?}"
+    );
+    assert_eq!(
+        cdc.source.confirmed(&cdc.slot).await,
+        None,
+        "the slot is gone"
+    );
+    let (status, error): (String, Option<String>) = sqlx::query_as(
+        r#"SELECT "status", "lastError" FROM "tblListeners" WHERE "listenerID" = $1"#,
+    )
+    .bind(cdc.listener.listener_id)
+    .fetch_one(pool)
+    .await
+    .expect("listener");
+    assert_eq!(status, "inactive");
+    let error = error.expect("lastError");
+    assert!(
+        error.contains("while this listener was deactivated")
+            && error.contains("maxRetainedWalMb of 1"),
+        "{error}"
+    );
+    // Activating again creates a new slot.
+    cdc.provision().await.expect("provision again");
+    assert!(cdc.source.confirmed(&cdc.slot).await.is_some());
+}
+
+/// Inserts, updates and deletes on the source reach workflows through the whole system: the
+/// listener is created and activated over HTTP, held by real `jet-worker` processes that are
+/// killed with SIGKILL again and again while a writer inserts; afterwards every change started
+/// exactly one instance with its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_start_one_workflow_each_while_holders_are_killed() {
+    use jet_tests::TestApp;
+    use jet_tests::bins::Running;
+    use jet_tests::flow::Flow;
+
+    let (server, _cluster) = logical_server().await;
+    let app = match _cluster {
+        Some(_) => TestApp::spawn_on(TestDb::on_server(&server).await).await,
+        None => TestApp::spawn().await,
+    };
+    let a = app.admin("cdc-e2e").await;
+    let source = SourceDb::create(&server).await;
+    source
+        .exec("CREATE TABLE orders (id int PRIMARY KEY, total numeric, paid boolean); ALTER TABLE orders REPLICA IDENTITY FULL; CREATE TABLE other (id int)")
+        .await;
+    let base = format!("/api/v1/tenants/{}", a.tenant_id);
+    let ds = app
+        .post(
+            &format!("{base}/datasources"),
+            &a.auth,
+            json!({"datasourceTitle": "shop", "datasourceType": "postgresql",
+                   "datasourceOptions": {"connectionOption": "connectionString", "connectionString": source.url()}}),
+        )
+        .await;
+    assert_eq!(ds.status, 201, "{}", ds.body);
+    let workflow = app
+        .save(
+            &a,
+            &Flow::new()
+                .node("start", "start", json!({}))
+                .node("end", "end", json!({}))
+                .edge("start", "end"),
+        )
+        .await;
+    let listener = app
+        .post(
+            &format!("{base}/listeners"),
+            &a.auth,
+            json!({"listenerTitle": "orders", "listenerType": "postgresql", "datasourceID": ds.str("datasourceID"),
+                   "listenerConfig": {"mode": "cdc", "tables": ["public.orders"]}}),
+        )
+        .await;
+    assert_eq!(listener.status, 201, "{}", listener.body);
+    let id = listener.str("listenerID");
+    let action = app
+        .post(
+            &format!("{base}/listeners/{id}/actions"),
+            &a.auth,
+            json!({"actionType": "trigger_workflow", "orderIndex": 0,
+                   "actionConfig": {"workflowID": workflow, "inputValues": {"op": "{{event.op}}", "new": "{{event.new}}", "old": "{{event.old}}"}}}),
+        )
+        .await;
+    assert_eq!(action.status, 201, "{}", action.body);
+    let activated = app
+        .post(
+            &format!("{base}/listeners/{id}/activate"),
+            &a.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(activated.status, 200, "{}", activated.body);
+
+    let url = app.db.url();
+    let start = |n: usize| {
+        Running::start(
+            "jet-worker",
+            &["--roles", "listeners"],
+            &std::env::temp_dir(),
+            &[
+                ("DATABASE_URL", url.as_str()),
+                ("JET_WORKER_ID", &format!("cdc-holder-{n}")),
+                ("VAULT_ENCRYPTION_KEY", jet_tests::app::TEST_VAULT_KEY),
+                ("JET_DATASOURCE_DENY_HOSTS", "none"),
+                ("JET_LOG", "warn"),
+            ],
+        )
+    };
+    let mut workers = [start(0), start(1)];
+    let holder = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            r#"SELECT "workerID" FROM "tblListenerHolds" WHERE "connectedAt" IS NOT NULL"#,
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    eventually(30, "a worker holds the CDC listener", || {
+        holder(app.db.pool.clone())
+    })
+    .await;
+
+    // One insert, update and delete, and a table the listener does not capture.
+    source
+        .exec("INSERT INTO orders VALUES (1, 10.50, false); UPDATE orders SET paid = true WHERE id = 1; DELETE FROM orders WHERE id = 1; INSERT INTO other VALUES (1)")
+        .await;
+    let inputs = |pool: PgPool, wf: String| async move {
+        sqlx::query_scalar::<_, Value>(
+            r#"SELECT l."payload" -> 'input' FROM "tblWorkflowInstances" i
+               JOIN "tblWorkflowInstanceLogs" l ON l."instanceID" = i."instanceID" AND l."eventType" = 'INPUT_SET'
+               WHERE i."workflowID"::text = $1 ORDER BY i."createdAt", i."instanceID""#,
+        )
+        .bind(wf)
+        .fetch_all(&pool)
+        .await
+        .expect("inputs")
+    };
+    let first = eventually(30, "three instances", || async {
+        let rows = inputs(app.db.pool.clone(), workflow.clone()).await;
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    // The pipeline runs a listener's events concurrently, so instances may be created in
+    // another order than the changes were committed.
+    let by_op = |op: &str| {
+        let found: Vec<&Value> = first.iter().filter(|i| i["op"] == op).collect();
+        assert_eq!(found.len(), 1, "one {op} in {first:?}");
+        found[0].clone()
+    };
+    assert_eq!(
+        by_op("INSERT")["new"],
+        json!({"id": 1, "total": "10.50", "paid": false})
+    );
+    let update = by_op("UPDATE");
+    assert_eq!(
+        (&update["old"]["paid"], &update["new"]["paid"]),
+        (&json!(false), &json!(true))
+    );
+    assert_eq!(by_op("DELETE")["old"]["id"], 1);
+
+    // A writer inserts while the holder is killed (SIGKILL) and restarted, over and over.
+    let writer_pool = source.pool.clone();
+    let writer = tokio::spawn(async move {
+        for n in 2..=1501 {
+            sqlx::query("INSERT INTO orders VALUES ($1, 1, false)")
+                .bind(n)
+                .execute(&writer_pool)
+                .await
+                .expect("insert");
+        }
+    });
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let Some(held_by) = holder(app.db.pool.clone()).await else {
+            continue;
+        };
+        let victim = usize::from(held_by.ends_with('1'));
+        workers[victim].child.start_kill().expect("SIGKILL");
+        workers[victim].child.wait().await.expect("reaped");
+        // The same worker id comes back at once (its lease is still its own) — except in the
+        // last round, where the other worker must take over after the lease lapses.
+        if round < 5 {
+            workers[victim] = start(victim);
+        }
+    }
+    writer.await.expect("writer");
+    let all = eventually(90, "one instance per change", || async {
+        let rows = inputs(app.db.pool.clone(), workflow.clone()).await;
+        (rows.len() >= 1503).then_some(rows)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all_again = inputs(app.db.pool.clone(), workflow.clone()).await;
+    assert_eq!(all_again.len(), all.len(), "no late duplicates");
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for input in all
+        .iter()
+        .filter(|i| i["op"] == "INSERT" && i["new"]["id"] != 1)
+    {
+        *seen
+            .entry(input["new"]["id"].as_i64().expect("id"))
+            .or_default() += 1;
+    }
+    let missing: Vec<i64> = (2..=1501).filter(|n| !seen.contains_key(n)).collect();
+    let doubled: Vec<(&i64, &usize)> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        missing.is_empty() && doubled.is_empty(),
+        "missing {missing:?}, doubled {doubled:?}"
+    );
+    assert_eq!(all.len(), 1503);
+}

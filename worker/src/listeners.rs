@@ -109,9 +109,10 @@ impl Drop for Running {
     }
 }
 
+/// What a running source depends on. Title, description and actions are not in it: the
+/// pipeline reads actions per event, and restarting a NOTIFY source would lose notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
-    listener_updated: DateTime<Utc>,
     datasource_updated: DateTime<Utc>,
     config: String,
     datasource_id: Uuid,
@@ -129,8 +130,6 @@ struct Wanted {
     listener_type: String,
     #[sqlx(rename = "listenerConfig")]
     config: serde_json::Value,
-    #[sqlx(rename = "updatedAt")]
-    updated_at: DateTime<Utc>,
     #[sqlx(rename = "datasourceID")]
     datasource_id: Uuid,
     #[sqlx(rename = "datasourceUpdatedAt")]
@@ -140,7 +139,6 @@ struct Wanted {
 impl Wanted {
     fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
-            listener_updated: self.updated_at,
             datasource_updated: self.datasource_updated_at,
             config: self.config.to_string(),
             datasource_id: self.datasource_id,
@@ -155,7 +153,7 @@ impl Wanted {
 async fn load_wanted(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Wanted>> {
     let rows: Vec<Wanted> = sqlx::query_as(
         r#"SELECT l."listenerID", l."tenantID", l."status", l."listenerType", l."listenerConfig",
-                  l."updatedAt", l."datasourceID", d."updatedAt" AS "datasourceUpdatedAt"
+                  l."datasourceID", d."updatedAt" AS "datasourceUpdatedAt"
            FROM "tblListeners" l JOIN "tblDatasources" d ON d."datasourceID" = l."datasourceID"
            WHERE l."listenerID" = ANY($1)"#,
     )

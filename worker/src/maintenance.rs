@@ -100,6 +100,9 @@ async fn work_bulk_runs(
     }
 }
 
+/// How often the slots of deactivated CDC listeners are checked against their WAL limit.
+const PAUSED_SLOT_CHECK: Duration = Duration::from_secs(60);
+
 /// How long one replica works on a bulk run before recording progress and looking again.
 const BULK_SLICE: Duration = Duration::from_secs(2);
 /// How often an idle replica looks for bulk runs.
@@ -128,7 +131,21 @@ async fn run_rounds(
         }
         // Human steps expire on a short tick; the housekeeping round runs every `interval`.
         let next_round = tokio::time::Instant::now() + settings.interval;
+        let mut slots_checked: Option<tokio::time::Instant> = None;
         while tokio::time::Instant::now() < next_round {
+            if slots_checked.is_none_or(|t| t.elapsed() >= PAUSED_SLOT_CHECK) {
+                slots_checked = Some(tokio::time::Instant::now());
+                match jet_shared::listener::cdc::guard_paused_slots(&pool, &data).await {
+                    Ok(found) => {
+                        for (listener, outcome) in found {
+                            if let jet_shared::listener::cdc::Paused::Dropped(bytes) = outcome {
+                                tracing::warn!(%listener, retained_bytes = bytes, "a paused CDC listener's slot was over its WAL limit and was dropped");
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "checking paused CDC slots failed"),
+                }
+            }
             match jet_shared::workflow::human::expire_due(&pool).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "human steps expired"),

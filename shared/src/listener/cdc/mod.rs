@@ -41,9 +41,11 @@
 //!
 //! If the slot retains more than `maxRetainedWalMb` of WAL, the slot is dropped (that
 //! alone frees the source's disk) and the listener stops with an error saying from which LSN
-//! changes were not captured.
+//! changes were not captured. A deactivated listener's slot is checked the same way by the
+//! maintenance role ([`guard_paused_slots`]).
 
 pub mod event;
+mod paused;
 pub mod pgoutput;
 mod provision;
 mod stream;
@@ -58,6 +60,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub use paused::{Paused, guard_paused_slots};
 pub use pgoutput::Lsn;
 
 /// Creates the listener's publication and slot on the source (idempotent) and its checkpoint
