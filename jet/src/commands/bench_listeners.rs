@@ -8,6 +8,8 @@
 //!   second against produced, the lag left when the writer stops, and what each change cost the
 //!   platform: commits and WAL bytes (the source's own WAL for the same inserts, measured
 //!   without a consumer, is subtracted).
+//! - Webhook ingest: 16 concurrent senders posting to a `jet-api` process for `--seconds`;
+//!   accepted events/s (each 202 is sent after its event is committed) and request latency.
 
 use super::bench::{pct, worker_bin};
 use super::flag_value;
@@ -162,6 +164,110 @@ async fn bench(cluster: &Cluster, bin: &std::path::Path, seconds: u64) -> anyhow
         source_wal_per_insert
     );
     drop(worker);
+    webhooks(cluster, &vault, seconds).await
+}
+
+/// 16 senders posting webhook deliveries as fast as they can to a `jet-api` process.
+async fn webhooks(cluster: &Cluster, vault: &jet_shared::crypto::VaultKey, seconds: u64) -> anyhow::Result<()> {
+    const SENDERS: usize = 16;
+    let api_bin = worker_bin()?.with_file_name("jet-api");
+    anyhow::ensure!(api_bin.is_file(), "{} is missing: build the binaries first", api_bin.display());
+    let platform = jet_shared::db::connect(&cluster.url("jet_bench_platform"), 4).await?;
+    let boot = jet_shared::bootstrap::bootstrap(&platform, "webhooks", None).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let _api = Worker(
+        Command::new(&api_bin)
+            .env("DATABASE_URL", cluster.url("jet_bench_platform"))
+            .env("VAULT_ENCRYPTION_KEY", vault.to_hex())
+            .env("JET_API_ADDR", format!("127.0.0.1:{port}"))
+            .env("JET_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting jet-api")?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let auth = format!("api_key {}", boot.api_key.expose());
+    let tenant = boot.tenant.tenant_id.0;
+    wait_until("jet-api to answer", Duration::from_secs(30), || async {
+        Ok(client.get(format!("{base}/health")).send().await.is_ok())
+    })
+    .await?;
+    let ds: serde_json::Value = client
+        .post(format!("{base}/api/v1/tenants/{tenant}/datasources"))
+        .header("Authorization", &auth)
+        .json(&json!({"datasourceTitle": "hooks", "datasourceType": "webhook", "datasourceOptions": {}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = ds["webhookCredentials"]["webhookToken"]
+        .as_str()
+        .context("the webhook datasource's token")?
+        .to_owned();
+    let listener: serde_json::Value = client
+        .post(format!("{base}/api/v1/tenants/{tenant}/listeners"))
+        .header("Authorization", &auth)
+        .json(&json!({"listenerTitle": "hooks", "listenerType": "webhook", "datasourceID": ds["datasourceID"],
+                      "endpointPath": "bench/orders"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = listener["listenerID"].as_str().context("listener id")?;
+    client
+        .post(format!("{base}/api/v1/tenants/{tenant}/listeners/{id}/activate"))
+        .header("Authorization", &auth)
+        .send()
+        .await?
+        .error_for_status()?;
+    let url = format!("{base}/webhooks/v1/inbound/{tenant}/bench/orders");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        senders.push(tokio::spawn(async move {
+            let (mut accepted, mut refused, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let sent = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("X-Webhook-Token", &token)
+                    .json(&json!({"sender": sender, "n": n, "total": 12.5}))
+                    .send()
+                    .await;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                match resp {
+                    Ok(r) if r.status().as_u16() == 202 => accepted += 1,
+                    _ => refused += 1,
+                }
+            }
+            (accepted, refused, latencies)
+        }));
+    }
+    let (mut accepted, mut refused, mut latencies) = (0u64, 0u64, Vec::new());
+    for sender in senders {
+        let (a, r, l) = sender.await?;
+        accepted += a;
+        refused += r;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stored: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "tblListenerInbox" WHERE "source" = 'webhook'"#,
+    )
+    .fetch_one(&platform)
+    .await?;
+    println!(
+        "\nwebhook ingest, {SENDERS} senders for {seconds} s: {:.0} accepted events/s (durable 202), request p50 {:.1} ms, p99 {:.1} ms; {refused} refused; {stored} events stored for {accepted} accepted",
+        accepted as f64 / elapsed,
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+    );
+    anyhow::ensure!(stored as u64 == accepted, "every accepted delivery is stored");
     Ok(())
 }
 
