@@ -40,7 +40,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            batch: 128,
+            batch: 100,
             parallel: 2,
             held_recheck: Duration::from_millis(25),
             grace: MISFIRE_GRACE,
