@@ -61,6 +61,22 @@ struct OpenRuns {
     queued: bool,
 }
 
+/// What decides whether a workflow can start a run now.
+#[derive(sqlx::FromRow)]
+struct Workflow {
+    #[sqlx(rename = "workflowID")]
+    workflow_id: Uuid,
+    #[sqlx(rename = "tenantID")]
+    tenant_id: Uuid,
+    #[sqlx(rename = "isDisabled")]
+    is_disabled: Option<bool>,
+    #[sqlx(rename = "workflowOptions")]
+    options: Option<Value>,
+    /// Its current version has a start node.
+    #[sqlx(rename = "hasStart")]
+    has_start: bool,
+}
+
 /// A history row to insert.
 struct Row<'a> {
     job: &'a CronJob,
@@ -173,31 +189,27 @@ async fn startable_inputs(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let workflows: Vec<(Uuid, Uuid, Option<bool>, Option<Value>, bool)> = sqlx::query_as(
+    let workflows: Vec<Workflow> = sqlx::query_as(
         r#"SELECT w."workflowID", w."tenantID", w."isDisabled", w."workflowOptions",
                   EXISTS (SELECT 1 FROM "tblWorkflowVersions" v
                           WHERE v."workflowID" = w."workflowID" AND v."version" = w."currentVersion"
-                            AND v."startNodeID" IS NOT NULL)
+                            AND v."startNodeID" IS NOT NULL) AS "hasStart"
            FROM "tblWorkflows" w WHERE w."workflowID" = ANY($1)"#,
     )
     .bind(&ids)
     .fetch_all(conn)
     .await?;
-    let workflows: HashMap<Uuid, _> = workflows
-        .into_iter()
-        .map(|(id, tenant, disabled, options, has_start)| {
-            (id, (tenant, disabled, options, has_start))
-        })
-        .collect();
+    let workflows: HashMap<Uuid, Workflow> =
+        workflows.into_iter().map(|w| (w.workflow_id, w)).collect();
     Ok(jobs
         .iter()
         .filter_map(|&i| {
             let job = planned[i].job;
-            let (tenant, disabled, options, has_start) = workflows.get(&job.workflow_id?)?;
-            if *tenant != job.tenant_id.0 || *disabled == Some(true) || !has_start {
+            let w = workflows.get(&job.workflow_id?)?;
+            if w.tenant_id != job.tenant_id.0 || w.is_disabled == Some(true) || !w.has_start {
                 return None;
             }
-            let options = options.clone().unwrap_or_default();
+            let options = w.options.clone().unwrap_or_default();
             instance::check_inputs(&options, &input_values(job))
                 .ok()
                 .map(|inputs| (i, inputs))
@@ -217,7 +229,7 @@ fn rows<'a>(
         let Planned { job, plan } = &planned[i];
         if let Some(missed) = plan.skipped {
             rows.push(Row {
-                job: *job,
+                job,
                 at: missed.first,
                 status: Initial::Skipped,
                 trigger: Trigger::Scheduled.as_str(),
@@ -229,7 +241,7 @@ fn rows<'a>(
         for (at, trigger) in &plan.fires {
             let status = decisions[&i];
             rows.push(Row {
-                job: *job,
+                job,
                 at: *at,
                 status,
                 trigger: trigger.as_str(),
