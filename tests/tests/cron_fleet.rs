@@ -4,16 +4,15 @@
 //! the database restarts under three replicas without a second fired twice or lost.
 
 use chrono::{DateTime, Utc};
-use jet::pg::{Access, Cluster, Durability};
 use jet_tests::TestApp;
 use jet_tests::app::Admin;
 use jet_tests::bins::Running;
+use jet_tests::cluster::OwnCluster;
 use jet_tests::db::TestDb;
 use jet_tests::flow::Flow;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -324,29 +323,6 @@ fn accounted(
         (last - rows[0].2).num_seconds() + 1
     );
     missed
-}
-
-/// A private cluster, stopped and removed when the test ends, however it ends.
-struct OwnCluster {
-    cluster: Cluster,
-    dir: PathBuf,
-}
-
-impl OwnCluster {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("jet-cron-{}", Uuid::new_v4().simple()));
-        let mut cluster = Cluster::prepare(&dir, Durability::Throwaway, Access::Trust, None)
-            .expect("prepare a private cluster");
-        cluster.start().expect("start the private cluster");
-        Self { cluster, dir }
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A new pool on `url`, retried while the database comes back after a restart.
