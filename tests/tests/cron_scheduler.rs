@@ -90,7 +90,7 @@ async fn a_due_time_fires_once_with_its_start_node_queued_and_next_run_advanced(
     let id = job(&app, &a, json!({})).await;
     let due = due_at(&app.db.pool, id, -1).await;
     let round = fire(&app.db.pool).await;
-    assert_eq!((round.claimed, round.started), (1, 1));
+    assert_eq!((round.claimed, round.started, round.per_job), (1, 1, 0));
     let rows = history(&app.db.pool, id).await;
     assert_eq!(rows.len(), 1);
     let (status, trigger, at, instance) = rows[0].clone();
@@ -486,4 +486,112 @@ async fn an_edit_wakes_a_sleeping_scheduler_without_a_restart() {
         "fired on time, nothing missed: {rows:?}"
     );
     workers.stop().await;
+}
+
+#[tokio::test]
+async fn one_batch_fires_plain_jobs_together_and_the_rest_job_by_job() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("A").await;
+    let pool = &app.db.pool;
+    let every_second = json!({"cronJobSchedule": "* * * * * *", "catchupPolicy": "catch_up",
+        "maxCatchupRuns": 3, "workflowConfig": {"inputValues": {"who": "cron"}}});
+    // Plain: `allow` with missed, caught-up and on-time fires, all started set-based.
+    let allow = job(&app, &a, every_second.clone()).await;
+    // Not plain: `skip` with several fires at once; the first runs, the others are skipped.
+    let mut skip = every_second.clone();
+    skip["overlapPolicy"] = json!("skip");
+    let skip = job(&app, &a, skip).await;
+    // Cannot start (its workflow is disabled): retried by the per-job path.
+    let broken = job(
+        &app,
+        &a,
+        json!({"retryAttempts": 1, "retryDelaySeconds": 60}),
+    )
+    .await;
+    // Its due time has a row already: nothing is started for it.
+    let already = job(&app, &a, json!({})).await;
+    sqlx::query(
+        r#"UPDATE "tblWorkflows" SET "isDisabled" = true
+           WHERE "workflowID" = (SELECT "workflowID" FROM "tblCronJobs" WHERE "cronJobID" = $1)"#,
+    )
+    .bind(broken)
+    .execute(pool)
+    .await
+    .expect("disable");
+    due_at(pool, allow, -20).await;
+    due_at(pool, skip, -3).await;
+    due_at(pool, broken, -1).await;
+    let taken = due_at(pool, already, -1).await;
+    sqlx::query(
+        r#"INSERT INTO "tblCronJobHistory" ("cronJobID", "status", "triggerType", "scheduledAt") VALUES ($1, 'SUCCESS', 'MANUAL', $2)"#,
+    )
+    .bind(already)
+    .bind(taken)
+    .execute(pool)
+    .await
+    .expect("a row for the due time");
+
+    let round = fire(pool).await;
+    assert_eq!((round.claimed, round.failed), (4, 1), "{round:?}");
+    assert_eq!(round.per_job, 2, "skip and broken only: {round:?}");
+
+    let rows = history(pool, allow).await;
+    assert_eq!(
+        statuses(&rows[..1]),
+        ["SKIPPED"],
+        "the missed times: {rows:?}"
+    );
+    let fires = &rows[1..];
+    assert_eq!(
+        fires.iter().filter(|r| r.1 == "CATCHUP").count(),
+        3,
+        "{rows:?}"
+    );
+    assert!(fires.iter().all(|r| r.0 == "RUNNING" && r.3.is_some()));
+    let instances: Vec<Uuid> = fires.iter().filter_map(|r| r.3).collect();
+    // Each instance has the rows `instance::create` writes: INPUT_SET with the job's inputs,
+    // then its start node dispatched and queued, on the workflow's current version.
+    let shapes: Vec<(String, i32, Value, String, i64, bool)> = sqlx::query_as(
+        r#"SELECT i."status", i."workflowVersion",
+                  (SELECT l."payload" FROM "tblWorkflowInstanceLogs" l WHERE l."instanceID" = i."instanceID" ORDER BY l."logID" LIMIT 1),
+                  (SELECT string_agg(l."eventType", ',' ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l WHERE l."instanceID" = i."instanceID"),
+                  (SELECT count(*) FROM "tblNodeExecutions" e WHERE e."instanceID" = i."instanceID" AND e."nodeAttempt" = 1),
+                  i."workflowVersion" = w."currentVersion" AND NOT i."isTest"
+           FROM "tblWorkflowInstances" i JOIN "tblWorkflows" w ON w."workflowID" = i."workflowID"
+           WHERE i."instanceID" = ANY($1)"#,
+    )
+    .bind(&instances)
+    .fetch_all(pool)
+    .await
+    .expect("instances");
+    assert_eq!(shapes.len(), fires.len());
+    for (status, _, input, events, queued, current) in &shapes {
+        assert_eq!(status, "RUNNING");
+        assert_eq!(input, &json!({"input": {"who": "cron"}}));
+        assert_eq!(events, "INPUT_SET,NODE_DISPATCHED");
+        assert_eq!((*queued, *current), (1, true));
+    }
+
+    let rows = history(pool, skip).await;
+    assert_eq!(statuses(&rows[..2]), ["RUNNING", "SKIPPED"], "{rows:?}");
+    assert!(rows[1..].iter().all(|r| r.0 == "SKIPPED"));
+    assert_eq!(statuses(&history(pool, broken).await), ["RETRYING"]);
+    let rows = history(pool, already).await;
+    assert_eq!((rows.len(), rows[0].0.as_str()), (1, "SUCCESS"));
+    let (total, started): (i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM "tblWorkflowInstances"),
+                  (SELECT count(*) FROM "tblCronJobHistory" WHERE "instanceID" IS NOT NULL)"#,
+    )
+    .fetch_one(pool)
+    .await
+    .expect("instances");
+    assert_eq!(total, started, "no instance without its fire");
+    assert_eq!(round.started as i64, started);
+    // Every job advanced past now, in the one UPDATE.
+    let behind: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblCronJobs" WHERE "nextRunAt" <= now()"#)
+            .fetch_one(pool)
+            .await
+            .expect("advanced");
+    assert_eq!(behind, 0);
 }

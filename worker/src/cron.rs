@@ -9,8 +9,9 @@
 //! which only delays a wake-up until the sleep cap (`max_sleep`). Database errors never end
 //! the role: every failure is logged and retried with capped exponential backoff.
 
+use jet_shared::cron::job::db_now;
 use jet_shared::cron::schedule::MISFIRE_GRACE;
-use jet_shared::cron::scheduler::{self, Round};
+use jet_shared::cron::scheduler::{self, Round, Wake};
 use jet_shared::lifecycle::Shutdown;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -19,11 +20,15 @@ use std::time::Duration;
 /// Tunables of the scheduler loop.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Jobs claimed (and retries/buffered fires started) per transaction.
+    /// Jobs claimed (and retries/buffered fires started) per transaction. A batch is fired
+    /// set-based, in a handful of statements, so a large one costs little more than a small one.
     pub batch: i64,
     /// Transactions firing due jobs at once: many jobs due at the same second are fired in
     /// parallel batches (`SKIP LOCKED` splits them) instead of one after another.
     pub parallel: usize,
+    /// How soon to look again when work that is due is held by another replica: it fires
+    /// and advances those jobs itself, so looking sooner only competes for the database.
+    pub held_recheck: Duration,
     /// A due time further behind than this counts as missed (see the catch-up policy).
     pub grace: Duration,
     /// Longest sleep without a notification: bounds what a lost NOTIFY can delay.
@@ -35,8 +40,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            batch: 32,
+            batch: 100,
             parallel: 2,
+            held_recheck: Duration::from_millis(25),
             grace: MISFIRE_GRACE,
             max_sleep: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
@@ -86,7 +92,7 @@ pub async fn run(
             }
         }
         let wait = match work(&pool, &settings).await {
-            Ok((round, wait)) => {
+            Ok((round, wake)) => {
                 backoff = Backoff(0);
                 if round.started + round.held + round.failed + round.timed_out > 0 {
                     tracing::debug!(?round, "cron round");
@@ -94,10 +100,7 @@ pub async fn run(
                 if round.claimed as i64 >= settings.batch {
                     continue;
                 }
-                // Something due that this replica could not claim is held by another one,
-                // which is firing it right now: look again shortly rather than spin.
-                wait.unwrap_or(settings.max_sleep)
-                    .clamp(Duration::from_millis(5), settings.max_sleep)
+                sleep_for(&wake, &settings)
             }
             Err(err) => {
                 let delay = backoff.next();
@@ -131,9 +134,24 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// How long to sleep after a round that did not fill its batch: until the next due time
+/// (at least 1 ms, the timer's resolution; a time that came due during the round is looked
+/// at right away), or `held_recheck` when what is due is held by another replica. Every
+/// replica wakes at a due time and `SKIP LOCKED` shares the due jobs out; one that finds
+/// them all taken waits for their holder rather than re-querying every few milliseconds.
+fn sleep_for(wake: &Wake, settings: &Settings) -> Duration {
+    match wake.after {
+        None => settings.max_sleep,
+        Some(_) if wake.held_elsewhere => settings.held_recheck,
+        Some(after) => after.max(Duration::from_millis(1)),
+    }
+    .min(settings.max_sleep)
+}
+
 /// One round: due jobs first (their lag is what users see), then waiting fires and
-/// time-outs; then how long until the next due time.
-async fn work(pool: &PgPool, settings: &Settings) -> anyhow::Result<(Round, Option<Duration>)> {
+/// time-outs; then when there is work next.
+async fn work(pool: &PgPool, settings: &Settings) -> anyhow::Result<(Round, Wake)> {
+    let round_start = db_now(pool).await?;
     let fired = futures::future::join_all(
         (0..settings.parallel).map(|_| scheduler::fire_due(pool, settings.batch, settings.grace)),
     )
@@ -143,23 +161,44 @@ async fn work(pool: &PgPool, settings: &Settings) -> anyhow::Result<(Round, Opti
         let r = r?;
         // One full batch means more may be due: the caller loops without sleeping.
         round.claimed = round.claimed.max(r.claimed);
-        round.started += r.started;
-        round.held += r.held;
-        round.failed += r.failed;
+        round.add(r);
     }
-    let waiting = scheduler::start_waiting(pool, settings.batch).await?;
-    let timed_out = scheduler::time_out(pool, settings.batch).await?;
-    round.started += waiting.started;
-    round.held += waiting.held;
-    round.failed += waiting.failed;
-    round.timed_out = timed_out;
-    let wait = scheduler::next_wake(pool).await?;
-    Ok((round, wait))
+    round.add(scheduler::start_waiting(pool, settings.batch).await?);
+    round.timed_out = scheduler::time_out(pool, settings.batch).await?;
+    let wake = scheduler::next_wake(pool, round_start).await?;
+    Ok((round, wake))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sleeps_until_the_next_due_time_or_waits_for_the_holder() {
+        let settings = Settings::default();
+        let wake = |after: Option<u64>, held: bool| Wake {
+            after: after.map(Duration::from_millis),
+            held_elsewhere: held,
+        };
+        assert_eq!(sleep_for(&wake(None, false), &settings), settings.max_sleep);
+        assert_eq!(
+            sleep_for(&wake(Some(300), false), &settings),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            sleep_for(&wake(Some(0), false), &settings),
+            Duration::from_millis(1),
+            "due during the round: look again at once"
+        );
+        assert_eq!(
+            sleep_for(&wake(Some(0), true), &settings),
+            settings.held_recheck
+        );
+        assert_eq!(
+            sleep_for(&wake(Some(3_600_000), false), &settings),
+            settings.max_sleep
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps_at_thirty_seconds() {

@@ -55,10 +55,7 @@ pub async fn fire(
             }
         }
     };
-    let result = (initial == "SKIPPED").then(|| {
-        json!({"reason": "overlap", "message": "the previous run was still in progress"})
-            .to_string()
-    });
+    let result = (initial == "SKIPPED").then(overlap_result);
     let history_id: Option<Uuid> = sqlx::query_scalar(
         r#"INSERT INTO "tblCronJobHistory" ("cronJobID", "status", "triggerType", "scheduledAt", "startTime", "endTime", "result")
            VALUES ($1, $2, $3, $4, clock_timestamp(), CASE WHEN $2 = 'SKIPPED' THEN clock_timestamp() END, $5)
@@ -98,14 +95,22 @@ pub async fn record_missed(
     )
     .bind(job.cron_job_id)
     .bind(first)
-    .bind(
-        json!({"reason": "missed", "missed": count, "from": first, "to": last,
-               "message": format!("{count} due times passed while no scheduler ran")})
-        .to_string(),
-    )
+    .bind(missed_result(first, last, count))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The `result` of a fire skipped by the overlap policy.
+pub(super) fn overlap_result() -> String {
+    json!({"reason": "overlap", "message": "the previous run was still in progress"}).to_string()
+}
+
+/// The `result` of the row counting missed due times.
+pub(super) fn missed_result(first: DateTime<Utc>, last: DateTime<Utc>, count: u64) -> String {
+    json!({"reason": "missed", "missed": count, "from": first, "to": last,
+           "message": format!("{count} due times passed while no scheduler ran")})
+    .to_string()
 }
 
 /// Starts the instance of the history row `history_id` (attempt `attempt`). A failure to
@@ -195,7 +200,8 @@ pub async fn start(
     Ok(Fired::Failed)
 }
 
-fn input_values(job: &CronJob) -> Value {
+/// The inputs a job starts its workflow with (`workflowConfig.inputValues`).
+pub(super) fn input_values(job: &CronJob) -> Value {
     job.workflow_config
         .as_ref()
         .and_then(|c| c.get("inputValues"))

@@ -2,6 +2,7 @@
 //! missed-run policies, and the fire history (`tblCronJobHistory`). The `cron` worker role
 //! drives [`scheduler`]; the API drives [`job`], [`history`] and manual fires.
 
+mod batch;
 pub mod fire;
 pub mod history;
 pub mod job;

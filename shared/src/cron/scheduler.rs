@@ -2,11 +2,13 @@
 //! fire due jobs (claimed `FOR UPDATE SKIP LOCKED`), time out long runs, retry fires that
 //! could not start, start buffered fires, and compute how long to sleep.
 
+use super::batch::{Planned, fire_plain};
 use super::fire::{self, Fired};
 use super::job::{CronJob, db_now};
 use super::schedule::{Catchup, Schedule, plan};
 use crate::Result;
 use crate::workflow::instance;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -25,10 +27,13 @@ pub struct Round {
     pub failed: usize,
     /// Runs cancelled for exceeding `timeoutSeconds`.
     pub timed_out: usize,
+    /// Claimed jobs fired one by one rather than set-based (several fires under `skip` or
+    /// `buffer_one`, a workflow that cannot start, or a set-based write that failed).
+    pub per_job: usize,
 }
 
 impl Round {
-    fn count(&mut self, fired: Fired) {
+    pub(super) fn count(&mut self, fired: Fired) {
         match fired {
             Fired::Running => self.started += 1,
             Fired::Queued | Fired::Skipped => self.held += 1,
@@ -36,10 +41,21 @@ impl Round {
             Fired::AlreadyFired => {}
         }
     }
+
+    /// Adds the fires of `other` (not its claims).
+    pub fn add(&mut self, other: Round) {
+        self.started += other.started;
+        self.held += other.held;
+        self.failed += other.failed;
+        self.timed_out += other.timed_out;
+        self.per_job += other.per_job;
+    }
 }
 
 /// Claims up to `batch` due jobs and fires them in one transaction; each job's row stays
 /// locked until commit, so another replica skips it and then sees its new `nextRunAt`.
+/// Plain fires go set-based ([`fire_plain`]: a few statements for the whole batch);
+/// the rest job by job. One UPDATE advances every claimed job.
 pub async fn fire_due(pool: &PgPool, batch: i64, grace: Duration) -> Result<Round> {
     let mut tx = pool.begin().await?;
     let jobs: Vec<CronJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -59,45 +75,55 @@ pub async fn fire_due(pool: &PgPool, batch: i64, grace: Duration) -> Result<Roun
         return Ok(round);
     }
     let now = db_now(&mut *tx).await?;
+    let mut planned = Vec::with_capacity(jobs.len());
+    // The new nextRunAt and lastScheduledAt of every claimed job, written at the end.
+    let (mut ids, mut next, mut last) = (Vec::new(), Vec::new(), Vec::new());
     for job in &jobs {
         let Some(due) = job.next_run_at else { continue };
-        let schedule = match Schedule::parse(&job.schedule, &job.timezone) {
-            Ok(s) => s,
+        ids.push(job.cron_job_id);
+        match Schedule::parse(&job.schedule, &job.timezone) {
+            Ok(schedule) => {
+                let catchup = match job.catchup_policy.as_str() {
+                    "catch_up" => {
+                        Catchup::CatchUp(usize::try_from(job.max_catchup_runs).unwrap_or(1))
+                    }
+                    _ => Catchup::Skip,
+                };
+                let plan = plan(&schedule, due, now, catchup, grace);
+                next.push(plan.next_run_at);
+                last.push(plan.last_scheduled_at);
+                planned.push(Planned { job, plan });
+            }
             Err(err) => {
                 // Only an edit behind the API's back gets here: park the job, say why.
                 tracing::error!(job = %job.cron_job_id, error = %err, "unparsable schedule; job unscheduled");
-                sqlx::query(
-                    r#"UPDATE "tblCronJobs" SET "nextRunAt" = NULL WHERE "cronJobID" = $1"#,
-                )
-                .bind(job.cron_job_id)
-                .execute(&mut *tx)
-                .await?;
-                continue;
+                next.push(None);
+                last.push(None);
             }
-        };
-        let catchup = match job.catchup_policy.as_str() {
-            "catch_up" => Catchup::CatchUp(usize::try_from(job.max_catchup_runs).unwrap_or(1)),
-            _ => Catchup::Skip,
-        };
-        let planned = plan(&schedule, due, now, catchup, grace);
-        if let Some(missed) = planned.skipped {
+        }
+    }
+    for i in fire_plain(&mut tx, &planned, &mut round).await? {
+        let Planned { job, plan } = &planned[i];
+        round.per_job += 1;
+        if let Some(missed) = plan.skipped {
             fire::record_missed(&mut tx, job, missed.first, missed.last, missed.count).await?;
             round.held += 1;
         }
-        for (at, trigger) in &planned.fires {
+        for (at, trigger) in &plan.fires {
             let (_, fired) = fire::fire(&mut tx, job, *at, *trigger).await?;
             round.count(fired);
         }
-        sqlx::query(
-            r#"UPDATE "tblCronJobs" SET "nextRunAt" = $2, "lastScheduledAt" = COALESCE($3, "lastScheduledAt")
-               WHERE "cronJobID" = $1"#,
-        )
-        .bind(job.cron_job_id)
-        .bind(planned.next_run_at)
-        .bind(planned.last_scheduled_at)
-        .execute(&mut *tx)
-        .await?;
     }
+    sqlx::query(
+        r#"UPDATE "tblCronJobs" j SET "nextRunAt" = r.next_run, "lastScheduledAt" = COALESCE(r.last_run, j."lastScheduledAt")
+           FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS r(id, next_run, last_run)
+           WHERE j."cronJobID" = r.id"#,
+    )
+    .bind(&ids)
+    .bind(&next)
+    .bind(&last)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(round)
 }
@@ -190,21 +216,36 @@ pub async fn start_waiting(pool: &PgPool, batch: i64) -> Result<Round> {
     Ok(round)
 }
 
-/// How long until the earliest due time, retry or run timeout (`None`: nothing scheduled).
-/// Zero when something is due already.
-pub async fn next_wake(pool: &PgPool) -> Result<Option<Duration>> {
-    let seconds: Option<f64> = sqlx::query_scalar(
-        r#"SELECT EXTRACT(EPOCH FROM LEAST(
+/// When the scheduler has work next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    /// How long until the earliest due time, retry or run timeout (`None`: nothing
+    /// scheduled); zero when something is due already.
+    pub after: Option<Duration>,
+    /// That earliest work was due already at `round_start`, so the round that just ran
+    /// found it locked: another replica holds it and is firing it right now.
+    pub held_elsewhere: bool,
+}
+
+/// When the earliest due time, retry or run timeout comes, on the database's clock, and
+/// whether it was due already at `round_start` (the database time a round began).
+pub async fn next_wake(pool: &PgPool, round_start: DateTime<Utc>) -> Result<Wake> {
+    let (seconds, held): (Option<f64>, bool) = sqlx::query_as(
+        r#"SELECT EXTRACT(EPOCH FROM t.at - clock_timestamp())::float8, COALESCE(t.at <= $1, false)
+           FROM (SELECT LEAST(
              (SELECT min("nextRunAt") FROM "tblCronJobs" WHERE NOT "isDisabled"),
              (SELECT min("retryAt") FROM "tblCronJobHistory" WHERE "status" = 'RETRYING'),
              (SELECT min(h."startTime" + make_interval(secs => j."timeoutSeconds"))
               FROM "tblCronJobHistory" h JOIN "tblCronJobs" j ON j."cronJobID" = h."cronJobID"
-              WHERE h."status" = 'RUNNING' AND j."timeoutSeconds" > 0)
-           ) - clock_timestamp())::float8"#,
+              WHERE h."status" = 'RUNNING' AND j."timeoutSeconds" > 0)) AS at) t"#,
     )
+    .bind(round_start)
     .fetch_one(pool)
     .await?;
-    Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    Ok(Wake {
+        after: seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        held_elsewhere: held,
+    })
 }
 
 /// Records this scheduler replica as alive (the `status/connections` view).

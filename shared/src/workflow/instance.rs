@@ -138,7 +138,7 @@ pub struct Parent<'a> {
 
 /// Creates a RUNNING instance with its `INPUT_SET` row and dispatches its start node, in the
 /// caller's transaction: the instance is runnable exactly when the caller commits, with no
-/// command hop in between.
+/// command hop in between. [`create_many`] is its set-based twin; keep the two in step.
 pub async fn create(
     conn: &mut PgConnection,
     tenant_id: TenantId,
@@ -185,6 +185,67 @@ pub async fn create_from(
     .fetch_optional(&mut *conn)
     .await?;
     Ok(instance_id.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?)
+}
+
+/// One top-level run for [`create_many`].
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub tenant_id: TenantId,
+    pub workflow_id: Uuid,
+    /// Already checked against the workflow's inputs ([`check_inputs`]).
+    pub inputs: Value,
+}
+
+/// [`create`] for many top-level runs in one statement, for callers that start runs in bulk
+/// (the cron scheduler's due batch): per run the same rows as [`create`] (the RUNNING instance
+/// of the workflow's current version, its `INPUT_SET` row, and its start node dispatched),
+/// in the caller's transaction. Returns each run's instance id in order; `None` where the
+/// workflow is not the tenant's or has no start node (nothing is written for that run).
+/// Keep the two statements in step.
+pub async fn create_many(conn: &mut PgConnection, runs: &[NewRun]) -> Result<Vec<Option<Uuid>>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = runs.iter().map(|r| r.tenant_id.0).collect();
+    let workflows: Vec<Uuid> = runs.iter().map(|r| r.workflow_id).collect();
+    let inputs: Vec<Value> = runs.iter().map(|r| json!({"input": r.inputs})).collect();
+    // `run` is referenced by every insert, so PostgreSQL evaluates it (and each run's new
+    // instance id) once. INPUT_SET rows are inserted before NODE_DISPATCHED rows, so each
+    // instance's log starts in the same order as with `create`.
+    let created: Vec<(i64, Uuid)> = sqlx::query_as(
+        r#"WITH run AS (
+             SELECT r.n, r.tenant_id, r.workflow_id, r.payload, gen_random_uuid() AS instance_id,
+                    v."startNodeID" AS node, v."version"
+             FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY AS r(tenant_id, workflow_id, payload, n)
+             JOIN "tblWorkflows" w ON w."workflowID" = r.workflow_id AND w."tenantID" = r.tenant_id
+             JOIN "tblWorkflowVersions" v ON v."workflowID" = w."workflowID" AND v."version" = w."currentVersion"
+             WHERE v."startNodeID" IS NOT NULL),
+           inst AS (
+             INSERT INTO "tblWorkflowInstances" ("instanceID", "workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest")
+             SELECT instance_id, workflow_id, "version", tenant_id, 'RUNNING', now(), false FROM run),
+           logged AS (
+             INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "outputVariable", "payload", "nodeAttempt")
+             SELECT instance_id, NULL, 'INPUT_SET', 'input', payload, NULL FROM run
+             UNION ALL
+             SELECT instance_id, node, 'NODE_DISPATCHED', NULL, '{}'::jsonb, 1 FROM run),
+           queued AS (
+             INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt")
+             SELECT instance_id, tenant_id, node, 1 FROM run)
+           SELECT n, instance_id FROM run"#,
+    )
+    .bind(&tenants)
+    .bind(&workflows)
+    .bind(&inputs)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids = vec![None; runs.len()];
+    for (n, instance_id) in created {
+        // WITH ORDINALITY counts from 1.
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| ids.get_mut(i)) {
+            *slot = Some(instance_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Context key holding a test run's graph (upstream's `__workflowDefinition`).
