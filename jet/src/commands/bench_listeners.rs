@@ -168,13 +168,23 @@ async fn bench(cluster: &Cluster, bin: &std::path::Path, seconds: u64) -> anyhow
 }
 
 /// 16 senders posting webhook deliveries as fast as they can to a `jet-api` process.
-async fn webhooks(cluster: &Cluster, vault: &jet_shared::crypto::VaultKey, seconds: u64) -> anyhow::Result<()> {
+async fn webhooks(
+    cluster: &Cluster,
+    vault: &jet_shared::crypto::VaultKey,
+    seconds: u64,
+) -> anyhow::Result<()> {
     const SENDERS: usize = 16;
     let api_bin = worker_bin()?.with_file_name("jet-api");
-    anyhow::ensure!(api_bin.is_file(), "{} is missing: build the binaries first", api_bin.display());
+    anyhow::ensure!(
+        api_bin.is_file(),
+        "{} is missing: build the binaries first",
+        api_bin.display()
+    );
     let platform = jet_shared::db::connect(&cluster.url("jet_bench_platform"), 4).await?;
     let boot = jet_shared::bootstrap::bootstrap(&platform, "webhooks", None).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let _api = Worker(
         Command::new(&api_bin)
             .env("DATABASE_URL", cluster.url("jet_bench_platform"))
@@ -216,7 +226,9 @@ async fn webhooks(cluster: &Cluster, vault: &jet_shared::crypto::VaultKey, secon
         .await?;
     let id = listener["listenerID"].as_str().context("listener id")?;
     client
-        .post(format!("{base}/api/v1/tenants/{tenant}/listeners/{id}/activate"))
+        .post(format!(
+            "{base}/api/v1/tenants/{tenant}/listeners/{id}/activate"
+        ))
         .header("Authorization", &auth)
         .send()
         .await?
@@ -256,18 +268,20 @@ async fn webhooks(cluster: &Cluster, vault: &jet_shared::crypto::VaultKey, secon
         latencies.extend(l);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let stored: i64 = sqlx::query_scalar(
-        r#"SELECT count(*) FROM "tblListenerInbox" WHERE "source" = 'webhook'"#,
-    )
-    .fetch_one(&platform)
-    .await?;
+    let stored: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "tblListenerInbox" WHERE "source" = 'webhook'"#)
+            .fetch_one(&platform)
+            .await?;
     println!(
         "\nwebhook ingest, {SENDERS} senders for {seconds} s: {:.0} accepted events/s (durable 202), request p50 {:.1} ms, p99 {:.1} ms; {refused} refused; {stored} events stored for {accepted} accepted",
         accepted as f64 / elapsed,
         pct(&latencies, 0.5),
         pct(&latencies, 0.99),
     );
-    anyhow::ensure!(stored as u64 == accepted, "every accepted delivery is stored");
+    anyhow::ensure!(
+        stored as u64 == accepted,
+        "every accepted delivery is stored"
+    );
     Ok(())
 }
 
