@@ -212,6 +212,10 @@ fn conflict_message(constraint: &str) -> (&'static str, String) {
             "dlq_source_not_replayable",
             format!("rows of source {} cannot be replayed yet", &other["dlq_source_not_replayable:".len()..]),
         ),
+        "datasource_captured" => (
+            "datasource_in_use",
+            "a CDC listener captures changes from this datasource: delete the listener first, which drops its replication slot on the source".into(),
+        ),
         "fkTblCronJobsWorkflowID" => ("workflow_in_use", "cron jobs still run this workflow; delete them first".into()),
         "uq_tblUsers_firebaseID" => (
             "firebase_id_taken",

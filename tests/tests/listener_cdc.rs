@@ -956,9 +956,9 @@ async fn a_paused_listeners_slot_over_its_limit_is_dropped_and_the_listener_says
 }
 
 /// Inserts, updates and deletes on the source reach workflows through the whole system: the
-/// listener is created and activated over HTTP, held by real `jet-worker` processes that are
-/// killed with SIGKILL again and again while a writer inserts; afterwards every change started
-/// exactly one instance with its row.
+/// listener is created and activated over HTTP and held by real `jet-worker` processes. Then
+/// the holder is killed with SIGKILL again and again while a writer inserts 5,000 rows;
+/// afterwards every row produced exactly one event (ledger by primary key and commit LSN).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_start_one_workflow_each_while_holders_are_killed() {
     use jet_tests::TestApp;
@@ -1090,10 +1090,21 @@ async fn changes_start_one_workflow_each_while_holders_are_killed() {
     );
     assert_eq!(by_op("DELETE")["old"]["id"], 1);
 
-    // A writer inserts while the holder is killed (SIGKILL) and restarted, over and over.
+    // From here on the ledger is the inbox: drop the action so 5,000 changes are cheap to run.
+    let action_id = action.str("actionID");
+    let removed = app
+        .delete(
+            &format!("{base}/listeners/{id}/actions/{action_id}"),
+            &a.auth,
+        )
+        .await;
+    assert!(removed.status < 300, "{}", removed.body);
+
+    // A writer inserts 5,000 rows while the holder is killed (SIGKILL) and restarted, over and
+    // over; in the last round the other worker must take over after the lease lapses.
     let writer_pool = source.pool.clone();
     let writer = tokio::spawn(async move {
-        for n in 2..=1501 {
+        for n in 2..=5001 {
             sqlx::query("INSERT INTO orders VALUES ($1, 1, false)")
                 .bind(n)
                 .execute(&writer_pool)
@@ -1101,7 +1112,8 @@ async fn changes_start_one_workflow_each_while_holders_are_killed() {
                 .expect("insert");
         }
     });
-    for round in 0..6 {
+    let mut kills = 0;
+    while !writer.is_finished() || kills < 6 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let Some(held_by) = holder(app.db.pool.clone()).await else {
             continue;
@@ -1109,35 +1121,78 @@ async fn changes_start_one_workflow_each_while_holders_are_killed() {
         let victim = usize::from(held_by.ends_with('1'));
         workers[victim].child.start_kill().expect("SIGKILL");
         workers[victim].child.wait().await.expect("reaped");
-        // The same worker id comes back at once (its lease is still its own) — except in the
-        // last round, where the other worker must take over after the lease lapses.
-        if round < 5 {
+        kills += 1;
+        if !writer.is_finished() || kills < 6 {
             workers[victim] = start(victim);
         }
     }
     writer.await.expect("writer");
-    let all = eventually(90, "one instance per change", || async {
-        let rows = inputs(app.db.pool.clone(), workflow.clone()).await;
-        (rows.len() >= 1503).then_some(rows)
+    let ledger = |pool: PgPool, listener: String| async move {
+        sqlx::query_as::<_, (String, Value)>(
+            r#"SELECT "dedupeKey", "rawEvent" FROM "tblListenerInbox" WHERE "listenerID"::text = $1"#,
+        )
+        .bind(listener)
+        .fetch_all(&pool)
+        .await
+        .expect("inbox")
+    };
+    let events = eventually(120, "every change is in the inbox", || async {
+        let rows = ledger(app.db.pool.clone(), id.clone()).await;
+        (rows.len() >= 5003).then_some(rows)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let all_again = inputs(app.db.pool.clone(), workflow.clone()).await;
-    assert_eq!(all_again.len(), all.len(), "no late duplicates");
+    assert_eq!(
+        ledger(app.db.pool.clone(), id.clone()).await.len(),
+        events.len(),
+        "no late duplicates"
+    );
+    let keys: HashSet<&String> = events.iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys.len(),
+        events.len(),
+        "one event per (commit LSN, index)"
+    );
     let mut seen: HashMap<i64, usize> = HashMap::new();
-    for input in all
+    for (_, event) in events
         .iter()
-        .filter(|i| i["op"] == "INSERT" && i["new"]["id"] != 1)
+        .filter(|(_, e)| e["op"] == "INSERT" && e["new"]["id"] != 1)
     {
         *seen
-            .entry(input["new"]["id"].as_i64().expect("id"))
+            .entry(event["new"]["id"].as_i64().expect("id"))
             .or_default() += 1;
     }
-    let missing: Vec<i64> = (2..=1501).filter(|n| !seen.contains_key(n)).collect();
+    let missing: Vec<i64> = (2..=5001).filter(|n| !seen.contains_key(n)).collect();
     let doubled: Vec<(&i64, &usize)> = seen.iter().filter(|(_, c)| **c > 1).collect();
     assert!(
         missing.is_empty() && doubled.is_empty(),
         "missing {missing:?}, doubled {doubled:?}"
     );
-    assert_eq!(all.len(), 1503);
+    eprintln!(
+        "{kills} SIGKILLs of the holder during 5,000 inserts; {} events, none lost or doubled",
+        events.len()
+    );
+    // The first three changes started their workflows; nothing else ran the removed action.
+    assert_eq!(inputs(app.db.pool.clone(), workflow.clone()).await.len(), 3);
+
+    // The datasource cannot be deleted from under the listener's slot; deleting the listener
+    // drops the slot, then the datasource goes.
+    let ds_path = format!("{base}/datasources/{}", ds.str("datasourceID"));
+    let refused = app.delete(&ds_path, &a.auth).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.code(), "datasource_in_use");
+    let slot = jet_shared::listener::names(id.parse().expect("uuid")).0;
+    assert!(
+        source.confirmed(&slot).await.is_some(),
+        "the slot is still there"
+    );
+    let deleted = app.delete(&format!("{base}/listeners/{id}"), &a.auth).await;
+    assert!(deleted.status < 300, "{}", deleted.body);
+    assert_eq!(
+        source.confirmed(&slot).await,
+        None,
+        "deleting the listener dropped its slot"
+    );
+    let gone = app.delete(&ds_path, &a.auth).await;
+    assert!(gone.status < 300, "{}", gone.body);
 }

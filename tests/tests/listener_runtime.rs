@@ -925,3 +925,145 @@ async fn a_query_action_against_a_missing_database_retries_with_backoff_parks_an
     .await
     .ok();
 }
+
+#[tokio::test]
+async fn listeners_spread_across_the_listener_workers() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("spread").await;
+    let source = TestDb::empty().await;
+    let ds = datasource_for(&app, &a, &source.url()).await;
+    for n in 0..4 {
+        listener(
+            &app.db.pool,
+            &a,
+            ds,
+            json!({"channels": format!("c{n}")}),
+            &[],
+        )
+        .await;
+    }
+    let _one = app.start_roles("spread-a", &[Role::Listeners], |_| {});
+    let _two = app.start_roles("spread-b", &[Role::Listeners], |_| {});
+    let shares = eventually(40, "two listeners held by each worker", || async {
+        let shares: Vec<(String, i64)> = sqlx::query_as(
+            r#"SELECT "workerID"::text, count(*) FROM "tblListenerHolds" GROUP BY 1 ORDER BY 1"#,
+        )
+        .fetch_all(&app.db.pool)
+        .await
+        .ok()?;
+        (shares.len() == 2 && shares.iter().all(|(_, n)| *n == 2)).then_some(shares)
+    })
+    .await;
+    assert_eq!(shares[0].0, "spread-a");
+    // Every listener is listened to exactly once.
+    eventually(20, "four LISTEN sessions on the source", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+        )
+        .bind(&source.name)
+        .fetch_one(&source.pool)
+        .await
+        .ok()?;
+        (n == 4).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_of_events_runs_set_based_with_the_same_outcomes() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("fast").await;
+    let source = TestDb::empty().await;
+    let ds = datasource_for(&app, &a, &source.url()).await;
+    let workflow = app
+        .save(
+            &a,
+            &simple_flow()
+                .options(json!({"inputs": [{"name": "n", "type": "number", "required": true}]})),
+        )
+        .await;
+    let id = listener(
+        &app.db.pool,
+        &a,
+        ds,
+        json!({"channels": "x"}),
+        &[
+            ("transform", json!({"script": "if (event.skip) return null; if (event.boom) throw new Error('boom'); return {n: event.n};"})),
+            ("trigger_workflow", json!({"workflowID": workflow, "inputValues": {"n": "{{event.n}}"}})),
+        ],
+    )
+    .await;
+    // Queued before any worker runs, so the first claim takes them all in one batch.
+    let mut kept = Vec::new();
+    for n in 0..20 {
+        kept.push(deliver(&app.db.pool, a.tenant_id, id, json!({"n": n})).await);
+    }
+    let skipped = deliver(
+        &app.db.pool,
+        a.tenant_id,
+        id,
+        json!({"n": 99, "skip": true}),
+    )
+    .await;
+    let boom = deliver(
+        &app.db.pool,
+        a.tenant_id,
+        id,
+        json!({"n": 98, "boom": true}),
+    )
+    .await;
+    let no_input = deliver(&app.db.pool, a.tenant_id, id, json!({"m": 1})).await;
+    let _workers = app.start_roles("fast-w", &[Role::Listeners], |_| {});
+    for event in kept.iter().chain([&skipped, &boom, &no_input]) {
+        eventually(30, "every event is processed", || {
+            event_status(&app.db.pool, *event)
+        })
+        .await;
+    }
+    let runs = instances_of(&app.db.pool, &workflow).await;
+    assert_eq!(runs.len(), 20, "one instance per kept event");
+    let mut ns: Vec<i64> = runs
+        .iter()
+        .map(|r| r["input"]["n"].as_i64().expect("n"))
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..20).collect::<Vec<_>>());
+    assert!(
+        runs.iter()
+            .all(|r| r["originID"] == json!(id) && r["originType"] == "listener")
+    );
+    for event in &kept {
+        let (status, result) = event_status(&app.db.pool, *event).await.expect("done");
+        assert_eq!(status, "done", "{result}");
+        assert_eq!(result["actions"][1]["status"], "succeeded", "{result}");
+    }
+    assert_eq!(
+        event_status(&app.db.pool, skipped).await.expect("end").0,
+        "filtered"
+    );
+    assert_eq!(
+        event_status(&app.db.pool, boom).await.expect("end").0,
+        "aborted"
+    );
+    // The event whose inputs do not fit the workflow is parked on its own, like the transform error.
+    let parked = dlq_rows(&app.db.pool, id).await;
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(
+        parked.iter().any(|r| r.3.contains("input `n` is required")),
+        "{parked:?}"
+    );
+    let records: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "tblListenerActionRuns" WHERE "result" ? 'instanceID'"#,
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("records");
+    assert_eq!(records, 20, "each start is recorded with its instance");
+    let count: i64 =
+        sqlx::query_scalar(r#"SELECT "eventCount" FROM "tblListeners" WHERE "listenerID" = $1"#)
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(count, 20);
+}

@@ -270,7 +270,12 @@ async fn a_cdc_listener_whose_source_cannot_do_cdc_is_a_422_on_activate() {
     let on = app
         .post(&format!("{one}/activate"), &a.auth, json!({}))
         .await;
-    assert_eq!(on.status, 422, "{}", on.body);
+    assert_eq!(
+        (on.status, on.code()),
+        (422, "cdc_source_not_ready"),
+        "{}",
+        on.body
+    );
     assert!(!on.body["message"].as_str().unwrap_or("").is_empty());
     assert_eq!(app.get(&one, &a.auth).await.body["status"], "inactive");
 

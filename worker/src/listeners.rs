@@ -20,7 +20,6 @@
 //! [`jet_shared::listener::pipeline`]. Every replica of the role runs the pipeline.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use jet_shared::datasource::{self, DataRuntime};
 use jet_shared::ids::TenantId;
 use jet_shared::lifecycle::Shutdown;
@@ -426,18 +425,21 @@ async fn run_pipeline(
                 failures = 0;
                 let full =
                     i64::try_from(events.len()).unwrap_or(i64::MAX) >= settings.pipeline_batch;
-                futures::stream::iter(events)
-                    .for_each_concurrent(settings.pipeline_parallel, |event| {
-                        let (pool, data) = (&pool, &data);
-                        async move {
-                            let id = event.event_id;
+                match pipeline::process_batch(&pool, &data, events, settings.pipeline_parallel)
+                    .await
+                {
+                    Ok(outcomes) => {
+                        for (id, outcome) in outcomes {
                             // A failure leaves the event pending; it runs again after its lease.
-                            if let Err(err) = pipeline::process(pool, data, event).await {
+                            if let Err(err) = outcome {
                                 tracing::warn!(event = %id, error = %err, "listener event failed; it runs again after its lease");
                             }
                         }
-                    })
-                    .await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reading the batch's listeners failed; the events run again after their lease")
+                    }
+                }
                 if full {
                     continue;
                 }

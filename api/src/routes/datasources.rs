@@ -513,6 +513,23 @@ impl DatasourcesApi {
         )
         .await?;
         let mut tx = self.state.pool.begin().await?;
+        // Deleting cascades to the datasource's listeners; a provisioned CDC listener would
+        // leave its replication slot on the source, retaining WAL with nobody to read it.
+        let captured: bool = sqlx::query_scalar(
+            r#"SELECT EXISTS (SELECT 1 FROM "tblListeners" l
+                              JOIN "tblListenerCheckpoints" c ON c."listenerID" = l."listenerID"
+                              WHERE l."datasourceID" = $1 AND l."tenantID" = $2)"#,
+        )
+        .bind(datasource_id.0)
+        .bind(tenant_id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if captured {
+            return Err(jet_shared::Error::Conflict {
+                constraint: "datasource_captured".into(),
+            }
+            .into());
+        }
         datasource::delete(&mut tx, TenantId(tenant_id.0), datasource_id.0).await?;
         tx.commit().await?;
         Ok(Deleted::Deleted)

@@ -370,7 +370,14 @@ impl ListenersApi {
                     found.listener_id,
                     config,
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // The source cannot do CDC as configured; the message says what to change.
+                    jet_shared::Error::Invalid(m) => {
+                        ApiError::unprocessable_as("cdc_source_not_ready", m)
+                    }
+                    other => other.into(),
+                })?;
             }
             _ => {}
         }

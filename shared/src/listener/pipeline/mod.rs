@@ -12,6 +12,7 @@
 //!   parked whole.
 
 mod dry_run;
+mod fast;
 mod perform;
 
 pub use dry_run::dry_run;
@@ -93,7 +94,106 @@ impl Finished {
 /// Runs the pipeline on a claimed event and records the outcome. An `Err` is a platform
 /// failure: the event stays pending and runs again after its lease.
 pub async fn process(pool: &PgPool, data: &DataRuntime, event: Claimed) -> Result<Finished> {
-    let Some(listener) = model::get_any(pool, event.listener_id).await? else {
+    let listener = model::get_any(pool, event.listener_id).await?;
+    let actions = match &listener {
+        Some(l) => model::actions(pool, l.listener_id).await?,
+        None => Vec::new(),
+    };
+    process_loaded(pool, data, event, listener.as_ref(), &actions).await
+}
+
+/// Runs a claimed batch, up to `parallel` events at once, reading each listener and its
+/// actions once for the whole batch. Answers each event's outcome.
+pub async fn process_batch(
+    pool: &PgPool,
+    data: &DataRuntime,
+    events: Vec<Claimed>,
+    parallel: usize,
+) -> Result<Vec<(Uuid, Result<Finished>)>> {
+    use futures::StreamExt;
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.listener_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let listeners: Vec<Listener> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {} FROM "tblListeners" WHERE "listenerID" = ANY($1)"#,
+        model::COLUMNS
+    )))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let all_actions: Vec<Action> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {} FROM "tblListenerActions" WHERE "listenerID" = ANY($1)
+           ORDER BY "orderIndex", "createdAt", "actionID""#,
+        model::ACTION_COLUMNS
+    )))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let listeners: std::collections::HashMap<Uuid, (Listener, Vec<Action>)> = listeners
+        .into_iter()
+        .map(|l| {
+            let actions = all_actions
+                .iter()
+                .filter(|a| a.listener_id == l.listener_id)
+                .cloned()
+                .collect();
+            (l.listener_id, (l, actions))
+        })
+        .collect();
+    // First deliveries of listeners whose actions suit it go set-based, one transaction per
+    // listener; everything else (and anything the fast path hands back) runs event by event.
+    let mut outcomes: Vec<(Uuid, Result<Finished>)> = Vec::new();
+    let mut handled: HashSet<Uuid> = HashSet::new();
+    for (listener, actions) in listeners.values() {
+        if !fast::suits(actions) {
+            continue;
+        }
+        let first: Vec<&Claimed> = events
+            .iter()
+            .filter(|e| e.listener_id == listener.listener_id && e.attempts == 1)
+            .collect();
+        if first.len() < 2 {
+            continue;
+        }
+        for (id, finished) in fast::run(pool, listener, actions, &first).await? {
+            handled.insert(id);
+            outcomes.push((id, Ok(finished)));
+        }
+    }
+    let rest: Vec<Claimed> = events
+        .into_iter()
+        .filter(|e| !handled.contains(&e.event_id))
+        .collect();
+    let slow: Vec<(Uuid, Result<Finished>)> = futures::stream::iter(rest)
+        .map(|event| {
+            let loaded = listeners.get(&event.listener_id);
+            async move {
+                let id = event.event_id;
+                let (listener, actions) = match loaded {
+                    Some((l, a)) => (Some(l), a.as_slice()),
+                    None => (None, &[][..]),
+                };
+                (
+                    id,
+                    process_loaded(pool, data, event, listener, actions).await,
+                )
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    outcomes.extend(slow);
+    Ok(outcomes)
+}
+
+async fn process_loaded(
+    pool: &PgPool,
+    data: &DataRuntime,
+    event: Claimed,
+    listener: Option<&Listener>,
+    actions: &[Action],
+) -> Result<Finished> {
+    let Some(listener) = listener else {
         // Deleted meanwhile: the inbox row went with it (cascade).
         return Ok(Finished::Aborted);
     };
@@ -101,18 +201,23 @@ pub async fn process(pool: &PgPool, data: &DataRuntime, event: Claimed) -> Resul
         let error = format!(
             "the pipeline did not finish this event in {MAX_DELIVERIES} deliveries (the worker running it stopped each time)"
         );
-        park(pool, &listener, event.event_id, None, &event.raw, &error).await?;
+        park(pool, listener, event.event_id, None, &event.raw, &error).await?;
         let result = json!({"error": error});
-        finish(pool, &listener, &event, Finished::Aborted, &result, false).await?;
+        finish(pool, listener, &event, Finished::Aborted, &result, false).await?;
         return Ok(Finished::Aborted);
     }
-    let actions = model::actions(pool, listener.listener_id).await?;
-    let done = completed_actions(pool, event.event_id).await?;
+    // A first delivery has no recorded actions yet (the records' own conflict check guards
+    // every effect regardless); a redelivery reads them to report them as already done.
+    let done = if event.attempts > 1 {
+        completed_actions(pool, event.event_id).await?
+    } else {
+        HashSet::new()
+    };
     let outcome = run_actions(
         pool,
         data,
-        &listener,
-        &actions,
+        listener,
+        actions,
         event.event_id,
         event.raw.clone(),
         &done,
@@ -121,7 +226,7 @@ pub async fn process(pool: &PgPool, data: &DataRuntime, event: Claimed) -> Resul
     .await?;
     finish(
         pool,
-        &listener,
+        listener,
         &event,
         outcome.finished,
         &outcome.summary,
