@@ -82,6 +82,26 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             max,
             jobs * seconds - distinct,
         );
+        // Where the tail is: the slowest due seconds of the window (second 0 is the first
+        // fire after the schedulers started).
+        let worst: Vec<(f64, f64)> = sqlx::query_as(
+            r#"SELECT EXTRACT(EPOCH FROM "scheduledAt" - $1)::float8,
+                      max(EXTRACT(EPOCH FROM "startTime" - "scheduledAt"))::float8 * 1000
+               FROM "tblCronJobHistory" WHERE "scheduledAt" BETWEEN $1 AND $2
+               GROUP BY "scheduledAt" ORDER BY 2 DESC LIMIT 3"#,
+        )
+        .bind(first)
+        .bind(end)
+        .fetch_all(&pool)
+        .await?;
+        let worst: Vec<String> = worst
+            .iter()
+            .map(|(s, ms)| format!("second {s:.0}: {ms:.1} ms"))
+            .collect();
+        println!(
+            "|   | slowest due seconds: {} | | | | | |",
+            worst.join(", ")
+        );
         pool.close().await;
     }
     drop_db(&mut admin).await
