@@ -4,7 +4,7 @@
 
 pub mod edge;
 pub mod error;
-pub mod page_hub;
+pub mod notify_hub;
 pub mod routes;
 pub mod security;
 pub mod state;

@@ -18,9 +18,9 @@ pub struct AppState {
     /// The vault key and datasource drivers (with their connection pools).
     pub data: Arc<jet_shared::datasource::DataRuntime>,
     /// Fans app-page events out to SSE streams.
-    pub pages: crate::page_hub::PageHub,
+    pub pages: crate::notify_hub::NotifyHub,
     /// Fans listener tail events out to SSE streams.
-    pub tails: crate::routes::listeners::tail::TailHub,
+    pub tails: crate::notify_hub::NotifyHub,
     /// Worker roles running in this process (`jet dev`): `/ready` is 503 while one is down.
     /// Empty for a standalone API.
     pub worker_roles: jet_shared::lifecycle::RoleHealth,
@@ -39,8 +39,16 @@ impl AppState {
         Ok(Self {
             jwt: JwtVerifier::new(&config.jwt)?,
             data: Arc::new(jet_shared::datasource::DataRuntime::from_config(&config)),
-            pages: crate::page_hub::PageHub::new(pool.clone()),
-            tails: crate::routes::listeners::tail::TailHub::new(pool.clone()),
+            pages: crate::notify_hub::NotifyHub::new(
+                pool.clone(),
+                jet_shared::app_page::CHANNEL,
+                crate::notify_hub::app_page,
+            ),
+            tails: crate::notify_hub::NotifyHub::new(
+                pool.clone(),
+                jet_shared::listener::inbox::TAIL_CHANNEL,
+                crate::notify_hub::listener_tail,
+            ),
             worker_roles: Default::default(),
             streams: crate::stream_limits::StreamLimits::new(
                 config.sse_max_streams,

@@ -3,7 +3,6 @@
 //! listener. Saving needs read on the datasource and execute on every workflow and data query
 //! an action names.
 
-pub mod tail;
 mod wire;
 
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request};

@@ -1,0 +1,106 @@
+//! NOTIFY fan-out for SSE clients: one LISTEN connection per API process and channel (opened
+//! on the first subscriber) routes each notification to the subscribers of the id it names.
+//! App pages ([`app_page`]: `jet_shared::app_page::push`) and the listener tail
+//! ([`listener_tail`]: the pipeline's processed events) each have one hub.
+
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OnceCell, broadcast};
+use uuid::Uuid;
+
+/// Events a slow subscriber may fall behind by before it misses some (it is told how many).
+const BACKLOG: usize = 256;
+
+type Senders = Arc<Mutex<HashMap<Uuid, broadcast::Sender<String>>>>;
+
+/// Which subscribers a notification's payload is for, and what they receive; `None` skips it.
+pub type Route = fn(&str) -> Option<(Uuid, String)>;
+
+/// Cheaply cloneable handle to a hub.
+#[derive(Clone)]
+pub struct NotifyHub {
+    pool: PgPool,
+    channel: &'static str,
+    route: Route,
+    senders: Senders,
+    listening: Arc<OnceCell<()>>,
+}
+
+impl NotifyHub {
+    pub fn new(pool: PgPool, channel: &'static str, route: Route) -> Self {
+        Self {
+            pool,
+            channel,
+            route,
+            senders: Arc::default(),
+            listening: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// What is published for `id` from now on. The LISTEN is registered before this returns,
+    /// so nothing published after it is missed.
+    pub async fn subscribe(&self, id: Uuid) -> anyhow::Result<broadcast::Receiver<String>> {
+        self.listening
+            .get_or_try_init(|| async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen(self.channel).await?;
+                tokio::spawn(fan_out(listener, self.route, self.senders.clone()));
+                anyhow::Ok(())
+            })
+            .await?;
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(senders
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe())
+    }
+}
+
+/// Routes each notification to its subscribers; an id nobody watches any more is forgotten.
+/// `recv` reconnects by itself after a lost connection.
+async fn fan_out(mut listener: sqlx::postgres::PgListener, route: Route, senders: Senders) {
+    loop {
+        let note = match listener.recv().await {
+            Ok(note) => note,
+            Err(err) => {
+                tracing::warn!(error = %err, "SSE fan-out LISTEN failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some((id, message)) = route(note.payload()) else {
+            continue;
+        };
+        let mut senders = senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = senders.get(&id)
+            && tx.send(message).is_err()
+        {
+            senders.remove(&id);
+        }
+    }
+}
+
+fn uuid_at(payload: &serde_json::Value, key: &str) -> Option<Uuid> {
+    payload.get(key)?.as_str()?.parse().ok()
+}
+
+/// An app-page push `{appPageID, event}`: the page's subscribers receive the event.
+pub fn app_page(payload: &str) -> Option<(Uuid, String)> {
+    let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let page = uuid_at(&payload, "appPageID")?;
+    Some((
+        page,
+        payload
+            .get("event")
+            .cloned()
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+/// A listener-tail message: the listener's subscribers receive it whole.
+pub fn listener_tail(payload: &str) -> Option<(Uuid, String)> {
+    let parsed: serde_json::Value = serde_json::from_str(payload).ok()?;
+    Some((uuid_at(&parsed, "listenerID")?, payload.to_owned()))
+}
