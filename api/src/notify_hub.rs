@@ -104,3 +104,31 @@ pub fn listener_tail(payload: &str) -> Option<(Uuid, String)> {
     let parsed: serde_json::Value = serde_json::from_str(payload).ok()?;
     Some((uuid_at(&parsed, "listenerID")?, payload.to_owned()))
 }
+
+impl NotifyHub {
+    /// The SSE events of `id` from now on, each message as JSON (text that is not JSON as a
+    /// string; `{"lagged": n}` when a slow client missed `n`). `permit` travels with the stream
+    /// and frees its place when the client goes away.
+    pub async fn events(
+        &self,
+        id: Uuid,
+        permit: crate::stream_limits::StreamPermit,
+    ) -> anyhow::Result<futures::stream::BoxStream<'static, serde_json::Value>> {
+        use broadcast::error::RecvError;
+        use futures::StreamExt;
+        let receiver = self.subscribe(id).await?;
+        Ok(
+            futures::stream::unfold((receiver, permit), |(mut rx, permit)| async move {
+                let event = match rx.recv().await {
+                    Ok(text) => {
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                    }
+                    Err(RecvError::Lagged(missed)) => serde_json::json!({"lagged": missed}),
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((event, (rx, permit)))
+            })
+            .boxed(),
+        )
+    }
+}

@@ -7,7 +7,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use jet_shared::app_page::{self, AppPage};
 use jet_shared::ids::TenantId;
@@ -19,7 +18,6 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 /// An app page.
@@ -312,22 +310,12 @@ impl AppPagesApi {
             Ok(permit) => permit,
             Err(refused) => return Ok(PageStreamResponse::TooMany(Json(refused.body()))),
         };
-        let receiver = self
+        let events = self
             .state
             .pages
-            .subscribe(app_page_id.0)
+            .events(app_page_id.0, permit)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
-        // The permit travels with the stream and frees its place when the client goes away.
-        let events = futures::stream::unfold((receiver, permit), |(mut rx, permit)| async move {
-            let event = match rx.recv().await {
-                Ok(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                Err(RecvError::Lagged(missed)) => json!({"lagged": missed}),
-                Err(RecvError::Closed) => return None,
-            };
-            Some((event, (rx, permit)))
-        })
-        .boxed();
         Ok(PageStreamResponse::Stream(
             EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)),
         ))

@@ -9,7 +9,6 @@ use super::{ApiTags, Created, Deleted, Page, authorize, page_request};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::security::JetAuth;
 use crate::state::AppState;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use jet_shared::ids::TenantId;
 use jet_shared::listener::store::{self, ListFilter, ListenerSpec};
@@ -21,8 +20,7 @@ use jet_shared::rbac::permissions::{
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use serde_json::Value;
 use uuid::Uuid;
 pub use wire::{
     ActionOut, BufferEventOut, BufferPage, ConnectionOut, ListenerOut, SaveAction, SaveListener,
@@ -594,22 +592,12 @@ impl ListenersApi {
             Ok(permit) => permit,
             Err(refused) => return Ok(TailResponse::TooMany(Json(refused.body()))),
         };
-        let receiver = self
+        let events = self
             .state
             .tails
-            .subscribe(listener_id.0)
+            .events(listener_id.0, permit)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
-        // The permit travels with the stream and frees its place when the client goes away.
-        let events = futures::stream::unfold((receiver, permit), |(mut rx, permit)| async move {
-            let event = match rx.recv().await {
-                Ok(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                Err(RecvError::Lagged(missed)) => json!({"lagged": missed}),
-                Err(RecvError::Closed) => return None,
-            };
-            Some((event, (rx, permit)))
-        })
-        .boxed();
         Ok(TailResponse::Stream(
             EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)),
         ))
