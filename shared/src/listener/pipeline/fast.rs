@@ -223,21 +223,14 @@ async fn commit(
             effects += 1;
         }
         let event = run.transformed.clone().unwrap_or(Value::Null);
-        let tail = json!({
-            "listenerID": listener.listener_id, "eventID": run.event.event_id,
-            "rawEvent": run.event.raw, "transformedEvent": event,
-            "transformError": null, "filtered": run.transformed.is_none(), "status": status.as_str(),
-            "truncated": false,
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        })
-        .to_string();
-        tails.push(if tail.len() > super::MAX_TAIL_BYTES {
-            json!({"listenerID": listener.listener_id, "eventID": run.event.event_id,
-                   "filtered": run.transformed.is_none(), "status": status.as_str(), "truncated": true})
-            .to_string()
-        } else {
-            tail
-        });
+        tails.push(super::tail_message(
+            listener.listener_id,
+            run.event.event_id,
+            &run.event.raw,
+            &event,
+            None,
+            status,
+        ));
         ids.push(run.event.event_id);
         statuses.push(status.as_str());
         summaries.push(

@@ -421,6 +421,35 @@ async fn finish(
     Ok(())
 }
 
+/// The tail message of one processed event (see [`TAIL_CHANNEL`]); without the events when
+/// the whole would not fit a NOTIFY.
+fn tail_message(
+    listener_id: Uuid,
+    event_id: Uuid,
+    raw: &Value,
+    transformed: &Value,
+    transform_error: Option<Value>,
+    finished: Finished,
+) -> String {
+    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let filtered = finished == Finished::Filtered;
+    let message = json!({
+        "listenerID": listener_id, "eventID": event_id, "rawEvent": raw,
+        "transformedEvent": if filtered { Value::Null } else { transformed.clone() },
+        "transformError": transform_error, "filtered": filtered, "status": finished.as_str(),
+        "truncated": false, "timestamp": timestamp,
+    })
+    .to_string();
+    if message.len() <= MAX_TAIL_BYTES {
+        return message;
+    }
+    json!({
+        "listenerID": listener_id, "eventID": event_id, "filtered": filtered,
+        "status": finished.as_str(), "truncated": true, "timestamp": timestamp,
+    })
+    .to_string()
+}
+
 /// Largest NOTIFY payload the tail sends whole (PostgreSQL's limit is just under 8000 bytes).
 const MAX_TAIL_BYTES: usize = 7000;
 
@@ -434,22 +463,14 @@ async fn tail(
     transform_error: Option<Value>,
     finished: Finished,
 ) -> Result<()> {
-    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let filtered = finished == Finished::Filtered;
-    let mut message = json!({
-        "listenerID": listener_id, "eventID": event_id, "rawEvent": raw,
-        "transformedEvent": if filtered { Value::Null } else { transformed.clone() },
-        "transformError": transform_error, "filtered": filtered, "status": finished.as_str(),
-        "truncated": false, "timestamp": timestamp,
-    })
-    .to_string();
-    if message.len() > MAX_TAIL_BYTES {
-        message = json!({
-            "listenerID": listener_id, "eventID": event_id, "filtered": filtered,
-            "status": finished.as_str(), "truncated": true, "timestamp": timestamp,
-        })
-        .to_string();
-    }
+    let message = tail_message(
+        listener_id,
+        event_id,
+        raw,
+        transformed,
+        transform_error,
+        finished,
+    );
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(TAIL_CHANNEL)
         .bind(message)
