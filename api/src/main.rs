@@ -3,6 +3,6 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = jet_shared::config::Config::from_env()?;
-    jet_shared::telemetry::init(&config);
+    let _telemetry = jet_shared::telemetry::init(&config, "jet-api");
     jet_api::run(config).await
 }

@@ -69,6 +69,11 @@ pub struct Config {
     pub log_filter: String,
     /// `JET_LOG_FORMAT`: `compact` or `json`.
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set: spans are exported over
+    /// OTLP/HTTP. The OpenTelemetry SDK reads the `OTEL_*` variables themselves.
+    pub otel_exporting: bool,
+    /// `OTEL_SERVICE_NAME` is set (otherwise each binary names itself).
+    pub otel_service_named: bool,
     /// `JET_DB_MAX_CONNECTIONS`: pool size per process.
     pub db_max_connections: u32,
     /// `JET_MAX_BODY_BYTES`: larger request bodies get 413.
@@ -164,6 +169,9 @@ impl Config {
             api_addr: parse("JET_API_ADDR", get("JET_API_ADDR"), "127.0.0.1:8080")?,
             log_filter: get("JET_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
             log_format,
+            otel_exporting: get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+                || get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some(),
+            otel_service_named: get("OTEL_SERVICE_NAME").is_some(),
             db_max_connections: parse(
                 "JET_DB_MAX_CONNECTIONS",
                 get("JET_DB_MAX_CONNECTIONS"),

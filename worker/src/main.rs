@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = jet_shared::config::Config::from_env()?;
-    jet_shared::telemetry::init(&config);
+    let _telemetry = jet_shared::telemetry::init(&config, "jet-worker");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let roles_arg = match args.as_slice() {
         [] => None,

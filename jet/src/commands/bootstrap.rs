@@ -7,7 +7,7 @@ use jet_shared::config::Config;
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    jet_shared::telemetry::init(&config);
+    let _telemetry = jet_shared::telemetry::init(&config, "jet");
     let title = flag_value(args, "--tenant")?.unwrap_or("Default");
     let admin = match (
         flag_value(args, "--admin-email")?,

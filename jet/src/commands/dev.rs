@@ -16,7 +16,7 @@ const STATE_DIR: &str = ".jet";
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
-    jet_shared::telemetry::init(&config);
+    let _telemetry = jet_shared::telemetry::init(&config, "jet-dev");
     if let Some(addr) = flag_value(args, "--api-addr")? {
         config.api_addr = addr.parse().with_context(|| format!("--api-addr {addr}"))?;
     }

@@ -5,7 +5,7 @@ use jet_shared::config::Config;
 
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    jet_shared::telemetry::init(&config);
+    let _telemetry = jet_shared::telemetry::init(&config, "jet");
     let pool = jet_shared::db::connect(config.require_database_url()?, 2)
         .await
         .context("connecting to DATABASE_URL")?;
