@@ -5,13 +5,13 @@
 pub mod edge;
 pub mod error;
 pub mod notify_hub;
+pub mod request_span;
 pub mod routes;
 pub mod security;
 pub mod state;
 pub mod stream_limits;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use routes::{
@@ -153,7 +153,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .around(edge::around)
         .data(state)
         .data(routes)
-        .with(Tracing)
+        .with(request_span::RequestSpan)
 }
 
 /// Binds `addr`; returns the bound address (useful with port 0) and the bound acceptor.

@@ -12,6 +12,7 @@ use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::instance;
 use sqlx::PgPool;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// Commands arrive as raw JSON and are decoded here: apalis leaves a payload it cannot decode
 /// stuck in `Queued` forever, whereas an undecodable command aborted here is `Killed` and the
@@ -23,7 +24,10 @@ async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDyn
         collection_request_id,
     } = command
     {
-        jet_shared::workflow::human::resume(&pool, collection_request_id).await?;
+        let span = answer_span(&pool, collection_request_id).await;
+        jet_shared::workflow::human::resume(&pool, collection_request_id)
+            .instrument(span)
+            .await?;
         return Ok(());
     }
     let mut tx = pool.begin().await?;
@@ -49,6 +53,23 @@ async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDyn
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The span of a human answer's resume: a root for logs, and in traces a child of the span
+/// that started the request's instance (the lookup is made only when spans are exported).
+async fn answer_span(pool: &PgPool, request: uuid::Uuid) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "human_answer", %request, instance = tracing::field::Empty);
+    if jet_shared::telemetry::exporting() {
+        match jet_shared::workflow::human::trace_of(pool, request).await {
+            Ok(Some((instance, trace))) => {
+                span.record("instance", tracing::field::display(instance));
+                jet_shared::telemetry::set_remote_parent(&span, trace.as_deref());
+            }
+            Ok(None) => {}
+            Err(err) => tracing::debug!(error = %err, "trace of a human answer not read"),
+        }
+    }
+    span
 }
 
 /// Consumes commands until shutdown.

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Tunables of the node loop.
@@ -330,12 +331,33 @@ const SETTLE_WINDOW: Duration = Duration::from_millis(20);
 /// kept alive meanwhile) before it is let go, and its node runs again elsewhere.
 const MAX_BUSY_WAIT: Duration = Duration::from_secs(60);
 
-/// A node's run, finished, with the slot it holds in its claim loop's budget.
+/// A node's run, finished, with the slot it holds in its claim loop's budget and its span
+/// (kept open until its result is settled, so the settle's log lines carry its context).
 type Finished = (
     anyhow::Result<Ran>,
     tokio::sync::OwnedSemaphorePermit,
     Duration,
+    tracing::Span,
 );
+
+/// The span of one node execution: a root of the log context (never the claim loop's or
+/// another execution's span, so a line names exactly one execution), and in traces a child
+/// of the span that started its instance. `node_type` is recorded once the graph is read.
+fn node_span(owner: &str, c: &Claimed, view: Option<&queue::InstanceView>) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "node",
+        worker = %owner,
+        instance = %c.instance_id,
+        node = %c.node_id,
+        attempt = c.node_attempt,
+        retry = c.retry_count,
+        node_type = tracing::field::Empty,
+    );
+    let parent = view.and_then(|v| v.trace_context.as_deref());
+    jet_shared::telemetry::set_remote_parent(&span, parent);
+    span
+}
 
 /// Runs a claimed batch: one read for all contexts, the nodes concurrently (scripts on
 /// blocking threads), and settles their results as they finish: whatever finishes within
@@ -364,6 +386,7 @@ async fn run_batch(
     let mut running = futures::stream::FuturesUnordered::new();
     for (c, permit) in claimed.into_iter().zip(permits) {
         let view = views.get(&c.instance_id).cloned();
+        let span = node_span(&ctx.owner, &c, view.as_ref());
         let ctx = ctx.clone();
         running.push(
             async move {
@@ -376,8 +399,9 @@ async fn run_batch(
                     view,
                     &ctx.settings,
                 )
+                .instrument(span.clone())
                 .await;
-                (ran, permit, Duration::ZERO)
+                (ran, permit, Duration::ZERO, span)
             }
             .boxed(),
         );
@@ -396,10 +420,13 @@ async fn run_batch(
                 () = &mut window => break,
             }
         }
-        for (pending, permit, waited) in settle_ran(&ctx.pool, &ctx.owner, ran).await {
+        for (pending, permit, waited, span) in settle_ran(&ctx.pool, &ctx.owner, ran).await {
             if waited >= MAX_BUSY_WAIT {
-                tracing::warn!(instance = %pending.claimed.instance_id, node = %pending.claimed.node_id,
-                    "instance stayed locked by another transaction; letting the lease expire");
+                span.in_scope(|| {
+                    tracing::warn!(
+                        "instance stayed locked by another transaction; letting the lease expire"
+                    )
+                });
                 continue;
             }
             let pause = (Duration::from_millis(20) * 2u32.pow(waited.as_secs().min(5) as u32))
@@ -407,7 +434,7 @@ async fn run_batch(
             running.push(
                 async move {
                     tokio::time::sleep(pause).await;
-                    (Ok(Ran::Settle(pending)), permit, waited + pause)
+                    (Ok(Ran::Settle(pending)), permit, waited + pause, span)
                 }
                 .boxed(),
             );
@@ -450,51 +477,56 @@ async fn settle_ran(
     pool: &PgPool,
     owner: &str,
     ran: Vec<Finished>,
-) -> Vec<(settle::Pending, tokio::sync::OwnedSemaphorePermit, Duration)> {
+) -> Vec<(
+    settle::Pending,
+    tokio::sync::OwnedSemaphorePermit,
+    Duration,
+    tracing::Span,
+)> {
     let mut pending = Vec::new();
     let mut held = HashMap::new();
-    for (outcome, permit, waited) in ran {
+    for (outcome, permit, waited, span) in ran {
         match outcome {
             Ok(Ran::Settle(p)) => {
-                held.insert(p.claimed.execution_id, (permit, waited));
+                held.insert(p.claimed.execution_id, (permit, waited, span));
                 pending.push(p);
             }
             Ok(Ran::Retry(c, delay, message)) => {
-                if let Err(err) = queue::release(pool, &c, owner, Some((delay, &message))).await {
-                    tracing::warn!(instance = %c.instance_id, node = %c.node_id, error = %err,
-                        "retry not recorded; the lease will expire and the node runs again");
+                let released = queue::release(pool, &c, owner, Some((delay, &message)));
+                if let Err(err) = released.instrument(span.clone()).await {
+                    span.in_scope(|| {
+                        tracing::warn!(error = %err,
+                        "retry not recorded; the lease will expire and the node runs again")
+                    });
                 }
             }
             Ok(Ran::Discard(c)) => {
                 if let Err(err) = queue::discard(pool, &c, owner).await {
-                    tracing::warn!(instance = %c.instance_id, node = %c.node_id, error = %err, "discard failed");
+                    span.in_scope(|| tracing::warn!(error = %err, "discard failed"));
                 }
             }
             Ok(Ran::Parked) => {}
-            Err(err) => tracing::warn!(error = %err, "node not run; its lease will expire"),
+            Err(err) => span
+                .in_scope(|| tracing::warn!(error = %err, "node not run; its lease will expire")),
         }
     }
-    let names: HashMap<i64, (Uuid, String)> = pending
-        .iter()
-        .map(|p| {
-            let c = &p.claimed;
-            (c.execution_id, (c.instance_id, c.node_id.clone()))
-        })
-        .collect();
     let settled = settle::settle_batch(pool, owner, pending).await;
     for (execution, result) in settled.outcomes {
-        let (instance, node) = names.get(&execution).cloned().unwrap_or_default();
+        let span = held
+            .get(&execution)
+            .map_or_else(tracing::Span::none, |(_, _, span)| span.clone());
+        let _in_node = span.enter();
         match result {
             Ok(Settled::LostLease) => tracing::warn!(
-                %instance, %node, execution,
+                execution,
                 "lease lost before settling; another worker runs this node"
             ),
             Ok(Settled::Duplicate) => {
-                tracing::info!(%instance, %node, execution, "duplicate result ignored")
+                tracing::info!(execution, "duplicate result ignored")
             }
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!(%instance, %node, execution, error = %err,
+                tracing::warn!(execution, error = %err,
                     "settle failed; the lease will expire and the node runs again")
             }
         }
@@ -503,8 +535,8 @@ async fn settle_ran(
         .busy
         .into_iter()
         .filter_map(|p| {
-            let (permit, waited) = held.remove(&p.claimed.execution_id)?;
-            Some((p, permit, waited))
+            let (permit, waited, span) = held.remove(&p.claimed.execution_id)?;
+            Some((p, permit, waited, span))
         })
         .collect()
 }
@@ -519,8 +551,6 @@ async fn run_one(
     view: Option<queue::InstanceView>,
     settings: &Settings,
 ) -> anyhow::Result<Ran> {
-    let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
-    let _guard = span.enter();
     let Some(view) = view.filter(|v| v.status == "RUNNING") else {
         return Ok(Ran::Discard(c));
     };
@@ -575,6 +605,7 @@ async fn run_one(
             result,
         }));
     };
+    tracing::Span::current().record("node_type", node.node_type.as_str());
     let policy = policy(&node.config, &options);
     let timeout = policy.timeout;
     let result = if node.node_type == NodeType::SubWorkflow {

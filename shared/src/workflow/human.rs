@@ -50,6 +50,19 @@ const SELECT: &str = r#"SELECT r."collectionRequestID", r."instanceID", i."workf
     r."nodeAttempt", r."status", r."collectionType", r."collectionConfig", r."submittedData", r."expiresAt", r."createdAt"
     FROM "tblWorkflowDataCollectionRequests" r JOIN "tblWorkflowInstances" i ON i."instanceID" = r."instanceID""#;
 
+/// The instance a request belongs to and the trace that started it, so that its answer is
+/// traced in that run's trace.
+pub async fn trace_of(pool: &PgPool, id: Uuid) -> Result<Option<(Uuid, Option<String>)>> {
+    Ok(sqlx::query_as(
+        r#"SELECT i."instanceID", i."traceContext"
+           FROM "tblWorkflowDataCollectionRequests" r JOIN "tblWorkflowInstances" i ON i."instanceID" = r."instanceID"
+           WHERE r."collectionRequestID" = $1"#,
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// A request of the tenant; `NotFound` for another tenant's.
 pub async fn get(conn: &mut PgConnection, tenant_id: TenantId, id: Uuid) -> Result<Request> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(

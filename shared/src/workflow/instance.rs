@@ -166,8 +166,8 @@ pub async fn create_from(
              WHERE w."workflowID" = $1 AND v."startNodeID" IS NOT NULL),
            inst AS (
              INSERT INTO "tblWorkflowInstances"
-               ("workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID")
-             SELECT $1, start."version", $2, 'RUNNING', now(), $3, $4, $5 FROM start RETURNING "instanceID"),
+               ("workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest", "parentInstanceID", "parentNodeID", "traceContext")
+             SELECT $1, start."version", $2, 'RUNNING', now(), $3, $4, $5, $7 FROM start RETURNING "instanceID"),
            logged AS (
              INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "outputVariable", "payload", "nodeAttempt")
              SELECT inst."instanceID", NULL, 'INPUT_SET', 'input', $6::jsonb, NULL FROM inst
@@ -182,6 +182,7 @@ pub async fn create_from(
     .bind(parent.map(|p| p.instance_id))
     .bind(parent.map(|p| p.node_id))
     .bind(json!({"input": inputs}))
+    .bind(crate::telemetry::instance_traceparent())
     .fetch_optional(&mut *conn)
     .await?;
     Ok(instance_id.ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?)
@@ -209,20 +210,25 @@ pub async fn create_many(conn: &mut PgConnection, runs: &[NewRun]) -> Result<Vec
     let tenants: Vec<Uuid> = runs.iter().map(|r| r.tenant_id.0).collect();
     let workflows: Vec<Uuid> = runs.iter().map(|r| r.workflow_id).collect();
     let inputs: Vec<Value> = runs.iter().map(|r| json!({"input": r.inputs})).collect();
+    // Each run its own trace, unless a traced span creates them all.
+    let traces: Vec<Option<String>> = runs
+        .iter()
+        .map(|_| crate::telemetry::instance_traceparent())
+        .collect();
     // `run` is referenced by every insert, so PostgreSQL evaluates it (and each run's new
     // instance id) once. INPUT_SET rows are inserted before NODE_DISPATCHED rows, so each
     // instance's log starts in the same order as with `create`.
     let created: Vec<(i64, Uuid)> = sqlx::query_as(
         r#"WITH run AS (
-             SELECT r.n, r.tenant_id, r.workflow_id, r.payload, gen_random_uuid() AS instance_id,
+             SELECT r.n, r.tenant_id, r.workflow_id, r.payload, r.trace, gen_random_uuid() AS instance_id,
                     v."startNodeID" AS node, v."version"
-             FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY AS r(tenant_id, workflow_id, payload, n)
+             FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) WITH ORDINALITY AS r(tenant_id, workflow_id, payload, trace, n)
              JOIN "tblWorkflows" w ON w."workflowID" = r.workflow_id AND w."tenantID" = r.tenant_id
              JOIN "tblWorkflowVersions" v ON v."workflowID" = w."workflowID" AND v."version" = w."currentVersion"
              WHERE v."startNodeID" IS NOT NULL),
            inst AS (
-             INSERT INTO "tblWorkflowInstances" ("instanceID", "workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest")
-             SELECT instance_id, workflow_id, "version", tenant_id, 'RUNNING', now(), false FROM run),
+             INSERT INTO "tblWorkflowInstances" ("instanceID", "workflowID", "workflowVersion", "tenantID", "status", "startedAt", "isTest", "traceContext")
+             SELECT instance_id, workflow_id, "version", tenant_id, 'RUNNING', now(), false, trace FROM run),
            logged AS (
              INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "outputVariable", "payload", "nodeAttempt")
              SELECT instance_id, NULL, 'INPUT_SET', 'input', payload, NULL FROM run
@@ -236,6 +242,7 @@ pub async fn create_many(conn: &mut PgConnection, runs: &[NewRun]) -> Result<Vec
     .bind(&tenants)
     .bind(&workflows)
     .bind(&inputs)
+    .bind(&traces)
     .fetch_all(&mut *conn)
     .await?;
     let mut ids = vec![None; runs.len()];
@@ -268,10 +275,11 @@ pub async fn create_test(
         .map(|n| n.id.clone())
         .ok_or_else(|| Error::Invalid("the workflow has no start node".into()))?;
     let instance_id: Uuid = sqlx::query_scalar(
-        r#"INSERT INTO "tblWorkflowInstances" ("tenantID", "status", "startedAt", "isTest")
-           VALUES ($1, 'RUNNING', now(), true) RETURNING "instanceID""#,
+        r#"INSERT INTO "tblWorkflowInstances" ("tenantID", "status", "startedAt", "isTest", "traceContext")
+           VALUES ($1, 'RUNNING', now(), true, $2) RETURNING "instanceID""#,
     )
     .bind(tenant_id)
+    .bind(crate::telemetry::instance_traceparent())
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query(

@@ -222,6 +222,8 @@ pub struct InstanceView {
     pub is_test: bool,
     pub workflow_options: Value,
     pub context: Value,
+    /// The W3C traceparent of the span that started the instance, if it was traced.
+    pub trace_context: Option<String>,
 }
 
 /// Reads the [`InstanceView`] of every instance of a batch in one round trip.
@@ -243,9 +245,11 @@ pub async fn prepare(
         #[sqlx(rename = "workflowOptions")]
         workflow_options: Option<Value>,
         payloads: Value,
+        #[sqlx(rename = "traceContext")]
+        trace_context: Option<String>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        r#"SELECT i."instanceID", i."workflowID", i."status", i."isTest", i."workflowVersion", v."workflowOptions",
+        r#"SELECT i."instanceID", i."workflowID", i."status", i."isTest", i."workflowVersion", v."workflowOptions", i."traceContext",
                   COALESCE((SELECT jsonb_agg(l."payload" ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l
                             WHERE l."instanceID" = i."instanceID"
                               AND l."eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET')), '[]') AS payloads
@@ -271,6 +275,7 @@ pub async fn prepare(
                         .workflow_options
                         .unwrap_or_else(|| Value::Object(Default::default())),
                     context,
+                    trace_context: r.trace_context,
                 },
             )
         })
