@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod db;
 pub mod flow;
 pub mod jwt;
+pub mod otlp;
 pub mod wait;
 
 pub use app::{Resp, TestApp};
