@@ -2,7 +2,8 @@
 //! span when the request carries a W3C `traceparent`: the span's context is what a new
 //! instance stores, so a run joins its caller's trace.
 
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem::web::RealIp;
+use poem::{Endpoint, FromRequest as _, IntoResponse, Middleware, Request, Response, Result};
 use std::time::Instant;
 use tracing::Instrument as _;
 
@@ -26,11 +27,16 @@ impl<E: Endpoint> Endpoint for RequestSpanEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Self::Output> {
+        let remote_addr = RealIp::from_request_without_body(&req)
+            .await
+            .ok()
+            .and_then(|ip| ip.0)
+            .map_or_else(|| req.remote_addr().to_string(), |ip| ip.to_string());
         // A request is a root of the log context whatever the server's task was in.
         let span = tracing::info_span!(
             parent: None,
             "request",
-            remote_addr = %req.remote_addr(),
+            %remote_addr,
             method = %req.method(),
             uri = %req.original_uri(),
         );

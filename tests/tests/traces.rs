@@ -187,6 +187,17 @@ async fn one_run_is_one_trace_under_the_callers_span() {
         .edge("call", "ask")
         .edge_on("ask", "approved", "end");
     let parent_id = fleet.save(&parent).await;
+    // A malformed or oversized traceparent is ignored: the request is served, as a root.
+    for bad in [
+        "00-not-a-trace-01".to_owned(),
+        format!("00-{}-01", "a".repeat(4096)),
+    ] {
+        let req = fleet
+            .client
+            .get(format!("{}/workflows/{parent_id}", fleet.base))
+            .header("traceparent", bad);
+        assert_eq!(fleet.send(req).await.0, 200);
+    }
     let (traceparent, trace, caller_span) = caller();
     let instance = fleet.execute(&parent_id, &traceparent).await;
     fleet.approve(instance).await;
@@ -220,6 +231,12 @@ async fn one_run_is_one_trace_under_the_callers_span() {
     );
     assert_eq!(request.service, "jet-api");
     assert_eq!(stored, format!("00-{trace}-{}-01", request.span_id));
+    let ignored: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "request" && s.attr("uri").ends_with(parent_id.as_str()))
+        .collect();
+    assert_eq!(ignored.len(), 2, "{}", dump());
+    assert!(ignored.iter().all(|s| s.parent.is_empty()), "{ignored:?}");
     // Every span of the trace hangs off one that arrived, or off the caller's.
     let ours: Vec<&Span> = spans.iter().filter(|s| s.trace_id == trace).collect();
     for span in &ours {
