@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex};
 /// One received span, ids as lowercase hex (a root's `parent` is empty).
 #[derive(Debug, Clone)]
 pub struct Span {
+    /// 32 hex digits.
     pub trace_id: String,
+    /// 16 hex digits.
     pub span_id: String,
+    /// The parent's span id; empty for a root.
     pub parent: String,
+    /// The `tracing` span's name (`request`, `node`, …).
     pub name: String,
     /// The exporting process's `service.name`.
     pub service: String,
@@ -31,6 +35,7 @@ impl Span {
 
 /// A running receiver; stops with the test's runtime.
 pub struct Receiver {
+    /// Where it listens; exporters get `http://{addr}` as their endpoint.
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
     requests: Arc<Mutex<usize>>,
