@@ -5,8 +5,8 @@
 use crate::error::ApiError;
 use crate::routes::webhooks;
 use crate::security::PrincipalSlot;
-use crate::strict_body;
 use crate::state::AppState;
+use crate::strict_body;
 use jet_shared::audit::{self, AuditEntry};
 use jet_shared::auth::Principal;
 use jet_shared::ids::TenantId;
@@ -66,9 +66,12 @@ pub async fn around<E: Endpoint>(
         && let Some((mismatch, secured)) = routes.check_body(&method, &path, &json)
     {
         if !secured {
-            return Ok(ApiError::bad_request("invalid_type", mismatch.to_string()).into_response());
+            return Ok(ApiError::bad_request(mismatch.code(), mismatch.to_string()).into_response());
         }
-        req.set_data(BodyTypeMismatch(mismatch.to_string()));
+        req.set_data(BodyTypeMismatch {
+            code: mismatch.code(),
+            message: mismatch.to_string(),
+        });
     }
     req.set_body(Body::from_bytes(body.clone()));
     let slot = PrincipalSlot::default();
@@ -148,8 +151,11 @@ pub async fn around<E: Endpoint>(
 
 /// A body whose types break the operation's schema, for the security checker to refuse.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BodyTypeMismatch(pub String);
+#[error("{message}")]
+pub struct BodyTypeMismatch {
+    pub code: &'static str,
+    pub message: String,
+}
 
 impl poem::error::ResponseError for BodyTypeMismatch {
     fn status(&self) -> poem::http::StatusCode {
@@ -249,8 +255,7 @@ impl Routes {
         path: &str,
         body: &Value,
     ) -> Option<(strict_body::TypeMismatch, bool)> {
-        let literal_segments =
-            |t: &Vec<String>| t.iter().filter(|s| !s.starts_with('{')).count();
+        let literal_segments = |t: &Vec<String>| t.iter().filter(|s| !s.starts_with('{')).count();
         let op = self
             .matching(path)
             .filter_map(|(template, ops)| {

@@ -106,7 +106,7 @@ impl ApiError {
             return ApiError::Unauthorized(body(auth.0.code(), auth.0.to_string()));
         }
         if let Some(mismatch) = err.downcast_ref::<crate::edge::BodyTypeMismatch>() {
-            return ApiError::BadRequest(body("invalid_type", mismatch.0.clone()));
+            return ApiError::BadRequest(body(mismatch.code, mismatch.message.clone()));
         }
         if err.is::<poem_openapi::error::AuthorizationError>() {
             return ApiError::Unauthorized(body(

@@ -9,8 +9,8 @@ pub mod routes;
 pub mod security;
 pub mod spec_finish;
 pub mod state;
-pub mod strict_body;
 pub mod stream_limits;
+pub mod strict_body;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Tracing;

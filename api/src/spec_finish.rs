@@ -6,6 +6,9 @@
 //! - Server-Sent Events are `text/event-stream` whose schema is the payload of *one* event
 //!   (what each `data:` line holds), not poem's `type: array` that generators type as a JSON
 //!   array; the payload schemas of the free-form streams are declared as components.
+//! - Status and type fields list their values (`enum`). The Rust side keeps them as strings
+//!   checked by the domain (and by the database's CHECK constraints); the table here is the
+//!   spec's copy, and the schemathesis run checks every response against it.
 
 use serde_json::{Value, json};
 
@@ -93,6 +96,69 @@ fn stream_components() -> [(&'static str, Value); 4] {
     ]
 }
 
+const INSTANCE_STATUS: &[&str] = &["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+const DLQ_STATUS: &[&str] = &["PENDING", "RETRYING", "PARKED", "REPLAYED", "DISCARDED"];
+const LISTENER_TYPES: &[&str] = &["postgresql", "webhook"];
+const ACTION_TYPES: &[&str] = &jet_shared::listener::actions::TYPES;
+const OVERLAP: &[&str] = &["allow", "skip", "buffer_one"];
+const CATCHUP: &[&str] = &["skip", "catch_up"];
+const MEMBERSHIP: &[&str] = &["ADMIN", "MEMBER"];
+const DATASOURCE_TYPES: &[&str] = &["postgresql", "restapi", "webhook"];
+
+/// `(schema, property, values)`: the values each status and type field takes (upstream's
+/// names, as stored).
+const ENUMS: &[(&str, &str, &[&str])] = &[
+    ("InstanceOut", "status", INSTANCE_STATUS),
+    ("InstanceDetail", "status", INSTANCE_STATUS),
+    ("InstanceEvent", "status", INSTANCE_STATUS),
+    ("DlqOut", "status", DLQ_STATUS),
+    ("ReplayOut", "status", DLQ_STATUS),
+    ("DlqFilters", "status", DLQ_STATUS),
+    ("BulkRunOut", "action", &["replay", "discard"]),
+    ("BulkRunOut", "status", &["running", "done"]),
+    ("ListenerOut", "listenerType", LISTENER_TYPES),
+    ("ListenerOut", "status", &["inactive", "active", "error"]),
+    ("SaveListener", "listenerType", LISTENER_TYPES),
+    ("ConnectionOut", "listenerType", LISTENER_TYPES),
+    ("ConnectionOut", "status", &["active", "error"]),
+    ("ActionOut", "actionType", ACTION_TYPES),
+    ("SaveAction", "actionType", ACTION_TYPES),
+    ("CronJobOut", "overlapPolicy", OVERLAP),
+    ("CronJobOut", "catchupPolicy", CATCHUP),
+    ("CreateCronJob", "overlapPolicy", OVERLAP),
+    ("CreateCronJob", "catchupPolicy", CATCHUP),
+    ("UpdateCronJob", "overlapPolicy", OVERLAP),
+    ("UpdateCronJob", "catchupPolicy", CATCHUP),
+    (
+        "HistoryOut",
+        "status",
+        &[
+            "QUEUED", "RETRYING", "RUNNING", "SUCCESS", "FAILURE", "TIMEOUT", "SKIPPED",
+        ],
+    ),
+    (
+        "HistoryOut",
+        "triggerType",
+        &["SCHEDULED", "MANUAL", "CATCHUP"],
+    ),
+    (
+        "RequestOut",
+        "status",
+        &["PENDING", "COMPLETED", "EXPIRED", "CANCELLED"],
+    ),
+    ("RequestOut", "collectionType", &["form", "approval"]),
+    ("MemberOut", "role", MEMBERSHIP),
+    ("TenantOut", "role", MEMBERSHIP),
+    ("TenantDetail", "role", MEMBERSHIP),
+    ("Me", "authType", &["USER", "API_KEY"]),
+    ("Readiness", "status", &["ready", "not_ready"]),
+    ("Health", "status", &["ok"]),
+    ("DatasourceOut", "datasourceType", DATASOURCE_TYPES),
+    ("CreateDatasource", "datasourceType", DATASOURCE_TYPES),
+    ("TestDatasource", "datasourceType", DATASOURCE_TYPES),
+    ("DataQueryOut", "datasourceType", DATASOURCE_TYPES),
+];
+
 /// Applies the touches to a spec as poem-openapi generated it.
 pub fn finish(spec: &str) -> String {
     let Ok(mut spec) = serde_json::from_str::<Value>(spec) else {
@@ -103,9 +169,8 @@ pub fn finish(spec: &str) -> String {
     if let Some(paths) = spec["paths"].as_object_mut() {
         for operation in paths.values_mut().filter_map(Value::as_object_mut) {
             for op in operation.values_mut() {
-                let Some((_, schema, description)) = payloads
-                    .iter()
-                    .find(|(id, _, _)| op["operationId"] == *id)
+                let Some((_, schema, description)) =
+                    payloads.iter().find(|(id, _, _)| op["operationId"] == *id)
                 else {
                     continue;
                 };
@@ -121,6 +186,15 @@ pub fn finish(spec: &str) -> String {
     if let Some(schemas) = spec["components"]["schemas"].as_object_mut() {
         for (name, schema) in stream_components() {
             schemas.insert(name.into(), schema);
+        }
+        for (schema, property, values) in ENUMS {
+            if let Some(field) = schemas
+                .get_mut(*schema)
+                .and_then(|s| s["properties"].get_mut(*property))
+                .and_then(Value::as_object_mut)
+            {
+                field.insert("enum".into(), json!(values));
+            }
         }
     }
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or_default();
@@ -155,14 +229,18 @@ mod tests {
             "429": {"description": "Busy.", "content": {"application/json; charset=utf-8":
                 {"schema": {"type": "string"}}}}}}}},
             "components": {"schemas": {}}}"#;
-        let spec: Value = serde_json::from_str(&finish(raw)).unwrap();
+        let spec: Value = serde_json::from_str(&finish(raw)).expect("JSON");
         let op = &spec["paths"]["/e"]["get"]["responses"];
         assert_eq!(
             op["200"]["content"]["text/event-stream"]["schema"]["$ref"],
             "#/components/schemas/ListenerTailMessage"
         );
         assert!(op["429"]["content"]["application/json"].is_object());
-        assert!(op["429"]["content"].get("application/json; charset=utf-8").is_none());
+        assert!(
+            op["429"]["content"]
+                .get("application/json; charset=utf-8")
+                .is_none()
+        );
         assert!(spec["components"]["schemas"]["ListenerTailEvent"].is_object());
     }
 }

@@ -17,6 +17,20 @@ pub struct TypeMismatch {
     pub reason: String,
 }
 
+impl TypeMismatch {
+    /// The stable error code: `missing_field` for an absent required field, else
+    /// `invalid_type`.
+    pub fn code(&self) -> &'static str {
+        if self.reason == REQUIRED {
+            "missing_field"
+        } else {
+            "invalid_type"
+        }
+    }
+}
+
+const REQUIRED: &str = "is required";
+
 impl std::fmt::Display for TypeMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.field.is_empty() {
@@ -28,7 +42,11 @@ impl std::fmt::Display for TypeMismatch {
 }
 
 /// Checks `value` against `schema`, resolving `$ref`s in `components`.
-pub fn check(value: &Value, schema: &Value, components: &Map<String, Value>) -> Result<(), TypeMismatch> {
+pub fn check(
+    value: &Value,
+    schema: &Value,
+    components: &Map<String, Value>,
+) -> Result<(), TypeMismatch> {
     Checker { components }.check(value, schema, &mut String::new(), 0)
 }
 
@@ -57,7 +75,13 @@ impl Checker<'_> {
         schema
     }
 
-    fn check(&self, value: &Value, schema: &Value, path: &mut String, depth: usize) -> Result<(), TypeMismatch> {
+    fn check(
+        &self,
+        value: &Value,
+        schema: &Value,
+        path: &mut String,
+        depth: usize,
+    ) -> Result<(), TypeMismatch> {
         if depth > MAX_DEPTH {
             return Ok(());
         }
@@ -104,17 +128,18 @@ impl Checker<'_> {
             _ => true,
         };
         if !ok {
-            return fail(path, format!("must be {}, not {}", article(expected), kind(value)));
+            return fail(
+                path,
+                format!("must be {}, not {}", article(expected), kind(value)),
+            );
         }
         match value {
-            Value::Array(items) => {
-                if schema.get("items").is_some() {
-                    for (i, item) in items.iter().enumerate() {
-                        let len = path.len();
-                        path.push_str(&format!("[{i}]"));
-                        self.check(item, &schema["items"], path, depth + 1)?;
-                        path.truncate(len);
-                    }
+            Value::Array(items) if schema.get("items").is_some() => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.check(item, &schema["items"], path, depth + 1)?;
+                    path.truncate(len);
                 }
             }
             Value::Object(fields) => {
@@ -132,6 +157,19 @@ impl Checker<'_> {
                         self.check(field, field_schema, path, depth + 1)?;
                         path.truncate(len);
                     }
+                }
+                // After the types: a wrong type is the more precise message.
+                let required = schema["required"].as_array().into_iter().flatten();
+                if let Some(missing) = required
+                    .filter_map(Value::as_str)
+                    .find(|name| !fields.contains_key(*name))
+                {
+                    let mut field = path.clone();
+                    if !field.is_empty() {
+                        field.push('.');
+                    }
+                    field.push_str(missing);
+                    return fail(&field, REQUIRED.into());
                 }
             }
             _ => {}
@@ -196,7 +234,7 @@ mod tests {
 
     fn components() -> Map<String, Value> {
         json!({
-            "Role": {"type": "object", "properties": {
+            "Role": {"type": "object", "required": ["title"], "properties": {
                 "title": {"type": "string"},
                 "note": {"type": "string", "nullable": true},
                 "count": {"type": "integer"},
@@ -209,29 +247,65 @@ mod tests {
         })
         .as_object()
         .cloned()
-        .unwrap()
+        .expect("an object")
     }
 
     fn error(body: Value) -> Option<String> {
         let schema = json!({"$ref": "#/components/schemas/Role"});
-        check(&body, &schema, &components()).err().map(|e| e.to_string())
+        check(&body, &schema, &components())
+            .err()
+            .map(|e| e.to_string())
     }
 
     #[test]
     fn each_field_takes_only_its_own_type() {
         let table = [
-            (json!({"title": true}), Some("field `title` must be a string, not a boolean")),
-            (json!({"title": 5}), Some("field `title` must be a string, not a number")),
-            (json!({"title": null}), Some("field `title` must not be null")),
-            (json!({"count": "5"}), Some("field `count` must be an integer, not a string")),
-            (json!({"count": 1.5}), Some("field `count` must be an integer, not a fractional number")),
-            (json!({"tags": ["a", 1]}), Some("field `tags[1]` must be a string, not a number")),
-            (json!({"child": {"on": "yes"}}), Some("field `child.on` must be a boolean, not a string")),
-            (json!({"child": null}), Some("field `child` must not be null")),
-            (json!({"wrapped": {"on": 1}}), Some("field `wrapped.on` must be a boolean, not a number")),
+            (
+                json!({"title": true}),
+                Some("field `title` must be a string, not a boolean"),
+            ),
+            (json!({"count": 1}), Some("field `title` is required")),
+            (
+                json!({"title": 5}),
+                Some("field `title` must be a string, not a number"),
+            ),
+            (
+                json!({"title": null}),
+                Some("field `title` must not be null"),
+            ),
+            (
+                json!({"title": "t", "count": "5"}),
+                Some("field `count` must be an integer, not a string"),
+            ),
+            (
+                json!({"title": "t", "count": 1.5}),
+                Some("field `count` must be an integer, not a fractional number"),
+            ),
+            (
+                json!({"title": "t", "tags": ["a", 1]}),
+                Some("field `tags[1]` must be a string, not a number"),
+            ),
+            (
+                json!({"title": "t", "child": {"on": "yes"}}),
+                Some("field `child.on` must be a boolean, not a string"),
+            ),
+            (
+                json!({"title": "t", "child": null}),
+                Some("field `child` must not be null"),
+            ),
+            (
+                json!({"title": "t", "wrapped": {"on": 1}}),
+                Some("field `wrapped.on` must be a boolean, not a number"),
+            ),
             (json!([]), Some("the body must be an object, not an array")),
-            (json!({"title": "t", "note": null, "config": null, "wrapped": null}), None),
-            (json!({"count": 3, "tags": [], "child": {"on": true}, "unknown": 1}), None),
+            (
+                json!({"title": "t", "note": null, "config": null, "wrapped": null}),
+                None,
+            ),
+            (
+                json!({"title": "t", "count": 3, "tags": [], "child": {"on": true}, "unknown": 1}),
+                None,
+            ),
         ];
         for (body, expected) in table {
             assert_eq!(error(body.clone()).as_deref(), expected, "{body}");

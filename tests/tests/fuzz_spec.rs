@@ -211,7 +211,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("schemathesis took {:?}\n{report}", started.elapsed());
-    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
     // A run whose requests all stopped at 401 or 404 would pass too: every seeded resource
     // must have been reached by at least one successful request.
     let har: Value = serde_json::from_slice(&std::fs::read(dir.join("run.har")).expect("HAR"))
@@ -219,7 +222,11 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let entries = har["log"]["entries"].as_array().expect("HAR entries");
     let succeeded: Vec<&str> = entries
         .iter()
-        .filter(|e| e["response"]["status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
+        .filter(|e| {
+            e["response"]["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
         .filter_map(|e| e["request"]["url"].as_str())
         .collect();
     for (name, id) in &ids {

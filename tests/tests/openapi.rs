@@ -42,8 +42,7 @@ fn every_operation_is_fully_described() {
             );
             if path.starts_with("/api/") {
                 for status in ["400", "401", "403", "404", "422", "500"] {
-                    let error = &responses[status]["content"]["application/json"]["schema"]
-                        ["$ref"];
+                    let error = &responses[status]["content"]["application/json"]["schema"]["$ref"];
                     assert_eq!(
                         error, "#/components/schemas/ErrorBody",
                         "{name}: {status} is not an ErrorBody"
@@ -122,7 +121,10 @@ fn media_types_are_plain_and_event_streams_describe_one_event() {
         }
     }
     streams.sort();
-    assert_eq!(streams, ["streamAppPage", "streamInstanceEvents", "tailListener"]);
+    assert_eq!(
+        streams,
+        ["streamAppPage", "streamInstanceEvents", "tailListener"]
+    );
 }
 
 /// `null` is accepted exactly where the spec says `nullable`, and those places say what it
@@ -149,4 +151,36 @@ fn nullable_fields_are_declared_and_documented() {
         );
     }
     assert!(schemas["UpdateTenant"]["properties"]["tenantTitle"]["nullable"].is_null());
+}
+
+/// Every status and every listener, action and datasource type lists its values, so that
+/// generated clients get enums (the fuzz run checks the server's answers against them).
+#[test]
+fn status_and_type_fields_are_enums() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let mut missing = Vec::new();
+    for (name, schema) in spec["components"]["schemas"].as_object().expect("schemas") {
+        for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+            let typed = [
+                "status",
+                "listenerType",
+                "actionType",
+                "datasourceType",
+                "overlapPolicy",
+                "catchupPolicy",
+            ];
+            if typed.contains(&field.as_str())
+                && property["type"] == "string"
+                && !property["enum"].as_array().is_some_and(|v| !v.is_empty())
+            {
+                missing.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert_eq!(missing, Vec::<String>::new(), "without an enum");
+    let instance = &spec["components"]["schemas"]["InstanceOut"]["properties"]["status"];
+    assert_eq!(
+        instance["enum"],
+        serde_json::json!(["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"])
+    );
 }

@@ -1,6 +1,7 @@
 //! Request and response types of the cron job routes, and the checks a saved job must pass.
 
 use crate::error::{ApiError, ApiResult};
+use crate::routes::nullable::Nullable;
 use chrono::{DateTime, Utc};
 use jet_shared::cron::history::HistoryRow;
 use jet_shared::cron::job::{CronJob, CronJobSpec};
@@ -9,7 +10,6 @@ use jet_shared::rbac::Grants;
 use jet_shared::references::{self, Kind};
 use jet_shared::workflow::instance;
 use poem_openapi::Object;
-use crate::routes::nullable::Nullable;
 use serde_json::Value;
 use uuid::Uuid;
 
