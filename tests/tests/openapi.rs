@@ -171,7 +171,7 @@ fn status_and_type_fields_are_enums() {
             ];
             if typed.contains(&field.as_str())
                 && property["type"] == "string"
-                && !property["enum"].as_array().is_some_and(|v| !v.is_empty())
+                && property["enum"].as_array().is_none_or(|v| v.is_empty())
             {
                 missing.push(format!("{name}.{field}"));
             }
