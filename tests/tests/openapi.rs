@@ -178,6 +178,8 @@ fn status_and_type_fields_are_enums() {
         }
     }
     assert_eq!(missing, Vec::<String>::new(), "without an enum");
+    let email = &spec["components"]["schemas"]["AddMember"]["properties"]["email"];
+    assert_eq!(email["format"], "email");
     let instance = &spec["components"]["schemas"]["InstanceOut"]["properties"]["status"];
     assert_eq!(
         instance["enum"],
