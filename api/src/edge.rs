@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::routes::webhooks;
 use crate::security::PrincipalSlot;
 use crate::state::AppState;
+use crate::strict_body;
 use jet_shared::audit::{self, AuditEntry};
 use jet_shared::auth::Principal;
 use jet_shared::ids::TenantId;
@@ -55,6 +56,22 @@ pub async fn around<E: Endpoint>(
     };
     if let Some(problem) = nul_character(&req, (!webhook).then_some(&body[..])) {
         return Ok(ApiError::bad_request("invalid_character", problem).into_response());
+    }
+    // A body of the wrong types: refused by the security checker right after it
+    // authenticates (401s first, and the refusal is audited), or here when nothing
+    // authenticates the operation.
+    if !webhook
+        && !body.is_empty()
+        && let Ok(json) = serde_json::from_slice::<Value>(&body)
+        && let Some((mismatch, secured)) = routes.check_body(&method, &path, &json)
+    {
+        if !secured {
+            return Ok(ApiError::bad_request(mismatch.code(), mismatch.to_string()).into_response());
+        }
+        req.set_data(BodyTypeMismatch {
+            code: mismatch.code(),
+            message: mismatch.to_string(),
+        });
     }
     req.set_body(Body::from_bytes(body.clone()));
     let slot = PrincipalSlot::default();
@@ -132,6 +149,20 @@ pub async fn around<E: Endpoint>(
     Ok(response)
 }
 
+/// A body whose types break the operation's schema, for the security checker to refuse.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BodyTypeMismatch {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl poem::error::ResponseError for BodyTypeMismatch {
+    fn status(&self) -> poem::http::StatusCode {
+        poem::http::StatusCode::BAD_REQUEST
+    }
+}
+
 fn too_large() -> Response {
     ApiError::from_poem(poem::Error::from_status(
         poem::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -139,51 +170,115 @@ fn too_large() -> Response {
     .into_response()
 }
 
-/// Every path template of the spec with its methods, for the `Allow` header of a 405.
+/// Every path template of the spec with its methods and their JSON body schemas: for the
+/// `Allow` header of a 405, and for checking a body's types against the spec.
 #[derive(Clone, Default)]
-pub struct Routes(std::sync::Arc<Vec<(Vec<String>, Vec<String>)>>);
+pub struct Routes(std::sync::Arc<RouteTable>);
+
+/// One operation of a path template.
+struct Operation {
+    method: String,
+    /// The schema of its JSON request body, if it takes one.
+    body: Option<Value>,
+    /// Whether it authenticates its caller (its body errors then come after the 401s).
+    secured: bool,
+}
+
+#[derive(Default)]
+struct RouteTable {
+    /// Path template split on `/`, then its operations.
+    paths: Vec<(Vec<String>, Vec<Operation>)>,
+    components: serde_json::Map<String, Value>,
+}
 
 impl Routes {
-    /// Reads the paths and methods of an OpenAPI document.
+    /// Reads the paths, methods and body schemas of an OpenAPI document.
     pub fn from_spec(spec: &str) -> Self {
         let spec: Value = serde_json::from_str(spec).unwrap_or_default();
-        let routes = spec["paths"]
+        let paths = spec["paths"]
             .as_object()
             .into_iter()
             .flatten()
             .map(|(template, ops)| {
                 let segments = template.split('/').map(str::to_owned).collect();
-                let mut methods: Vec<String> = ops
+                let methods: Vec<Operation> = ops
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .map(|(m, _)| m.to_ascii_uppercase())
+                    .map(|(m, op)| Operation {
+                        method: m.to_ascii_uppercase(),
+                        body: json_body_schema(op),
+                        secured: op["security"].as_array().is_some_and(|s| !s.is_empty()),
+                    })
                     .collect();
-                methods.sort();
                 (segments, methods)
             })
             .collect();
-        Self(std::sync::Arc::new(routes))
+        let components = spec["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Self(std::sync::Arc::new(RouteTable { paths, components }))
+    }
+
+    fn matching<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a (Vec<String>, Vec<Operation>)> + 'a {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0.paths.iter().filter(move |(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    (t.starts_with('{') && t.ends_with('}') && !s.is_empty()) || t == s
+                })
+        })
     }
 
     /// The methods `path` answers to (`{param}` segments match any segment).
     fn allowed(&self, path: &str) -> Vec<String> {
-        let segments: Vec<&str> = path.split('/').collect();
         let mut methods: Vec<String> = self
-            .0
-            .iter()
-            .filter(|(template, _)| {
-                template.len() == segments.len()
-                    && template.iter().zip(&segments).all(|(t, s)| {
-                        (t.starts_with('{') && t.ends_with('}') && !s.is_empty()) || t == s
-                    })
-            })
-            .flat_map(|(_, m)| m.iter().cloned())
+            .matching(path)
+            .flat_map(|(_, ops)| ops.iter().map(|op| op.method.clone()))
             .collect();
         methods.sort();
         methods.dedup();
         methods
     }
+
+    /// Checks a JSON body against the schema of the operation `method path` routes to. Like
+    /// the router, a literal segment wins over a `{param}` (`/queries/queryTest` is not a
+    /// query id).
+    /// Returns the mismatch and whether the operation is secured.
+    fn check_body(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &Value,
+    ) -> Option<(strict_body::TypeMismatch, bool)> {
+        let literal_segments = |t: &Vec<String>| t.iter().filter(|s| !s.starts_with('{')).count();
+        let op = self
+            .matching(path)
+            .filter_map(|(template, ops)| {
+                ops.iter()
+                    .find(|op| op.method == method.as_str())
+                    .map(|op| (literal_segments(template), op))
+            })
+            .max_by_key(|(literals, _)| *literals)
+            .map(|(_, op)| op)?;
+        let schema = op.body.as_ref()?;
+        strict_body::check(body, schema, &self.0.components)
+            .err()
+            .map(|mismatch| (mismatch, op.secured))
+    }
+}
+
+/// The schema of an operation's JSON request body, if it takes one.
+fn json_body_schema(op: &Value) -> Option<Value> {
+    op["requestBody"]["content"]
+        .as_object()?
+        .iter()
+        .find(|(media, _)| media.starts_with("application/json"))
+        .map(|(_, content)| content["schema"].clone())
 }
 
 /// Where a request carries a NUL character, if it does: PostgreSQL can store none in `text`

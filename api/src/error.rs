@@ -105,6 +105,9 @@ impl ApiError {
         if let Some(auth) = err.downcast_ref::<AuthFailure>() {
             return ApiError::Unauthorized(body(auth.0.code(), auth.0.to_string()));
         }
+        if let Some(mismatch) = err.downcast_ref::<crate::edge::BodyTypeMismatch>() {
+            return ApiError::BadRequest(body(mismatch.code, mismatch.message.clone()));
+        }
         if err.is::<poem_openapi::error::AuthorizationError>() {
             return ApiError::Unauthorized(body(
                 AuthError::Missing.code(),

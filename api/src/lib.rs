@@ -8,8 +8,10 @@ pub mod notify_hub;
 pub mod request_span;
 pub mod routes;
 pub mod security;
+pub mod spec_finish;
 pub mod state;
 pub mod stream_limits;
+pub mod strict_body;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, Route, Server};
@@ -135,17 +137,20 @@ pub fn spec_json() -> String {
         jet_shared::config::Config::from_lookup(|_| None).expect("defaults"),
     )
     .expect("default config has no JWT keys to parse");
-    let mut spec = openapi(&state).spec();
-    spec.push('\n');
-    spec
+    spec_finish::finish(&openapi(&state).spec())
 }
 
 /// The whole HTTP application: API, spec, docs UI, and the request boundary.
 pub fn app(state: AppState) -> impl Endpoint {
     let api = openapi(&state);
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
-    let routes = edge::Routes::from_spec(&api.spec());
+    let finished = spec_finish::finish(&api.spec());
+    let routes = edge::Routes::from_spec(&finished);
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(finished.clone())
+    });
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)

@@ -1,6 +1,7 @@
 //! The OpenAPI security scheme: the `Authorization` header carries either
 //! `api_key <64 hex>` (upstream's API-key form) or `Bearer <JWT>` (users).
 
+use crate::edge::BodyTypeMismatch;
 use crate::error::AuthFailure;
 use crate::state::AppState;
 use jet_shared::auth::{AuthError, Principal, authenticate};
@@ -36,6 +37,10 @@ async fn check(req: &Request, header: ApiKey) -> poem::Result<Principal> {
         .map_err(|e| poem::Error::from(AuthFailure(e)))?;
     if let Some(slot) = req.data::<PrincipalSlot>() {
         let _ = slot.0.set(principal.clone());
+    }
+    // Checked at the edge against the spec; refused here so that it comes after a 401.
+    if let Some(mismatch) = req.data::<BodyTypeMismatch>() {
+        return Err(poem::Error::from(mismatch.clone()));
     }
     Ok(principal)
 }

@@ -42,8 +42,7 @@ fn every_operation_is_fully_described() {
             );
             if path.starts_with("/api/") {
                 for status in ["400", "401", "403", "404", "422", "500"] {
-                    let error = &responses[status]["content"]["application/json; charset=utf-8"]["schema"]
-                        ["$ref"];
+                    let error = &responses[status]["content"]["application/json"]["schema"]["$ref"];
                     assert_eq!(
                         error, "#/components/schemas/ErrorBody",
                         "{name}: {status} is not an ErrorBody"
@@ -96,4 +95,94 @@ async fn the_service_serves_its_spec_and_docs() {
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.expect("html");
     assert!(html.contains("swagger-ui"), "docs page is the Swagger UI");
+}
+
+/// Generators choke on a `charset` parameter and type `type: array` event streams as JSON:
+/// every JSON media type is plain, and each SSE operation gives the schema of one event.
+#[test]
+fn media_types_are_plain_and_event_streams_describe_one_event() {
+    let text = jet_api::spec_json();
+    assert!(!text.contains("charset"), "a media type carries a charset");
+    let spec: Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut streams = Vec::new();
+    for ops in spec["paths"].as_object().expect("paths").values() {
+        for op in ops.as_object().expect("operations").values() {
+            let content = &op["responses"]["200"]["content"];
+            if let Some(stream) = content.get("text/event-stream") {
+                assert!(content.get("application/json").is_none());
+                let payload = stream["schema"]["$ref"].as_str().expect("a payload $ref");
+                let name = payload.trim_start_matches("#/components/schemas/");
+                assert!(
+                    spec["components"]["schemas"][name].is_object(),
+                    "{name} is declared"
+                );
+                streams.push(op["operationId"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    streams.sort();
+    assert_eq!(
+        streams,
+        ["streamAppPage", "streamInstanceEvents", "tailListener"]
+    );
+}
+
+/// `null` is accepted exactly where the spec says `nullable`, and those places say what it
+/// means; fields of our own shapes are typed, and status and type fields are enums.
+#[test]
+fn nullable_fields_are_declared_and_documented() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let schemas = &spec["components"]["schemas"];
+    for (schema, field) in [
+        ("UpdateTenant", "tenantLogoURL"),
+        ("UpdateTenant", "disableReason"),
+        ("UpdateRole", "roleDescription"),
+        ("UpdateCronJob", "cronJobDescription"),
+        ("UpdateCronJob", "timeoutSeconds"),
+        ("UpdateCronJob", "workflowConfig"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["nullable"], true, "{schema}.{field}");
+        assert!(
+            property["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("`null`")),
+            "{schema}.{field} says what null means"
+        );
+    }
+    assert!(schemas["UpdateTenant"]["properties"]["tenantTitle"]["nullable"].is_null());
+}
+
+/// Every status and every listener, action and datasource type lists its values, so that
+/// generated clients get enums (the fuzz run checks the server's answers against them).
+#[test]
+fn status_and_type_fields_are_enums() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let mut missing = Vec::new();
+    for (name, schema) in spec["components"]["schemas"].as_object().expect("schemas") {
+        for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+            let typed = [
+                "status",
+                "listenerType",
+                "actionType",
+                "datasourceType",
+                "overlapPolicy",
+                "catchupPolicy",
+            ];
+            if typed.contains(&field.as_str())
+                && property["type"] == "string"
+                && property["enum"].as_array().is_none_or(|v| v.is_empty())
+            {
+                missing.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert_eq!(missing, Vec::<String>::new(), "without an enum");
+    let email = &spec["components"]["schemas"]["AddMember"]["properties"]["email"];
+    assert_eq!(email["format"], "email");
+    let instance = &spec["components"]["schemas"]["InstanceOut"]["properties"]["status"];
+    assert_eq!(
+        instance["enum"],
+        serde_json::json!(["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"])
+    );
 }

@@ -266,7 +266,8 @@ async fn widgets_and_pages_check_what_they_reference() {
     let widget_id = widget.str("widgetID");
     assert_eq!(widget.body["refreshInterval"], 30);
     for (body, status) in [
-        (json!({"widgetType": "table", "widgetConfig": {}}), 422),
+        // The spec requires a title: its absence is a 400 `missing_field`.
+        (json!({"widgetType": "table", "widgetConfig": {}}), 400),
         (
             json!({"widgetTitle": "x", "widgetType": "table", "widgetConfig": []}),
             422,

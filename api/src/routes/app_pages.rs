@@ -68,13 +68,36 @@ impl From<AppPage> for AppPageOut {
     }
 }
 
-/// Body of `createAppPage` and `updateAppPage`; on update, absent fields stay.
+/// Body of `createAppPage`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreateAppPage {
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub app_page_title: String,
+    pub app_page_description: Option<String>,
+    /// The layout and widget tree (an object). Default `{}`.
+    pub app_page_config: Option<Value>,
+}
+
+/// Body of `updateAppPage`; absent fields stay.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SaveAppPage {
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub app_page_title: Option<String>,
     pub app_page_description: Option<String>,
+    /// The layout and widget tree (an object).
     pub app_page_config: Option<Value>,
+}
+
+impl From<CreateAppPage> for SaveAppPage {
+    fn from(c: CreateAppPage) -> Self {
+        Self {
+            app_page_title: Some(c.app_page_title),
+            app_page_description: c.app_page_description,
+            app_page_config: c.app_page_config,
+        }
+    }
 }
 
 fn config(value: Option<Value>) -> ApiResult<Option<Value>> {
@@ -128,10 +151,10 @@ impl AppPagesApi {
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        body: Json<SaveAppPage>,
+        body: Json<CreateAppPage>,
     ) -> ApiResult<Created<AppPageOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, APPPAGE_CREATE, None).await?;
-        let body = body.0;
+        let body = SaveAppPage::from(body.0);
         let title = required_title(
             "appPageTitle",
             body.app_page_title.as_deref().unwrap_or_default(),

@@ -11,6 +11,7 @@ pub mod health;
 pub mod human;
 pub mod instances;
 pub mod listeners;
+pub mod nullable;
 pub mod queries;
 pub mod roles;
 pub mod tenants;

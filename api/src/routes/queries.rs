@@ -68,10 +68,40 @@ impl From<DataQuery> for DataQueryOut {
     }
 }
 
-/// Body of `createDataQuery` and `updateDataQuery`; on update, absent fields stay.
+/// Body of `createDataQuery`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreateDataQuery {
+    #[oai(validator(max_length = 255))]
+    pub data_query_title: Option<String>,
+    pub data_query_description: Option<String>,
+    #[oai(rename = "datasourceID")]
+    pub datasource_id: Uuid,
+    pub data_query_options: Option<Value>,
+    pub run_on_load: Option<bool>,
+    pub data_query_result_schema: Option<Value>,
+    pub is_disabled: Option<bool>,
+}
+
+impl From<CreateDataQuery> for SaveDataQuery {
+    fn from(c: CreateDataQuery) -> Self {
+        Self {
+            data_query_title: c.data_query_title,
+            data_query_description: c.data_query_description,
+            datasource_id: Some(c.datasource_id),
+            data_query_options: c.data_query_options,
+            run_on_load: c.run_on_load,
+            data_query_result_schema: c.data_query_result_schema,
+            is_disabled: c.is_disabled,
+        }
+    }
+}
+
+/// Body of `updateDataQuery`; absent fields stay.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SaveDataQuery {
+    #[oai(validator(max_length = 255))]
     pub data_query_title: Option<String>,
     pub data_query_description: Option<String>,
     #[oai(rename = "datasourceID")]
@@ -216,10 +246,10 @@ impl QueriesApi {
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        body: Json<SaveDataQuery>,
+        body: Json<CreateDataQuery>,
     ) -> ApiResult<Created<DataQueryOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, DATAQUERY_CREATE, None).await?;
-        let fields = QueryFields::from(body.0);
+        let fields = QueryFields::from(SaveDataQuery::from(body.0));
         let datasource = fields
             .datasource_id
             .ok_or_else(|| ApiError::unprocessable("datasourceID is required"))?;

@@ -1,6 +1,7 @@
 //! `/api/v1/tenants/{tenantID}/roles`: roles of a tenant (plus the global ones) and the
 //! permission catalogue.
 
+use super::nullable::Nullable;
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::ApiResult;
 use crate::security::JetAuth;
@@ -12,7 +13,6 @@ use jet_shared::rbac::permissions::{
 use jet_shared::role::{self, AssetPermission, PermissionSelection};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
@@ -103,8 +103,9 @@ pub struct CreateRole {
 pub struct UpdateRole {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub role_title: Option<String>,
+    /// `null` clears the description.
     #[oai(validator(max_length = 2000))]
-    pub role_description: MaybeUndefined<String>,
+    pub role_description: Nullable<String>,
     #[oai(rename = "permissionIDs")]
     pub permission_ids: Option<Vec<Uuid>>,
     pub permissions: Option<Vec<String>>,
@@ -278,17 +279,13 @@ impl RolesApi {
         } else {
             None
         };
-        let description = match &body.role_description {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(v) => Some(Some(v.as_str())),
-        };
+        let description = body.role_description.into_patch();
         let updated = role::update(
             &mut tx,
             tenant,
             id,
             title.as_deref(),
-            description,
+            description.as_ref().map(|d| d.as_deref()),
             permissions.as_deref(),
         )
         .await?;

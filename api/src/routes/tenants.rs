@@ -1,5 +1,6 @@
 //! `/api/v1/tenants`: the caller's tenants; create, read, update, delete one.
 
+use super::nullable::Nullable;
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
@@ -10,7 +11,6 @@ use jet_shared::rbac::permissions::{TENANT_DELETE, TENANT_READ, TENANT_UPDATE};
 use jet_shared::tenant::{self, TenantPatch};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
@@ -94,18 +94,27 @@ pub struct CreateTenant {
 pub struct UpdateTenant {
     #[oai(validator(min_length = 1, max_length = 255))]
     pub tenant_title: Option<String>,
+    /// `null` removes the logo.
     #[oai(rename = "tenantLogoURL", validator(max_length = 2048))]
-    pub tenant_logo_url: MaybeUndefined<String>,
+    pub tenant_logo_url: Nullable<String>,
     pub is_disabled: Option<bool>,
-    pub disable_reason: MaybeUndefined<String>,
+    /// `null` clears the reason.
+    #[oai(validator(max_length = 2000))]
+    pub disable_reason: Nullable<String>,
 }
 
-fn maybe(value: MaybeUndefined<String>) -> Option<Option<String>> {
-    match value {
-        MaybeUndefined::Undefined => None,
-        MaybeUndefined::Null => Some(None),
-        MaybeUndefined::Value(v) => Some(Some(v)),
+impl UpdateTenant {
+    /// `{"isDisabled": false}`, with a `disableReason` at most: the one change a disabled
+    /// tenant's admins may still make.
+    fn only_enables(&self) -> bool {
+        self.is_disabled == Some(false)
+            && self.tenant_title.is_none()
+            && self.tenant_logo_url.0.is_undefined()
     }
+}
+
+fn is_tenant_disabled(err: &ApiError) -> bool {
+    matches!(err, ApiError::Forbidden(body) if body.code == "tenant_disabled")
 }
 
 /// Tenant routes.
@@ -197,7 +206,9 @@ impl TenantsApi {
     /// Update a tenant
     ///
     /// Disabling a tenant stamps `disabledAt` and locks every caller out of it (403
-    /// `tenant_disabled`) until it is enabled again by direct database access.
+    /// `tenant_disabled`), API keys included, except for one request: a user who is an
+    /// `ADMIN` member may still send `{"isDisabled": false}` (with `disableReason` at most)
+    /// to enable it again.
     #[oai(path = "/:tenantID", method = "patch", operation_id = "updateTenant")]
     async fn update(
         &self,
@@ -205,17 +216,27 @@ impl TenantsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         body: Json<UpdateTenant>,
     ) -> ApiResult<Json<TenantOut>> {
-        authorize(&self.state, &auth, tenant_id.0, TENANT_UPDATE, None).await?;
         let body = body.0;
+        match authorize(&self.state, &auth, tenant_id.0, TENANT_UPDATE, None).await {
+            Ok(_) => {}
+            Err(refused) if is_tenant_disabled(&refused) && body.only_enables() => {
+                // A disabled tenant is not a lock with no key: its admins can open it.
+                let role = self.membership_role(&auth, TenantId(tenant_id.0)).await?;
+                if role.as_deref() != Some("ADMIN") {
+                    return Err(refused);
+                }
+            }
+            Err(refused) => return Err(refused),
+        }
         let patch = TenantPatch {
             tenant_title: body
                 .tenant_title
                 .as_deref()
                 .map(|t| required_title("tenantTitle", t))
                 .transpose()?,
-            tenant_logo_url: maybe(body.tenant_logo_url),
+            tenant_logo_url: body.tenant_logo_url.into_patch(),
             is_disabled: body.is_disabled,
-            disable_reason: maybe(body.disable_reason),
+            disable_reason: body.disable_reason.into_patch(),
         };
         let id = TenantId(tenant_id.0);
         let row = tenant::update(&self.state.pool, id, &patch).await?;

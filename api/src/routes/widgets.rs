@@ -60,16 +60,47 @@ impl From<Widget> for WidgetOut {
     }
 }
 
-/// Body of `createWidget` and `updateWidget`; on update, absent fields stay.
+/// Body of `createWidget`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreateWidget {
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub widget_title: String,
+    pub widget_description: Option<String>,
+    /// `chart`, `table`, `text`, …
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub widget_type: String,
+    /// The widget's settings (an object).
+    pub widget_config: Value,
+    #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
+    pub refresh_interval: Option<i32>,
+}
+
+/// Body of `updateWidget`; absent fields stay.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SaveWidget {
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub widget_title: Option<String>,
     pub widget_description: Option<String>,
+    #[oai(validator(min_length = 1, max_length = 100))]
     pub widget_type: Option<String>,
+    /// The widget's settings (an object).
     pub widget_config: Option<Value>,
     #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
     pub refresh_interval: Option<i32>,
+}
+
+impl From<CreateWidget> for SaveWidget {
+    fn from(c: CreateWidget) -> Self {
+        Self {
+            widget_title: Some(c.widget_title),
+            widget_description: c.widget_description,
+            widget_type: Some(c.widget_type),
+            widget_config: Some(c.widget_config),
+            refresh_interval: c.refresh_interval,
+        }
+    }
 }
 
 /// Checks the fields that are set; `creating` requires title, type and config.
@@ -141,10 +172,10 @@ impl WidgetsApi {
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        body: Json<SaveWidget>,
+        body: Json<CreateWidget>,
     ) -> ApiResult<Created<WidgetOut>> {
         let grants = authorize(&self.state, &auth, tenant_id.0, WIDGET_CREATE, None).await?;
-        let fields = fields(body.0, true)?;
+        let fields = fields(SaveWidget::from(body.0), true)?;
         let mut tx = self.state.pool.begin().await?;
         if let Some(config) = &fields.config {
             references::check(&mut tx, &grants, config).await?;

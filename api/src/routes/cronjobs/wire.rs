@@ -1,6 +1,7 @@
 //! Request and response types of the cron job routes, and the checks a saved job must pass.
 
 use crate::error::{ApiError, ApiResult};
+use crate::routes::nullable::Nullable;
 use chrono::{DateTime, Utc};
 use jet_shared::cron::history::HistoryRow;
 use jet_shared::cron::job::{CronJob, CronJobSpec};
@@ -9,7 +10,6 @@ use jet_shared::rbac::Grants;
 use jet_shared::references::{self, Kind};
 use jet_shared::workflow::instance;
 use poem_openapi::Object;
-use poem_openapi::types::MaybeUndefined;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -142,17 +142,19 @@ impl CreateCronJob {
 pub struct UpdateCronJob {
     #[oai(validator(max_length = 255))]
     pub cron_job_title: Option<String>,
+    /// `null` clears the description.
     #[oai(validator(max_length = 10000))]
-    pub cron_job_description: MaybeUndefined<String>,
+    pub cron_job_description: Nullable<String>,
     #[oai(validator(max_length = 255))]
     pub cron_job_schedule: Option<String>,
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
-    pub workflow_config: MaybeUndefined<Value>,
+    /// `null` clears the input given to each run.
+    pub workflow_config: Nullable<Value>,
     pub is_disabled: Option<bool>,
     /// `null`: no timeout.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
-    pub timeout_seconds: MaybeUndefined<i32>,
+    pub timeout_seconds: Nullable<i32>,
     #[oai(validator(minimum(value = "0"), maximum(value = "10")))]
     pub retry_attempts: Option<i32>,
     #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
@@ -165,12 +167,8 @@ pub struct UpdateCronJob {
     pub max_catchup_runs: Option<i32>,
 }
 
-fn maybe<T>(value: MaybeUndefined<T>, current: Option<T>) -> Option<T> {
-    match value {
-        MaybeUndefined::Undefined => current,
-        MaybeUndefined::Null => None,
-        MaybeUndefined::Value(v) => Some(v),
-    }
+fn maybe<T>(value: Nullable<T>, current: Option<T>) -> Option<T> {
+    value.into_patch().unwrap_or(current)
 }
 
 impl UpdateCronJob {

@@ -1,0 +1,259 @@
+//! The last touches poem-openapi cannot express, applied to the generated spec so that client
+//! generators read it right:
+//!
+//! - JSON media types are plain `application/json`: the `; charset=utf-8` parameter poem adds
+//!   makes some generators treat the body as opaque text.
+//! - Server-Sent Events are `text/event-stream` whose schema is the payload of *one* event
+//!   (what each `data:` line holds), not poem's `type: array` that generators type as a JSON
+//!   array; the payload schemas of the free-form streams are declared as components.
+//! - Status and type fields list their values (`enum`). The Rust side keeps them as strings
+//!   checked by the domain (and by the database's CHECK constraints); the table here is the
+//!   spec's copy, and the schemathesis run checks every response against it.
+
+use serde_json::{Value, json};
+
+const JSON_WITH_CHARSET: &str = "application/json; charset=utf-8";
+
+/// The event payload of each SSE operation, by operation id: its schema and what to say.
+fn sse_payloads() -> [(&'static str, Value, &'static str); 3] {
+    [
+        (
+            "streamInstanceEvents",
+            json!({"$ref": "#/components/schemas/InstanceEvent"}),
+            "Server-Sent Events: each event's `data` is one JSON `InstanceEvent` (a `log` row, \
+             or, last, the final `status` after which the stream closes).",
+        ),
+        (
+            "streamAppPage",
+            json!({"$ref": "#/components/schemas/AppPageStreamEvent"}),
+            "Server-Sent Events: each `message` event's `data` is one JSON value a listener \
+             action pushed to the page, or a `StreamLagNotice`. Comment lines keep the \
+             connection alive every 15 s.",
+        ),
+        (
+            "tailListener",
+            json!({"$ref": "#/components/schemas/ListenerTailMessage"}),
+            "Server-Sent Events: each `message` event's `data` is one JSON `ListenerTailEvent`, \
+             or a `StreamLagNotice`. Comment lines keep the connection alive every 15 s.",
+        ),
+    ]
+}
+
+/// Payload schemas of the free-form streams, which poem cannot derive (their Rust type is a
+/// JSON value built by the hub).
+fn stream_components() -> [(&'static str, Value); 4] {
+    [
+        (
+            "StreamLagNotice",
+            json!({
+                "type": "object",
+                "title": "StreamLagNotice",
+                "description": "Sent instead of the events a slow client missed.",
+                "required": ["lagged"],
+                "properties": {"lagged": {"type": "integer", "format": "int64", "minimum": 1,
+                    "description": "How many events this client missed."}}
+            }),
+        ),
+        (
+            "AppPageStreamEvent",
+            json!({
+                "title": "AppPageStreamEvent",
+                "description": "Whatever JSON a `push_to_app_page` action sent (free-form), or a \
+                                `StreamLagNotice`."
+            }),
+        ),
+        (
+            "ListenerTailEvent",
+            json!({
+                "type": "object",
+                "title": "ListenerTailEvent",
+                "description": "One event the listener's pipeline processed.",
+                "required": ["listenerID", "eventID", "filtered", "truncated", "timestamp"],
+                "properties": {
+                    "listenerID": {"type": "string", "format": "uuid"},
+                    "eventID": {"type": "string", "format": "uuid"},
+                    "rawEvent": {"description": "The event as received (absent when truncated)."},
+                    "transformedEvent": {"description": "After the transform, if any."},
+                    "transformError": {"type": "string"},
+                    "filtered": {"type": "boolean", "description": "The filter dropped it."},
+                    "truncated": {"type": "boolean",
+                        "description": "Too large to publish: read the inbox row by `eventID`."},
+                    "timestamp": {"type": "string", "format": "date-time"}
+                }
+            }),
+        ),
+        (
+            "ListenerTailMessage",
+            json!({
+                "title": "ListenerTailMessage",
+                "description": "A `ListenerTailEvent` or a `StreamLagNotice`.",
+                "oneOf": [
+                    {"$ref": "#/components/schemas/ListenerTailEvent"},
+                    {"$ref": "#/components/schemas/StreamLagNotice"}
+                ]
+            }),
+        ),
+    ]
+}
+
+const INSTANCE_STATUS: &[&str] = &["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+const DLQ_STATUS: &[&str] = &["PENDING", "RETRYING", "PARKED", "REPLAYED", "DISCARDED"];
+const LISTENER_TYPES: &[&str] = &["postgresql", "webhook"];
+const ACTION_TYPES: &[&str] = &jet_shared::listener::actions::TYPES;
+const OVERLAP: &[&str] = &["allow", "skip", "buffer_one"];
+const CATCHUP: &[&str] = &["skip", "catch_up"];
+const MEMBERSHIP: &[&str] = &["ADMIN", "MEMBER"];
+const DATASOURCE_TYPES: &[&str] = &["postgresql", "restapi", "webhook"];
+
+/// `(schema, property, values)`: the values each status and type field takes (upstream's
+/// names, as stored).
+const ENUMS: &[(&str, &str, &[&str])] = &[
+    ("InstanceOut", "status", INSTANCE_STATUS),
+    ("InstanceDetail", "status", INSTANCE_STATUS),
+    ("InstanceEvent", "status", INSTANCE_STATUS),
+    ("DlqOut", "status", DLQ_STATUS),
+    ("ReplayOut", "status", DLQ_STATUS),
+    ("DlqFilters", "status", DLQ_STATUS),
+    ("BulkRunOut", "action", &["replay", "discard"]),
+    ("BulkRunOut", "status", &["running", "done"]),
+    ("ListenerOut", "listenerType", LISTENER_TYPES),
+    ("ListenerOut", "status", &["inactive", "active", "error"]),
+    ("SaveListener", "listenerType", LISTENER_TYPES),
+    ("ConnectionOut", "listenerType", LISTENER_TYPES),
+    ("ConnectionOut", "status", &["active", "error"]),
+    ("ActionOut", "actionType", ACTION_TYPES),
+    ("SaveAction", "actionType", ACTION_TYPES),
+    ("CronJobOut", "overlapPolicy", OVERLAP),
+    ("CronJobOut", "catchupPolicy", CATCHUP),
+    ("CreateCronJob", "overlapPolicy", OVERLAP),
+    ("CreateCronJob", "catchupPolicy", CATCHUP),
+    ("UpdateCronJob", "overlapPolicy", OVERLAP),
+    ("UpdateCronJob", "catchupPolicy", CATCHUP),
+    (
+        "HistoryOut",
+        "status",
+        &[
+            "QUEUED", "RETRYING", "RUNNING", "SUCCESS", "FAILURE", "TIMEOUT", "SKIPPED",
+        ],
+    ),
+    (
+        "HistoryOut",
+        "triggerType",
+        &["SCHEDULED", "MANUAL", "CATCHUP"],
+    ),
+    (
+        "RequestOut",
+        "status",
+        &["PENDING", "COMPLETED", "EXPIRED", "CANCELLED"],
+    ),
+    ("RequestOut", "collectionType", &["form", "approval"]),
+    ("MemberOut", "role", MEMBERSHIP),
+    ("TenantOut", "role", MEMBERSHIP),
+    ("TenantDetail", "role", MEMBERSHIP),
+    ("Me", "authType", &["USER", "API_KEY"]),
+    ("Readiness", "status", &["ready", "not_ready"]),
+    ("Health", "status", &["ok"]),
+    ("DatasourceOut", "datasourceType", DATASOURCE_TYPES),
+    ("CreateDatasource", "datasourceType", DATASOURCE_TYPES),
+    ("TestDatasource", "datasourceType", DATASOURCE_TYPES),
+    ("DataQueryOut", "datasourceType", DATASOURCE_TYPES),
+];
+
+/// `(schema, property, format)`: string formats poem cannot say. The handler checks the
+/// value itself (an email without `@` is a 422).
+const FORMATS: &[(&str, &str, &str)] = &[("AddMember", "email", "email")];
+
+/// Applies the touches to a spec as poem-openapi generated it.
+pub fn finish(spec: &str) -> String {
+    let Ok(mut spec) = serde_json::from_str::<Value>(spec) else {
+        return spec.to_owned();
+    };
+    strip_charset(&mut spec);
+    let payloads = sse_payloads();
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in operation.values_mut() {
+                let Some((_, schema, description)) =
+                    payloads.iter().find(|(id, _, _)| op["operationId"] == *id)
+                else {
+                    continue;
+                };
+                if let Some(content) = op["responses"]["200"]["content"].as_object_mut() {
+                    content.insert("text/event-stream".into(), json!({"schema": schema}));
+                }
+                let response = &mut op["responses"]["200"]["description"];
+                let said = response.as_str().unwrap_or_default();
+                *response = Value::String(format!("{said} {description}").trim().to_owned());
+            }
+        }
+    }
+    if let Some(schemas) = spec["components"]["schemas"].as_object_mut() {
+        for (name, schema) in stream_components() {
+            schemas.insert(name.into(), schema);
+        }
+        for (schema, property, values) in ENUMS {
+            if let Some(field) = schemas
+                .get_mut(*schema)
+                .and_then(|s| s["properties"].get_mut(*property))
+                .and_then(Value::as_object_mut)
+            {
+                field.insert("enum".into(), json!(values));
+            }
+        }
+        for (schema, property, format) in FORMATS {
+            if let Some(field) = schemas
+                .get_mut(*schema)
+                .and_then(|s| s["properties"].get_mut(*property))
+                .and_then(Value::as_object_mut)
+            {
+                field.insert("format".into(), json!(format));
+            }
+        }
+    }
+    let mut out = serde_json::to_string_pretty(&spec).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// Renames every `application/json; charset=utf-8` content key to `application/json`.
+fn strip_charset(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(content) = map.remove(JSON_WITH_CHARSET) {
+                map.insert("application/json".into(), content);
+            }
+            map.values_mut().for_each(strip_charset);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_charset),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::finish;
+    use serde_json::Value;
+
+    #[test]
+    fn charset_goes_and_event_streams_carry_one_payload() {
+        let raw = r#"{"paths": {"/e": {"get": {"operationId": "tailListener", "responses": {
+            "200": {"description": "Live.", "content": {"text/event-stream":
+                {"schema": {"type": "array", "format": "event-stream", "items": {}}}}},
+            "429": {"description": "Busy.", "content": {"application/json; charset=utf-8":
+                {"schema": {"type": "string"}}}}}}}},
+            "components": {"schemas": {}}}"#;
+        let spec: Value = serde_json::from_str(&finish(raw)).expect("JSON");
+        let op = &spec["paths"]["/e"]["get"]["responses"];
+        assert_eq!(
+            op["200"]["content"]["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/ListenerTailMessage"
+        );
+        assert!(op["429"]["content"]["application/json"].is_object());
+        assert!(
+            op["429"]["content"]
+                .get("application/json; charset=utf-8")
+                .is_none()
+        );
+        assert!(spec["components"]["schemas"]["ListenerTailEvent"].is_object());
+    }
+}
