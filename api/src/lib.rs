@@ -6,6 +6,7 @@ pub mod edge;
 pub mod error;
 pub mod notify_hub;
 pub mod routes;
+pub mod run_wait;
 pub mod security;
 pub mod state;
 pub mod stream_limits;
