@@ -183,3 +183,37 @@ impl NotifyHub {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(senders: &Senders, id: Uuid) -> Subscription {
+        let receiver = senders
+            .lock()
+            .expect("lock")
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe();
+        Subscription {
+            receiver: Some(receiver),
+            id,
+            senders: senders.clone(),
+        }
+    }
+
+    #[test]
+    fn the_last_subscription_dropped_forgets_its_id_even_if_nothing_was_published() {
+        let senders = Senders::default();
+        let id = Uuid::new_v4();
+        let first = subscription(&senders, id);
+        let second = subscription(&senders, id);
+        drop(first);
+        assert!(
+            senders.lock().expect("lock").contains_key(&id),
+            "another subscriber still listens"
+        );
+        drop(second);
+        assert!(senders.lock().expect("lock").is_empty());
+    }
+}

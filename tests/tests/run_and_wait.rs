@@ -109,6 +109,49 @@ async fn a_run_that_ends_in_time_answers_with_its_output_in_one_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_run_ends_notifies_its_id_once() {
+    let app = TestApp::with_workers().await;
+    let a = app.admin("A").await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(jet_shared::workflow::instance::ENDED_CHANNEL)
+        .await
+        .expect("listen");
+    let quick = app.save(&a, &size_check()).await;
+    let completed = app.execute(&a, &quick, json!({"n": 1})).await;
+    let long = app.save(&a, &slow()).await;
+    let cancelled = app.execute(&a, &long, json!({})).await;
+    let cancel = app
+        .post(
+            &format!(
+                "/api/v1/tenants/{}/workflows/instances/{cancelled}/cancel",
+                a.tenant_id
+            ),
+            &a.auth,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status, 202, "{}", cancel.body);
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        let note = tokio::time::timeout(Duration::from_secs(20), listener.recv())
+            .await
+            .expect("a notification within 20 s")
+            .expect("recv");
+        ended.push(note.payload().to_owned());
+    }
+    ended.sort();
+    let mut want = vec![completed, cancelled];
+    want.sort();
+    assert_eq!(ended, want);
+    // Nothing more: a run that has ended does not notify again.
+    let more = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(more.is_err(), "an extra notification: {more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_answers_failed_in_the_same_round_trip() {
     let app = TestApp::with_workers().await;
     let a = app.admin("A").await;
