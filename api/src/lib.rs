@@ -7,6 +7,7 @@ pub mod error;
 pub mod notify_hub;
 pub mod request_span;
 pub mod routes;
+pub mod run_wait;
 pub mod security;
 pub mod spec_finish;
 pub mod state;

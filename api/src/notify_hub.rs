@@ -1,7 +1,8 @@
 //! NOTIFY fan-out for SSE clients: one LISTEN connection per API process and channel (opened
 //! on the first subscriber) routes each notification to the subscribers of the id it names.
-//! App pages ([`app_page`]: `jet_shared::app_page::push`) and the listener tail
-//! ([`listener_tail`]: the pipeline's processed events) each have one hub.
+//! App pages ([`app_page`]: `jet_shared::app_page::push`), the listener tail
+//! ([`listener_tail`]: the pipeline's processed events) and run ends ([`instance_ended`]:
+//! run-and-wait) each have one hub.
 
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -57,6 +58,51 @@ impl NotifyHub {
     }
 }
 
+impl NotifyHub {
+    /// Like [`NotifyHub::subscribe`], but the id's channel is forgotten when the last such
+    /// subscription is dropped, even if nothing was ever published for it: for ids that may
+    /// never be published (a run that never ends), which must not stay in the map.
+    pub async fn subscribe_once(&self, id: Uuid) -> anyhow::Result<Subscription> {
+        Ok(Subscription {
+            receiver: Some(self.subscribe(id).await?),
+            id,
+            senders: self.senders.clone(),
+        })
+    }
+}
+
+/// A subscription from [`NotifyHub::subscribe_once`].
+pub struct Subscription {
+    receiver: Option<broadcast::Receiver<String>>,
+    id: Uuid,
+    senders: Senders,
+}
+
+impl Subscription {
+    /// The next message for this id (`Err` when messages were missed or the hub is gone).
+    pub async fn recv(&mut self) -> Result<String, broadcast::error::RecvError> {
+        match self.receiver.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Drop the receiver first, then look under the lock `subscribe` creates receivers
+        // under, so a subscriber arriving meanwhile keeps its channel.
+        drop(self.receiver.take());
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if senders
+            .get(&self.id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            senders.remove(&self.id);
+        }
+    }
+}
+
 /// Routes each notification to its subscribers; an id nobody watches any more is forgotten.
 /// `recv` reconnects by itself after a lost connection.
 async fn fan_out(mut listener: sqlx::postgres::PgListener, route: Route, senders: Senders) {
@@ -99,6 +145,11 @@ pub fn app_page(payload: &str) -> Option<(Uuid, String)> {
     ))
 }
 
+/// A run's end: the payload is the instance id; its subscribers receive it.
+pub fn instance_ended(payload: &str) -> Option<(Uuid, String)> {
+    Some((payload.parse().ok()?, payload.to_owned()))
+}
+
 /// A listener-tail message: the listener's subscribers receive it whole.
 pub fn listener_tail(payload: &str) -> Option<(Uuid, String)> {
     let parsed: serde_json::Value = serde_json::from_str(payload).ok()?;
@@ -130,5 +181,39 @@ impl NotifyHub {
             })
             .boxed(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(senders: &Senders, id: Uuid) -> Subscription {
+        let receiver = senders
+            .lock()
+            .expect("lock")
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe();
+        Subscription {
+            receiver: Some(receiver),
+            id,
+            senders: senders.clone(),
+        }
+    }
+
+    #[test]
+    fn the_last_subscription_dropped_forgets_its_id_even_if_nothing_was_published() {
+        let senders = Senders::default();
+        let id = Uuid::new_v4();
+        let first = subscription(&senders, id);
+        let second = subscription(&senders, id);
+        drop(first);
+        assert!(
+            senders.lock().expect("lock").contains_key(&id),
+            "another subscriber still listens"
+        );
+        drop(second);
+        assert!(senders.lock().expect("lock").is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! What every handler can reach: the pool, the JWT verifier, the configuration, the
-//! datasource runtime and the app-page event hub.
+//! datasource runtime and the NOTIFY hubs.
 
 use jet_shared::auth::JwtVerifier;
 use jet_shared::config::Config;
@@ -21,6 +21,8 @@ pub struct AppState {
     pub pages: crate::notify_hub::NotifyHub,
     /// Fans listener tail events out to SSE streams.
     pub tails: crate::notify_hub::NotifyHub,
+    /// Wakes run-and-wait requests when their instance ends.
+    pub ended: crate::notify_hub::NotifyHub,
     /// Worker roles running in this process (`jet dev`): `/ready` is 503 while one is down.
     /// Empty for a standalone API.
     pub worker_roles: jet_shared::lifecycle::RoleHealth,
@@ -48,6 +50,11 @@ impl AppState {
                 pool.clone(),
                 jet_shared::listener::inbox::TAIL_CHANNEL,
                 crate::notify_hub::listener_tail,
+            ),
+            ended: crate::notify_hub::NotifyHub::new(
+                pool.clone(),
+                jet_shared::workflow::instance::ENDED_CHANNEL,
+                crate::notify_hub::instance_ended,
             ),
             worker_roles: Default::default(),
             streams: crate::stream_limits::StreamLimits::new(

@@ -184,6 +184,19 @@ pub struct InstanceDetail {
     pub pending_requests: Vec<super::human::RequestOut>,
 }
 
+/// An instance's detail: its row with the folded context, the log and the pending requests.
+pub async fn detail(pool: &sqlx::PgPool, row: instance::Instance) -> ApiResult<InstanceDetail> {
+    let ctx = instance::load_context(pool, row.instance_id).await?;
+    let logs = instance::logs(pool, row.instance_id, 0).await?;
+    let pending = jet_shared::workflow::human::pending_of(pool, row.instance_id).await?;
+    Ok(InstanceDetail {
+        instance: row.into(),
+        context: context::public(&ctx),
+        logs: logs.into_iter().map(LogOut::from).collect(),
+        pending_requests: pending.into_iter().map(Into::into).collect(),
+    })
+}
+
 /// `cancelInstance` answers.
 #[derive(ApiResponse)]
 pub enum CancelResponse {
@@ -250,21 +263,7 @@ impl InstancesApi {
         let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
         let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
         grants.require(WORKFLOW_READ, row.workflow_id)?;
-        let ctx = instance::load_context(&self.state.pool, instance_id.0).await?;
-        let logs = instance::logs(&self.state.pool, instance_id.0, 0).await?;
-        Ok(Json(InstanceDetail {
-            instance: row.into(),
-            context: context::public(&ctx),
-            logs: logs.into_iter().map(LogOut::from).collect(),
-            pending_requests: jet_shared::workflow::human::pending_of(
-                &self.state.pool,
-                instance_id.0,
-            )
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-        }))
+        Ok(Json(detail(&self.state.pool, row).await?))
     }
 
     /// Stream a run's log as Server-Sent Events

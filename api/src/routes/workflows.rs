@@ -3,6 +3,7 @@
 
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::{ApiError, ApiResult};
+use crate::run_wait;
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -193,6 +194,24 @@ pub enum ExecuteResponse {
     /// The instance exists and its start command is queued.
     #[oai(status = 202)]
     Accepted(Json<Started>),
+}
+
+/// `executeWorkflow` answers.
+#[derive(ApiResponse)]
+pub enum RunResponse {
+    /// With `waitSeconds`: the instance as it stands when it ended or the wait ran out. Its
+    /// `status` says which: `COMPLETED`, `FAILED` or `CANCELLED` (ended; the end node's output
+    /// is `context.output`), or `RUNNING` (still going: poll `getInstance`, stream
+    /// `streamInstanceEvents`, or answer its `pendingRequests`).
+    #[oai(status = 200)]
+    Waited(run_wait::WaitedJson<super::instances::InstanceDetail>),
+    /// Without `waitSeconds`: the instance exists and its start command is queued.
+    #[oai(status = 202)]
+    Accepted(Json<Started>),
+    /// With `waitSeconds`: too many waits and event streams are open in this process or for
+    /// this tenant (`too_many_streams`). Nothing was started; retry later or without waiting.
+    #[oai(status = 429)]
+    TooMany(Json<crate::error::ErrorBody>),
 }
 
 /// Refuses a graph of more than `max` nodes (`JET_MAX_GRAPH_NODES`) before any other work:
@@ -608,10 +627,17 @@ impl WorkflowsApi {
         Ok(ExecuteResponse::Accepted(Json(Started { instance_id })))
     }
 
-    /// Run a workflow
+    /// Run a workflow, and optionally wait for its end
     ///
     /// Checks `inputValues` against the workflow's input definitions, then writes the
     /// instance, its `INPUT_SET` log row and its start node's execution in one transaction.
+    ///
+    /// Without `waitSeconds` the answer is 202 with the instance id. With `waitSeconds`
+    /// (0–60) the request waits up to that long for the run to end and answers 200 with the
+    /// instance (status, context with the output, log, pending human requests): ended if it
+    /// ended in time, else still `RUNNING`. One round trip instead of a poll loop. Waits
+    /// count against the event-stream bounds (`JET_SSE_MAX_STREAMS`, `…_PER_TENANT`): beyond
+    /// them, 429 `too_many_streams` before anything is started.
     #[oai(
         path = "/:tenantID/workflows/:workflowID/execute",
         method = "post",
@@ -622,8 +648,14 @@ impl WorkflowsApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "workflowID")] workflow_id: Path<Uuid>,
+        /// Wait up to this many seconds (0–60) for the run to end; absent: do not wait.
+        #[oai(
+            name = "waitSeconds",
+            validator(minimum(value = "0"), maximum(value = "60"))
+        )]
+        wait_seconds: Query<Option<u32>>,
         body: Json<ExecuteWorkflow>,
-    ) -> ApiResult<ExecuteResponse> {
+    ) -> ApiResult<RunResponse> {
         authorize(
             &self.state,
             &auth,
@@ -642,10 +674,29 @@ impl WorkflowsApi {
         let inputs =
             instance::check_inputs(&opts, body.input_values.as_ref().unwrap_or(&Value::Null))
                 .map_err(ApiError::unprocessable)?;
+        // A wait takes its place before the run exists: a refused wait starts nothing, so a
+        // retry cannot start the run twice.
+        let permit = match wait_seconds.0 {
+            Some(_) => match self.state.streams.try_open(tenant.0) {
+                Ok(permit) => Some(permit),
+                Err(refused) => return Ok(RunResponse::TooMany(Json(refused.body()))),
+            },
+            None => None,
+        };
         let instance_id = instance::create(&mut tx, tenant, workflow_id.0, &inputs)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
         tx.commit().await?;
-        Ok(ExecuteResponse::Accepted(Json(Started { instance_id })))
+        let (Some(seconds), Some(permit)) = (wait_seconds.0, permit) else {
+            return Ok(RunResponse::Accepted(Json(Started { instance_id })));
+        };
+        let wait = std::time::Duration::from_secs(seconds.min(run_wait::MAX_WAIT_SECONDS).into());
+        Ok(RunResponse::Waited(run_wait::answer(
+            self.state.clone(),
+            tenant,
+            instance_id,
+            wait,
+            permit,
+        )))
     }
 }

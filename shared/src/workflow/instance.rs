@@ -12,6 +12,16 @@ use sqlx::{PgConnection, PgExecutor, PgPool, QueryBuilder};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The NOTIFY channel on which every instance whose status becomes final publishes its id
+/// (a trigger, `jetNotifyInstanceEnded`): run-and-wait wakes on it.
+pub const ENDED_CHANNEL: &str = "jet_instance_ended";
+
+/// Whether a run with this status has ended (COMPLETED, FAILED or CANCELLED): it will not
+/// change again.
+pub fn has_ended(status: &str) -> bool {
+    matches!(status, "COMPLETED" | "FAILED" | "CANCELLED")
+}
+
 /// A row of `tblWorkflowInstances`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Instance {
