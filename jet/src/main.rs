@@ -27,6 +27,10 @@ commands:
   bench listeners [--seconds S]
                                CDC commit → workflow instance latency (idle, under load) and
                                capture throughput on a private wal_level=logical cluster
+  chaos [--short] [--cell NAME]…
+                               faults under load on a private cluster with real processes
+                               (PostgreSQL restart, terminated backends, pool exhaustion,
+                               SIGKILL, SIGSTOP, network cut); prints the ledger table
   bench cron [--jobs N] [--seconds S]
                                cron fire lag p50/p99 with 1 and 3 schedulers, N per-second jobs
 ";
@@ -45,6 +49,7 @@ async fn main() -> Result<()> {
         "openapi" => commands::openapi::run(rest),
         "test" => commands::test::run(rest).await,
         "bench" => commands::bench::run(rest).await,
+        "chaos" => commands::chaos::run(rest).await,
         "status" => commands::status::run(rest).await,
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

@@ -282,6 +282,41 @@ async fn an_expired_lease_is_reaped_and_the_dead_holder_is_fenced_out() {
     );
 }
 
+/// A holder frozen inside its settle transaction keeps its execution row locked; the reaper
+/// skips that row instead of waiting on it (waiting stalled every claim loop of the fleet).
+#[tokio::test]
+async fn the_reaper_skips_a_row_a_frozen_holder_keeps_locked() {
+    let app = TestApp::spawn().await;
+    let (a, workflow, _) = started(&app, &simple()).await;
+    let mut tx = app.db.pool.begin().await.expect("tx");
+    instance::create(&mut tx, a.tenant_id, workflow, &json!({}))
+        .await
+        .expect("a second run");
+    tx.commit().await.expect("commit");
+    let frozen = queue::claim(&app.db.pool, "frozen", Duration::from_millis(100), 10)
+        .await
+        .expect("claim");
+    assert_eq!(frozen.len(), 2);
+    let mut settling = app.db.pool.begin().await.expect("tx");
+    sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "executionID" = $1"#)
+        .bind(frozen[0].execution_id)
+        .execute(&mut *settling)
+        .await
+        .expect("the frozen holder's fenced delete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reaped = tokio::time::timeout(Duration::from_secs(5), queue::reap_expired(&app.db.pool))
+        .await
+        .expect("the reaper does not wait for the frozen holder")
+        .expect("reap");
+    assert_eq!(reaped, 1, "only the unlocked expired lease is reaped");
+    settling.rollback().await.expect("rollback");
+    assert_eq!(
+        queue::reap_expired(&app.db.pool).await.expect("reap"),
+        1,
+        "the skipped row is reaped once its holder's transaction ends"
+    );
+}
+
 #[tokio::test]
 async fn one_tenants_flood_does_not_starve_another_tenant() {
     let app = TestApp::spawn().await;

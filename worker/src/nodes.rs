@@ -639,6 +639,14 @@ async fn run_one(
             }
         }
     } else if node.node_type == NodeType::DataQuery {
+        // A query writes outside the engine, where no settle can fence it. A worker that was
+        // frozen or cut off after claiming must not run it once its lease has moved on (the
+        // node may have run and settled elsewhere meanwhile): check the lease, and extend it,
+        // right before the effect.
+        if !queue::heartbeat(pool, &c, owner, settings.lease).await? {
+            tracing::warn!("lease lost before the query ran; another worker has the node");
+            return Ok(Ran::Parked);
+        }
         let run = dataquery::run_node(
             pool,
             data,

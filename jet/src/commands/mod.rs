@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_cron;
 pub mod bench_listeners;
 pub mod bootstrap;
+pub mod chaos;
 pub mod dev;
 pub mod migrate;
 pub mod openapi;

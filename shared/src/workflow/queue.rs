@@ -150,10 +150,19 @@ pub async fn heartbeat(pool: &PgPool, c: &Claimed, owner: &str, lease: Duration)
 }
 
 /// Returns expired leases to the ready set (their holders died or stalled).
+///
+/// Rows another transaction holds are skipped, not waited for: a holder frozen (SIGSTOP, a
+/// network stall) inside its settle keeps its rows locked for as long as it is frozen, and a
+/// reaper waiting on them would stall every claim loop of every worker behind it (found by
+/// `jet chaos`, the frozen-worker cell). A skipped row is reaped by a later round if its
+/// holder's transaction ends without settling it.
 pub async fn reap_expired(pool: &PgPool) -> Result<u64> {
     let done = sqlx::query(
-        r#"UPDATE "tblNodeExecutions" SET "leaseOwner" = NULL, "leaseExpiresAt" = NULL
-           WHERE "leaseOwner" IS NOT NULL AND "leaseExpiresAt" < now()"#,
+        r#"UPDATE "tblNodeExecutions" e SET "leaseOwner" = NULL, "leaseExpiresAt" = NULL
+           FROM (SELECT "executionID" FROM "tblNodeExecutions"
+                 WHERE "leaseOwner" IS NOT NULL AND "leaseExpiresAt" < now()
+                 FOR UPDATE SKIP LOCKED) expired
+           WHERE e."executionID" = expired."executionID""#,
     )
     .execute(pool)
     .await?;
