@@ -65,8 +65,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::default();
-        let m = Self {
+        let mut m = Self {
             registry: Registry::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(seconds_histogram),
@@ -83,7 +82,7 @@ impl Metrics {
             ops: sampler::OpsGauges::default(),
         };
         // Counters are registered without `_total`: the encoder appends it.
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "jet_http_requests",
             "HTTP requests answered, by OpenAPI operation id (`unmatched` when no route matched) and status code",
@@ -145,7 +144,7 @@ impl Metrics {
             m.worker_info.clone(),
         );
         m.ops.register(r);
-        Self { registry, ..m }
+        m
     }
 }
 
