@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use super::{FloatGauge, Labels};
 
 /// Longest a view read may run before the database cancels it.
-const STATEMENT_TIMEOUT: &str = "2s";
-/// Longest a whole view sample may take, the connection checkout included.
-const SAMPLE_DEADLINE: Duration = Duration::from_secs(3);
+const STATEMENT_TIMEOUT: &str = "1s";
+/// Longest a whole view sample may take, the connection checkout included: the four views
+/// together stay within Prometheus's default 10 s scrape timeout even when all time out.
+const SAMPLE_DEADLINE: Duration = Duration::from_secs(2);
 /// The queues of `jet_ops.queue_depth`: always exported, so an empty queue reads 0.
 const QUEUES: [&str; 2] = ["nodes", "listener_events"];
 /// The states of a queue's rows, as columns of `jet_ops.queue_depth`.
