@@ -108,6 +108,10 @@ pub async fn around<E: Endpoint>(
         }
     };
 
+    // An error response was rebuilt from its error: carry the operation over for `metrics`.
+    if let Some(op) = operation {
+        response.set_data(OperationId(op));
+    }
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if let (true, Some(principal)) = (mutating, slot.0.get()) {
         let status = response.status();

@@ -4,6 +4,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod metrics;
 pub mod notify_hub;
 pub mod request_span;
 pub mod routes;
@@ -156,9 +157,11 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", metrics::endpoint(&state))
         .around(edge::around)
         .data(state)
         .data(routes)
+        .around(metrics::track)
         .with(request_span::RequestSpan)
 }
 

@@ -130,6 +130,13 @@ pub struct Config {
     /// `JET_DATASOURCE_DENY_HOSTS`: where datasources may not connect (default: loopback,
     /// link-local and the platform database's host; `none` denies nothing).
     pub datasource_deny: Vec<DenyEntry>,
+    /// `JET_METRICS_ADDR`: where `jet-worker` answers `/metrics` (unset: no listener; the
+    /// same address as `JET_WORKER_HEALTH_ADDR` shares that listener). `jet-api` serves
+    /// `/metrics` on its own address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `JET_METRICS_SAMPLE_SECONDS`: the fleet gauges read from the `jet_ops` views (queue
+    /// depth, DLQ, cron, listeners) are sampled at most this often per process.
+    pub metrics_sample_seconds: u64,
 }
 
 impl Config {
@@ -236,6 +243,14 @@ impl Config {
                 "1000",
             )?,
             datasource_deny: deny_entries(get("JET_DATASOURCE_DENY_HOSTS"))?,
+            metrics_addr: get("JET_METRICS_ADDR")
+                .map(|v| parse("JET_METRICS_ADDR", Some(v), ""))
+                .transpose()?,
+            metrics_sample_seconds: parse(
+                "JET_METRICS_SAMPLE_SECONDS",
+                get("JET_METRICS_SAMPLE_SECONDS"),
+                "15",
+            )?,
         })
     }
 

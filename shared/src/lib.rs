@@ -21,6 +21,7 @@ pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod listener;
+pub mod metrics;
 pub mod ops;
 pub mod page;
 pub mod rbac;

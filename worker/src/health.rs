@@ -1,7 +1,9 @@
-//! `/health` and `/ready` of a worker process, for probes and operators: `/ready` is 503 and
-//! names the roles that are down while any role is restarting after a failure.
+//! `/health`, `/ready` and `/metrics` of a worker process, for probes, operators and
+//! Prometheus: `/ready` is 503 and names the roles that are down while any role is restarting
+//! after a failure; `/metrics` is the process's Prometheus text (`jet_shared::metrics`).
 
 use jet_shared::lifecycle::{RoleHealth, Shutdown};
+use jet_shared::metrics::Scrape;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json};
 use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, http::StatusCode};
@@ -32,31 +34,51 @@ fn readiness(health: Data<&RoleHealth>) -> Response {
     }
 }
 
-/// Binds `addr` now (so a taken port fails the start) and serves until shutdown.
+#[handler]
+async fn metrics(scrape: Data<&Scrape>) -> Response {
+    scrape
+        .render()
+        .await
+        .with_content_type(jet_shared::metrics::CONTENT_TYPE)
+        .into_response()
+}
+
+/// Binds `addr` now (so a taken port fails the start) and serves until shutdown: `/health`
+/// and `/ready` when given the roles' health, `/metrics` when given a scrape.
 pub async fn serve(
     addr: SocketAddr,
-    roles: RoleHealth,
+    roles: Option<RoleHealth>,
+    scrape: Option<Scrape>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let mut app = Route::new();
+    let mut serves = Vec::new();
+    if let Some(roles) = roles {
+        app = app
+            .at("/health", get(liveness))
+            .at("/ready", get(readiness).data(roles));
+        serves.extend(["/health", "/ready"]);
+    }
+    if let Some(scrape) = scrape {
+        app = app.at("/metrics", get(metrics).data(scrape));
+        serves.push("/metrics");
+    }
     if let Some(local) = acceptor
         .local_addr()
         .first()
         .and_then(|a| a.as_socket_addr().copied())
     {
-        tracing::info!(addr = %local, "worker health endpoint listening");
+        let paths = serves.join(" ");
+        tracing::info!(addr = %local, paths, "worker endpoint listening");
     }
-    let app = Route::new()
-        .at("/health", get(liveness))
-        .at("/ready", get(readiness))
-        .data(roles);
     tokio::spawn(async move {
         let stop = async move { shutdown.wait().await };
         if let Err(err) = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, stop, None)
             .await
         {
-            tracing::error!(error = %err, "worker health endpoint failed");
+            tracing::error!(error = %err, "worker endpoint failed");
         }
     });
     Ok(())

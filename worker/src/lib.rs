@@ -222,9 +222,7 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         trigger.trigger();
     });
     let health = RoleHealth::default();
-    if let Some(addr) = config.worker_health_addr {
-        health::serve(addr, health.clone(), shutdown.clone()).await?;
-    }
+    serve_endpoints(&config, &pool, &roles, &health, &shutdown).await?;
     let running = run_roles(pool, &config, &roles, health, shutdown.clone());
     let mut stopping = shutdown;
     tokio::select! {
@@ -238,6 +236,38 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
             std::process::exit(0)
         }
     }
+}
+
+/// Starts the health and metrics listeners that are configured: one listener when
+/// `JET_WORKER_HEALTH_ADDR` and `JET_METRICS_ADDR` are the same address, two otherwise.
+async fn serve_endpoints(
+    config: &Config,
+    pool: &PgPool,
+    roles: &[Role],
+    health: &RoleHealth,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let scrape = config.metrics_addr.map(|_| {
+        let names: Vec<String> = roles.iter().map(Role::to_string).collect();
+        let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        jet_shared::metrics::set_worker_info(&names.join(","), &worker_id);
+        let every = std::time::Duration::from_secs(config.metrics_sample_seconds.max(1));
+        jet_shared::metrics::Scrape::new(pool.clone(), every)
+    });
+    match (config.worker_health_addr, config.metrics_addr) {
+        (Some(h), Some(m)) if h == m => {
+            health::serve(h, Some(health.clone()), scrape, shutdown.clone()).await?;
+        }
+        (h, m) => {
+            if let Some(addr) = h {
+                health::serve(addr, Some(health.clone()), None, shutdown.clone()).await?;
+            }
+            if let Some(addr) = m {
+                health::serve(addr, None, scrape, shutdown.clone()).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

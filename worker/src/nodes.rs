@@ -7,6 +7,7 @@ use jet_shared::dataquery;
 use jet_shared::datasource::DataRuntime;
 use jet_shared::ids::TenantId;
 use jet_shared::lifecycle::Shutdown;
+use jet_shared::metrics;
 use jet_shared::workflow::graph::Graph;
 use jet_shared::workflow::nodes::{ErrorMode, NodeType, Outcome};
 use jet_shared::workflow::queue::{self, Claimed};
@@ -608,6 +609,7 @@ async fn run_one(
     tracing::Span::current().record("node_type", node.node_type.as_str());
     let policy = policy(&node.config, &options);
     let timeout = policy.timeout;
+    let started = std::time::Instant::now();
     let result = if node.node_type == NodeType::SubWorkflow {
         let step = match c.child_instance_id {
             None => {
@@ -679,14 +681,22 @@ async fn run_one(
     // A result that cannot be stored is the node's failure, not its settle's.
     let result = result
         .and_then(|outcome| storable::check(&outcome, settings.max_output_bytes).map(|()| outcome));
-    Ok(conclude(
+    let failed = result.is_err();
+    let ran = conclude(
         c,
         graph,
         node.node_type,
         &node.config,
         policy,
         result.map_err(|message| storable::scrub_message(&message)),
-    ))
+    );
+    let outcome = match (&ran, failed) {
+        (_, false) => metrics::NodeOutcome::Completed,
+        (Ran::Retry(..), true) => metrics::NodeOutcome::Retried,
+        (_, true) => metrics::NodeOutcome::Failed,
+    };
+    metrics::record_node_execution(node.node_type.as_str(), outcome, started.elapsed());
+    Ok(ran)
 }
 
 /// Turns a node's run into what happens next: settle its outcome; retry a failure while

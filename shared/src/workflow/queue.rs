@@ -107,7 +107,8 @@ pub async fn claim(
     lease: Duration,
     batch: i64,
 ) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
+    let started = std::time::Instant::now();
+    let claimed: Vec<Claimed> = sqlx::query_as(
         r#"WITH ready_tenants AS (
              SELECT DISTINCT "tenantID" FROM "tblNodeExecutions"
              WHERE "leaseOwner" IS NULL AND "availableAt" <= now()
@@ -131,7 +132,9 @@ pub async fn claim(
     .bind(interval(lease))
     .bind(batch)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    crate::metrics::record_claim(claimed.len(), started.elapsed());
+    Ok(claimed)
 }
 
 /// Extends a held lease; `false` when the lease was lost (reaped and reclaimed).
@@ -166,6 +169,7 @@ pub async fn reap_expired(pool: &PgPool) -> Result<u64> {
     )
     .execute(pool)
     .await?;
+    crate::metrics::record_leases_reaped(done.rows_affected());
     Ok(done.rows_affected())
 }
 

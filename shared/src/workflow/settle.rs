@@ -122,7 +122,19 @@ pub struct Pending {
 /// the others one by one, each inside its own savepoint, so one that fails is rolled back
 /// alone and reported. A result the database refuses as data fails its node instead (see
 /// [`settle_or_fail`]).
-pub async fn settle_batch(pool: &PgPool, owner: &str, mut pending: Vec<Pending>) -> BatchSettled {
+pub async fn settle_batch(pool: &PgPool, owner: &str, pending: Vec<Pending>) -> BatchSettled {
+    let settled = settle_rounds(pool, owner, pending).await;
+    // Counted on the final outcomes: a round that rolled back and ran again counts once.
+    for (_, outcome) in &settled.outcomes {
+        if matches!(outcome, Ok(Settled::LostLease)) {
+            crate::metrics::record_lease_lost();
+        }
+    }
+    settled
+}
+
+/// [`settle_batch`]'s rounds: settle, then retry what lost a compare-and-set.
+async fn settle_rounds(pool: &PgPool, owner: &str, mut pending: Vec<Pending>) -> BatchSettled {
     pending.sort_by(|a, b| {
         (a.claimed.instance_id, a.claimed.execution_id)
             .cmp(&(b.claimed.instance_id, b.claimed.execution_id))
