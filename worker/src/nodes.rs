@@ -420,7 +420,6 @@ async fn run_batch(
 ) {
     use futures::FutureExt as _;
     use futures::StreamExt as _;
-    use tracing::Instrument as _;
     let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
     let views = match queue::prepare(&ctx.pool, &instance_ids).await {
         Ok(views) => views,
@@ -436,9 +435,6 @@ async fn run_batch(
     for (c, permit) in claimed.into_iter().zip(permits) {
         let view = views.get(&c.instance_id).cloned();
         let ctx = ctx.clone();
-        // Instrumented, not entered: an entered span held across an await leaks into
-        // whatever else the thread runs meanwhile.
-        let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
         running.push(
             async move {
                 let ran = run_one(
@@ -450,7 +446,6 @@ async fn run_batch(
                     view,
                     &ctx.settings,
                 )
-                .instrument(span)
                 .await;
                 (ran, permit, Duration::ZERO)
             }
@@ -597,6 +592,8 @@ async fn run_one(
     view: Option<queue::InstanceView>,
     settings: &Settings,
 ) -> anyhow::Result<Ran> {
+    let span = tracing::info_span!("node", instance = %c.instance_id, node = %c.node_id, attempt = c.node_attempt);
+    let _guard = span.enter();
     let Some(view) = view.filter(|v| v.status == "RUNNING") else {
         return Ok(Ran::Discard(c));
     };
