@@ -179,15 +179,28 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(SocketAddr, impl Acceptor
     Ok((local, acceptor))
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to 10 s.
+/// How long a stopping server waits for in-flight requests before it drops them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then stops accepting, ends the SSE streams cleanly and
+/// drains in-flight requests for up to [`DRAIN_LIMIT`].
 pub async fn serve(
     acceptor: impl Acceptor + 'static,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let streams = state.streams.clone();
+    let stopping = async move {
+        shutdown.await;
+        tracing::info!(
+            "draining: no new connections; in-flight requests finish, event streams end"
+        );
+        streams.close();
+    };
     Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
+        .run_with_graceful_shutdown(app(state), stopping, Some(DRAIN_LIMIT))
         .await?;
+    tracing::info!("jet-api stopped");
     Ok(())
 }
 
@@ -206,9 +219,24 @@ pub async fn run(config: jet_shared::config::Config) -> anyhow::Result<()> {
         );
     }
     let addr = config.api_addr;
-    let state = AppState::new(pool, config)?;
-    let shutdown = jet_shared::lifecycle::shutdown_signal();
+    let state = AppState::new(pool.clone(), config)?;
+    // The first signal drains; a second one exits without waiting for what is in flight.
+    let mut signals = jet_shared::lifecycle::Signals::install();
+    let shutdown = async move {
+        let first = signals.recv().await;
+        tracing::info!(signal = first, "stopping");
+        tokio::spawn(async move {
+            let second = signals.recv().await;
+            tracing::warn!(
+                signal = second,
+                "second signal: exiting without finishing in-flight requests"
+            );
+            std::process::exit(0)
+        });
+    };
     let (local, acceptor) = bind(addr).await?;
     tracing::info!(%local, "jet-api listening");
-    serve(acceptor, state, shutdown).await
+    serve(acceptor, state, shutdown).await?;
+    pool.close().await;
+    Ok(())
 }

@@ -5,6 +5,10 @@
 //! every few hundred milliseconds; without a bound a client (or many) could open them until
 //! the pool starves. A stream holds a [`StreamPermit`] for as long as it lives: the permit is
 //! released when the stream ends (its instance ended) or is dropped (the client went away).
+//!
+//! When the process stops, [`StreamLimits::close`] ends every stream cleanly (the response
+//! body finishes), so the server's drain is not held for the length of a stream; a client
+//! reconnects to another replica and resumes with `Last-Event-ID`.
 
 use crate::error::ErrorBody;
 use std::collections::HashMap;
@@ -47,6 +51,7 @@ pub struct StreamLimits {
     max_total: usize,
     max_per_tenant: usize,
     open: Arc<Mutex<Open>>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl StreamLimits {
@@ -56,7 +61,27 @@ impl StreamLimits {
             max_total,
             max_per_tenant,
             open: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Ends every open stream (and any opened later): the process is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// `stream`, ended early when [`Self::close`] is called.
+    pub fn until_closed<T: Send + 'static>(
+        &self,
+        stream: futures::stream::BoxStream<'static, T>,
+    ) -> futures::stream::BoxStream<'static, T> {
+        use futures::StreamExt as _;
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            // An error means the limits are gone, which also ends the stream.
+            let _ = closing.wait_for(|closed| *closed).await;
+        };
+        stream.take_until(Box::pin(closed)).boxed()
     }
 
     /// A permit for one more stream of `tenant`, or which bound it would exceed.
@@ -100,6 +125,24 @@ impl Drop for StreamPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn close_ends_open_streams() {
+        use futures::StreamExt as _;
+        let limits = StreamLimits::new(3, 2);
+        let endless = limits.until_closed(futures::stream::pending::<u8>().boxed());
+        limits.close();
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            endless.collect::<Vec<_>>(),
+        )
+        .await;
+        assert_eq!(
+            ended.ok(),
+            Some(vec![]),
+            "the stream ended when the limits closed"
+        );
+    }
 
     #[test]
     fn tenant_and_process_bounds_apply_and_permits_free_their_place() {

@@ -90,6 +90,10 @@ pub struct Config {
     /// `JET_NODE_LEASE_SECONDS`: how long a claimed node execution is held before other
     /// workers may take it over (a crashed worker's nodes re-run after this).
     pub node_lease_seconds: u64,
+    /// `JET_SHUTDOWN_GRACE_SECONDS`: after SIGTERM, how long a worker lets running nodes
+    /// finish before it stops them and releases their leases to other workers (Kubernetes:
+    /// keep `terminationGracePeriodSeconds` a few seconds above it).
+    pub shutdown_grace_seconds: u64,
     /// `JET_NODE_BATCH`: node executions claimed per query.
     pub node_batch: i64,
     /// `JET_NODE_CONCURRENCY`: claim loops per worker process, each with its own batch in
@@ -202,6 +206,11 @@ impl Config {
                 "JET_NODE_LEASE_SECONDS",
                 get("JET_NODE_LEASE_SECONDS"),
                 "10",
+            )?,
+            shutdown_grace_seconds: parse(
+                "JET_SHUTDOWN_GRACE_SECONDS",
+                get("JET_SHUTDOWN_GRACE_SECONDS"),
+                "20",
             )?,
             node_batch: parse("JET_NODE_BATCH", get("JET_NODE_BATCH"), "32")?,
             node_concurrency: parse("JET_NODE_CONCURRENCY", get("JET_NODE_CONCURRENCY"), "4")?,

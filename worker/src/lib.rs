@@ -174,11 +174,14 @@ pub async fn run_roles(
             }
         }
     }
-    tasks.spawn(registry::keep_registered(
+    // The registry keeps beating while the roles drain, and records the stop only once they
+    // have: a draining worker is alive and still holds work.
+    let (roles_done, registry_stop) = Shutdown::new();
+    let registry = tokio::spawn(registry::keep_registered(
         pool.clone(),
         worker_id.clone(),
         roles.iter().map(Role::to_string).collect(),
-        shutdown.clone(),
+        registry_stop,
     ));
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
@@ -188,12 +191,48 @@ pub async fn run_roles(
             Err(join) => result = result.and(Err(anyhow::anyhow!("worker role panicked: {join}"))),
         }
     }
-    result
+    roles_done.trigger();
+    match registry.await {
+        Ok(done) => result.and(done),
+        Err(join) => result.and(Err(anyhow::anyhow!("worker registry panicked: {join}"))),
+    }
 }
 
-/// How long roles may take to stop after SIGTERM before the process exits regardless (a
-/// role stuck behind a database that just came back must not keep a replica from exiting).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a worker may take to hand back what it holds once its drain is over (release
+/// leases and listeners, leave the scheduler, record its stop) before it exits regardless: a
+/// role stuck behind a database that is down must not keep a replica from exiting.
+pub const HAND_BACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Turns signals into the stages of `trigger`: the first SIGTERM/SIGINT starts the drain; the
+/// end of `grace` or a second signal aborts it (what still runs is stopped and released); a
+/// third signal, or [`HAND_BACK_LIMIT`] after the abort, exits the process at once.
+fn drive_shutdown(
+    mut signals: jet_shared::lifecycle::Signals,
+    trigger: jet_shared::lifecycle::ShutdownTrigger,
+    grace: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let first = signals.recv().await;
+        tracing::info!(
+            signal = first,
+            grace_secs = grace.as_secs(),
+            "draining: no new work; running nodes may finish within the grace period"
+        );
+        trigger.trigger();
+        tokio::select! {
+            second = signals.recv() => tracing::warn!(signal = second, "second signal: stopping running nodes now and releasing them"),
+            () = tokio::time::sleep(grace) => tracing::info!("grace period over: stopping running nodes and releasing them"),
+        }
+        trigger.abort();
+        tokio::select! {
+            _ = signals.recv() => {}
+            () = tokio::time::sleep(HAND_BACK_LIMIT) => {}
+        }
+        // What is still held is leased: it runs again elsewhere once the leases expire.
+        tracing::error!("could not hand everything back in time; exiting anyway");
+        std::process::exit(1)
+    });
+}
 
 /// `<host>-<pid>`: unique per live process on a host, readable in `leaseOwner` columns.
 pub fn default_worker_id() -> String {
@@ -216,26 +255,14 @@ pub async fn run(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         pending.len()
     );
     let (trigger, shutdown) = Shutdown::new();
-    let signal = jet_shared::lifecycle::shutdown_signal();
-    tokio::spawn(async move {
-        signal.await;
-        trigger.trigger();
-    });
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_seconds);
+    drive_shutdown(jet_shared::lifecycle::Signals::install(), trigger, grace);
     let health = RoleHealth::default();
     serve_endpoints(&config, &pool, &roles, &health, &shutdown).await?;
-    let running = run_roles(pool, &config, &roles, health, shutdown.clone());
-    let mut stopping = shutdown;
-    tokio::select! {
-        result = running => result,
-        () = async {
-            stopping.wait().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            // What is still held is leased: it runs again elsewhere once the leases expire.
-            tracing::error!(grace_secs = SHUTDOWN_GRACE.as_secs(), "roles did not stop in time after the signal; exiting anyway");
-            std::process::exit(0)
-        }
-    }
+    let result = run_roles(pool.clone(), &config, &roles, health, shutdown).await;
+    pool.close().await;
+    tracing::info!("worker stopped");
+    result
 }
 
 /// Starts the health and metrics listeners that are configured: one listener when

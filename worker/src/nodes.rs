@@ -173,7 +173,8 @@ impl GraphCache {
 
 /// Runs the node loops until shutdown: `concurrency` loops that each claim a batch, run it
 /// and settle it in one transaction. A batch in flight when shutdown begins is finished (its
-/// nodes are short; long ones keep heartbeating) before its loop returns.
+/// leases kept alive) before its loop returns, unless the shutdown aborts first: then what
+/// is unfinished is stopped and released to other workers.
 ///
 /// One LISTEN connection serves all loops and wakes one idle loop per notification; a loop
 /// that claims a full batch wakes a sibling, since more work is likely waiting. So a burst
@@ -231,11 +232,45 @@ struct LoopContext {
     data: Arc<DataRuntime>,
 }
 
+/// Executions a claim loop holds in batches that have not returned, by id with the claim
+/// count of their lease: what it hands back if shutdown stops them before they finish.
+#[derive(Clone, Default)]
+struct Held(Arc<std::sync::Mutex<HashMap<i64, i32>>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, claimed: &[Claimed]) {
+        self.lock()
+            .extend(claimed.iter().map(|c| (c.execution_id, c.claim_count)));
+    }
+
+    fn remove(&self, ids: &[i64]) {
+        let mut held = self.lock();
+        for id in ids {
+            held.remove(id);
+        }
+    }
+
+    fn all(&self) -> Vec<(i64, i32)> {
+        self.lock()
+            .iter()
+            .map(|(&id, &claims)| (id, claims))
+            .collect()
+    }
+}
+
 /// One claim loop: claim a batch, run it, and claim again as soon as the batch's early
 /// results are settled; sleep until woken or the poll interval when there is nothing to
 /// claim. Stragglers (slow nodes, results whose instance is locked) finish in the background
 /// within a budget of `2 × batch` executions in flight per loop. Expired leases are reaped
-/// along the way. On shutdown, every batch in flight is finished before the loop returns.
+/// along the way. On shutdown the loop stops claiming and lets its batches finish (their
+/// leases kept alive) until the shutdown aborts; then it stops them and releases what they
+/// still hold, so other workers take it at once.
 async fn claim_loop(
     ctx: LoopContext,
     wake: Arc<tokio::sync::Notify>,
@@ -245,6 +280,7 @@ async fn claim_loop(
     let settings = &ctx.settings;
     let slots = Arc::new(tokio::sync::Semaphore::new(2 * settings.batch as usize));
     let mut batches = tokio::task::JoinSet::new();
+    let held = Held::default();
     let mut last_reap = tokio::time::Instant::now();
     loop {
         while batches.try_join_next().is_some() {}
@@ -292,23 +328,56 @@ async fn claim_loop(
             wake.notify_one();
         }
         permits.truncate(claimed.len());
+        held.add(&claimed);
+        let ids: Vec<i64> = claimed.iter().map(|c| c.execution_id).collect();
         let (early, settled_early) = tokio::sync::oneshot::channel();
-        batches.spawn(run_batch(ctx.clone(), claimed, permits, early));
-        // Either the early results are settled or the batch ended; claim again.
-        let _ = settled_early.await;
+        let (batch_ctx, batch_held) = (ctx.clone(), held.clone());
+        batches.spawn(async move {
+            run_batch(batch_ctx, claimed, permits, early).await;
+            // Settled, retried, parked or left to expire: nothing of it is ours to release.
+            batch_held.remove(&ids);
+        });
+        // Either the early results are settled or the batch ended; claim again. A drain
+        // does not wait for that: the batch goes on in `batches`, watched by `drain`.
+        tokio::select! {
+            _ = settled_early => {}
+            () = shutdown.wait() => break,
+        }
     }
-    // Finish what is in flight, for at most one lease: by then its leases have expired and
-    // other workers run those nodes again, so waiting longer (a settle stuck behind a
-    // database that just came back, a result retried behind a lock) only delays the exit.
-    let drain = async { while batches.join_next().await.is_some() {} };
-    if tokio::time::timeout(settings.lease, drain).await.is_err() {
-        tracing::warn!(
-            owner = %ctx.owner,
-            "batches still running after one lease at shutdown; leaving them to expire"
-        );
-        batches.abort_all();
-    }
+    drain(&ctx, batches, &held, shutdown).await;
     Ok(())
+}
+
+/// Lets the batches of a stopping claim loop finish until the shutdown aborts; then stops
+/// them (scripts included) and releases what they hold, fenced by owner and claim count.
+async fn drain(
+    ctx: &LoopContext,
+    mut batches: tokio::task::JoinSet<()>,
+    held: &Held,
+    mut shutdown: Shutdown,
+) {
+    let finished = async { while batches.join_next().await.is_some() {} };
+    tokio::select! {
+        () = finished => return,
+        () = shutdown.wait_abort() => {}
+    }
+    // Scripts run on blocking threads an aborted task cannot stop: interrupt them too.
+    jet_shared::workflow::sandbox::abort_all();
+    batches.abort_all();
+    while batches.join_next().await.is_some() {}
+    let unfinished = held.all();
+    match queue::release_unfinished(&ctx.pool, &ctx.owner, &unfinished).await {
+        Ok(released) => tracing::info!(
+            owner = %ctx.owner,
+            released,
+            "shutdown grace over: released the leases of unfinished nodes to other workers"
+        ),
+        Err(err) => tracing::warn!(
+            owner = %ctx.owner,
+            error = %err,
+            "could not release unfinished nodes; they run again when their leases expire"
+        ),
+    }
 }
 
 /// What became of one claimed execution after running it.
@@ -382,8 +451,9 @@ async fn run_batch(
             return;
         }
     };
-    // Keep every lease of the batch until its last result is settled.
-    let heartbeat = keep_leases(&ctx.pool, &ctx.owner, &claimed, ctx.settings.lease);
+    // Keep every lease of the batch until its last result is settled (or the batch is
+    // aborted at the end of a shutdown drain: the guard stops the heartbeat with it).
+    let _heartbeat = keep_leases(&ctx.pool, &ctx.owner, &claimed, ctx.settings.lease);
     let mut running = futures::stream::FuturesUnordered::new();
     for (c, permit) in claimed.into_iter().zip(permits) {
         let view = views.get(&c.instance_id).cloned();
@@ -444,31 +514,34 @@ async fn run_batch(
             let _ = early.send(());
         }
     }
-    heartbeat.abort();
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Extends the leases of `claimed` every third of a lease until aborted. A failed heartbeat
 /// (a lost connection, a restarting database) is retried at the next tick: stopping at the
 /// first error would let long nodes lose their leases and run twice.
-fn keep_leases(
-    pool: &PgPool,
-    owner: &str,
-    claimed: &[Claimed],
-    lease: Duration,
-) -> tokio::task::JoinHandle<()> {
+fn keep_leases(pool: &PgPool, owner: &str, claimed: &[Claimed], lease: Duration) -> AbortOnDrop {
     let (pool, owner) = (pool.clone(), owner.to_owned());
     let held: Vec<(i64, i32)> = claimed
         .iter()
         .map(|c| (c.execution_id, c.claim_count))
         .collect();
-    tokio::spawn(async move {
+    AbortOnDrop(tokio::spawn(async move {
         loop {
             tokio::time::sleep(lease / 3).await;
             if let Err(err) = queue::heartbeat_batch(&pool, &owner, &held, lease).await {
                 tracing::warn!(error = %err, "lease heartbeat failed; retrying at the next tick");
             }
         }
-    })
+    }))
 }
 
 /// Settles the results of finished nodes, hands back failed tries and drops results of runs
@@ -557,7 +630,8 @@ async fn run_one(
     };
     // Claims that never produced a result: each ended with a dead worker or a result that
     // could not be stored. Running it again would repeat its side effects for nothing.
-    let unsettled_claims = c.claim_count - c.retry_count;
+    // Claims handed back by draining workers ran nothing to its end: they do not count.
+    let unsettled_claims = c.claim_count - c.retry_count - c.release_count;
     if unsettled_claims > settings.max_claims {
         let message = format!(
             "the node was claimed {unsettled_claims} times without a result (its worker stopped or its result could not be stored); giving up (JET_NODE_MAX_CLAIMS = {})",

@@ -339,6 +339,7 @@ impl AppPagesApi {
             .events(app_page_id.0, permit)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
+        let events = self.state.streams.until_closed(events);
         Ok(PageStreamResponse::Stream(
             EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)),
         ))

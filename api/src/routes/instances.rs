@@ -304,6 +304,7 @@ impl InstancesApi {
             finished: false,
         };
         let stream = futures::stream::unfold(cursor, next_event).boxed();
+        let stream = self.state.streams.until_closed(stream);
         Ok(EventsResponse::Stream(
             EventStream::new(stream)
                 .keep_alive(std::time::Duration::from_secs(15))

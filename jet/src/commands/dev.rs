@@ -97,6 +97,12 @@ async fn serve_everything(config: Config) -> anyhow::Result<()> {
         r = &mut workers => Some(("workers", r)),
     };
     trigger.trigger();
+    // Running nodes get the worker's grace period, then are stopped and released.
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_seconds);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        trigger.abort();
+    });
     if let Some((what, result)) = early {
         result.context("task panicked")??;
         anyhow::bail!("the {what} stopped unexpectedly");

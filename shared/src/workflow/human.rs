@@ -227,6 +227,7 @@ pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
             node_attempt: request.node_attempt.unwrap_or(1),
             retry_count: 0,
             claim_count: 0,
+            release_count: 0,
         };
         // Until now the answer counted as pending work of its run; from here its branch
         // moves on (or ends the run) in this same transaction.

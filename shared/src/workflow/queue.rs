@@ -26,6 +26,9 @@ pub struct Claimed {
     pub retry_count: i32,
     #[sqlx(rename = "claimCount")]
     pub claim_count: i32,
+    /// Claims handed back unfinished by a draining worker: neither failures nor lost runs.
+    #[sqlx(rename = "releaseCount")]
+    pub release_count: i32,
     /// The child instance a parked `subWorkflow` node waits for.
     #[sqlx(rename = "childInstanceID")]
     pub child_instance_id: Option<Uuid>,
@@ -126,7 +129,7 @@ pub async fn claim(
            SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1
            FROM fair WHERE e."executionID" = fair."executionID"
            RETURNING e."executionID", e."instanceID", e."tenantID", e."nodeID", e."nodeAttempt",
-                     e."retryCount", e."claimCount", e."childInstanceID""#,
+                     e."retryCount", e."claimCount", e."releaseCount", e."childInstanceID""#,
     )
     .bind(owner)
     .bind(interval(lease))
@@ -211,6 +214,41 @@ pub async fn release(
     .fetch_optional(pool)
     .await?;
     Ok(released.is_some())
+}
+
+/// Hands back executions a draining worker holds but will not finish: each `(executionID,
+/// claimCount)` still leased to `owner` becomes ready now, its claim counted as released
+/// (not as a failed try, nor as a claim without a result), and sleeping workers are woken so
+/// one takes it at once rather than after the lease would have expired. Returns how many
+/// were released; one no longer held (settled meanwhile, or reaped and claimed elsewhere) is
+/// left alone.
+pub async fn release_unfinished(pool: &PgPool, owner: &str, held: &[(i64, i32)]) -> Result<u64> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
+    let claims: Vec<i32> = held.iter().map(|h| h.1).collect();
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        r#"UPDATE "tblNodeExecutions" e
+           SET "leaseOwner" = NULL, "leaseExpiresAt" = NULL, "availableAt" = now(),
+               "releaseCount" = e."releaseCount" + 1
+           FROM unnest($2::int8[], $3::int4[]) AS h(id, claims)
+           WHERE e."executionID" = h.id AND e."claimCount" = h.claims AND e."leaseOwner" = $1"#,
+    )
+    .bind(owner)
+    .bind(&ids)
+    .bind(&claims)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() > 0 {
+        // Delivered at commit, when the rows are claimable.
+        sqlx::query("SELECT pg_notify('jet_node_executions', '')")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(done.rows_affected())
 }
 
 /// Removes a held execution without recording anything (its instance is no longer running).

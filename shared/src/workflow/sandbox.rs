@@ -11,6 +11,16 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Set when the process stops what still runs at the end of a shutdown drain: every script
+/// running on any thread is interrupted at its next check. Process-wide on purpose: scripts
+/// run on blocking threads that an aborted task cannot reach, and the process is exiting.
+static ABORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Interrupts every running script of this process, and every later one (shutdown only).
+pub fn abort_all() {
+    ABORTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Memory available to one thread's scripts.
 pub const MEMORY_LIMIT_BYTES: usize = 32 << 20;
 
@@ -28,7 +38,8 @@ impl Sandbox {
         let watched = deadline.clone();
         // Returning true raises an uncatchable "interrupted" error inside the script.
         runtime.set_interrupt_handler(Some(Box::new(move || {
-            watched.get().is_some_and(|t| Instant::now() >= t)
+            ABORTED.load(std::sync::atomic::Ordering::Relaxed)
+                || watched.get().is_some_and(|t| Instant::now() >= t)
         })));
         Ok(Self { runtime, deadline })
     }

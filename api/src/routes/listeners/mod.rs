@@ -598,6 +598,7 @@ impl ListenersApi {
             .events(listener_id.0, permit)
             .await
             .map_err(|e| ApiError::internal(e.as_ref()))?;
+        let events = self.state.streams.until_closed(events);
         Ok(TailResponse::Stream(
             EventStream::new(events).keep_alive(std::time::Duration::from_secs(15)),
         ))
