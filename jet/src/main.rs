@@ -22,7 +22,9 @@ commands:
                                workers, queues, commands, DLQ, cron, listeners, stuck instances
                                and the xmin horizon of DATABASE_URL, from the jet_ops views
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
-  bench [--scale N]            engine throughput and latency with 1 and 2 jet-worker processes
+  bench [--scale N] [--peers]  engine throughput, latency, a long loop and the HTTP execute rate
+                               with 1 and 2 jet-worker processes; --peers also runs the pinned
+                               graphile-worker on the same server and prints the ratios
                                (release build; JET_BENCH_DATABASE_URL, default the local server)
   bench listeners [--seconds S]
                                CDC commit → workflow instance latency (idle, under load) and

@@ -1,8 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod bench_cron;
-pub mod bench_listeners;
 pub mod bootstrap;
 pub mod chaos;
 pub mod dev;

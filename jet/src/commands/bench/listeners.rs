@@ -11,8 +11,8 @@
 //! - Webhook ingest: 16 concurrent senders posting to a `jet-api` process for `--seconds`;
 //!   accepted events/s (each 202 is sent after its event is committed) and request latency.
 
-use super::bench::{pct, worker_bin};
-use super::flag_value;
+use super::super::flag_value;
+use super::{pct, worker_bin};
 use anyhow::Context;
 use jet::pg::{Access, Cluster, Durability};
 use jet_shared::datasource::{self, DataRuntime, NewDatasource};
@@ -302,7 +302,7 @@ async fn setup(cluster: &Cluster, vault: &jet_shared::crypto::VaultKey) -> anyho
     .await?;
     let boot = jet_shared::bootstrap::bootstrap(&platform, "bench", None).await?;
     let tenant = boot.tenant.tenant_id;
-    let workflow = super::bench::chain_workflow(&platform, tenant, 2).await?;
+    let workflow = super::shapes::save(&platform, tenant, super::shapes::Shape::Chain(2)).await?;
     let data = DataRuntime::new(
         Some(vault.clone()),
         jet_shared::datasource::network::DenyList::new(&[], None),

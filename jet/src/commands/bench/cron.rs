@@ -2,10 +2,8 @@
 //! fire every second, with 1 and 3 `jet-worker --roles cron` processes. Also checks the
 //! ledger: every (job, second) in the window fired exactly once.
 
-use super::bench::{
-    connect_admin, db_url, drop_db, fresh_db, pct, server_url, spawn_roles, worker_bin,
-};
-use super::flag_value;
+use super::super::flag_value;
+use super::{connect_admin, db_url, drop_db, fresh_db, pct, server_url, spawn_roles, worker_bin};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 

@@ -1,19 +1,29 @@
 //! `jet bench`: engine throughput and latency on a local PostgreSQL, for 1 and 2 `jet-worker`
-//! processes. Run the release build (`cargo build --release --bins && target/release/jet
-//! bench`) right after `bash ../shared/bench/peers/run.sh`: disk speed swings, so only figures
-//! of the same sitting compare.
+//! processes. Run the release build (`cargo build --release --bins && target/release/jet bench
+//! --peers`): `--peers` runs graphile-worker on the same server right after, because disk speed
+//! swings and only figures of the same sitting compare.
 //!
-//! Scenarios: (a) 10,000 instances of start→end, (b) 1,000 instances of a 10-node chain, both
-//! enqueued first and then drained; enqueue-to-first-node latency at idle and back-to-back;
-//! PostgreSQL commits and WAL bytes per node execution.
+//! Drains (enqueued first, then drained): (a) 10,000 instances of start→end, (b) 1,000 of a
+//! 10-node chain, (c) 500 of 10 javascript steps, (d) 50 of a fanout of 100 branches into one
+//! join; each with commits and WAL bytes per node execution and the CPU seconds PostgreSQL and
+//! the workers used. Then enqueue-to-first-node latency at idle and back-to-back, (e) one loop
+//! of 2,000 iterations (is the last hundred as fast as the first?), and (f) `POST …/execute`
+//! over HTTP from 8 clients.
+
+mod cpu;
+mod cron;
+mod http;
+mod listeners;
+mod long_loop;
+mod peers;
+mod shapes;
 
 use super::flag_value;
 use anyhow::Context;
 use jet_shared::ids::TenantId;
-use jet_shared::workflow::definition;
-use jet_shared::workflow::graph::{EditorEdge, EditorNode};
 use jet_shared::workflow::instance;
 use serde_json::json;
+use shapes::Shape;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,15 +72,17 @@ pub(super) fn db_url(server: &str) -> String {
 
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "cron") {
-        return super::bench_cron::run(&args[1..]).await;
+        return cron::run(&args[1..]).await;
     }
     if args.first().is_some_and(|a| a == "listeners") {
-        return super::bench_listeners::run(&args[1..]).await;
+        return listeners::run(&args[1..]).await;
     }
     let scale: usize = flag_value(args, "--scale")?
         .map(str::parse)
         .transpose()?
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .max(1);
+    let peers = args.iter().any(|a| a == "--peers");
     let server = server_url();
     let bin = worker_bin()?;
     let mut admin = connect_admin(&server).await?;
@@ -86,38 +98,49 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let mut figures = Figures::default();
 
+    let drains = [
+        ("a: start→end", Shape::Chain(2), 10_000 / scale),
+        ("b: 10-node chain", Shape::Chain(10), 1_000 / scale),
+        ("c: 10 javascript steps", Shape::Javascript(10), 500 / scale),
+        ("d: fanout 100 → join", Shape::Fanout(100), 50 / scale),
+    ];
     let mut rows = Vec::new();
     for workers in [1usize, 2] {
-        for (label, nodes, instances) in [
-            ("a: start→end", 2usize, 10_000 / scale),
-            ("b: 10-node chain", 10, 1_000 / scale),
-        ] {
-            let (pool, tenant, workflow) = fresh_db(&mut admin, &server, nodes).await?;
-            enqueue(&pool, tenant, workflow, instances).await?;
-            let before = stats(&pool).await?;
-            let started = Instant::now();
-            let fleet = spawn_workers(&bin, &db_url(&server), workers)?;
-            wait_done(&pool, instances).await?;
-            let elapsed = started.elapsed();
-            drop(fleet);
-            let after = stats(&pool).await?;
-            let executions = (instances * nodes) as f64;
+        for (label, shape, instances) in drains {
+            let (pool, tenant, _) = fresh_db(&mut admin, &server, 2).await?;
+            let workflow = shapes::save(&pool, tenant, shape).await?;
+            enqueue(&pool, tenant, workflow, instances, &json!({})).await?;
+            let drained = drain(&pool, &bin, &server, workers, instances).await?;
+            let executions = (instances * shape.executions()) as f64;
+            let rate = executions / drained.seconds;
+            if label.starts_with("a:") {
+                figures.start_end = figures.start_end.max(rate);
+                if workers == 1 {
+                    figures.start_end_one = rate;
+                    figures.wal_per_node = drained.wal_bytes / executions;
+                    figures.commits_per_node = drained.commits / executions;
+                }
+            }
             rows.push(format!(
-                "| {workers} | {label} | {instances} | {:.2} s | {:.0} | {:.0} | {:.2} | {:.0} |",
-                elapsed.as_secs_f64(),
-                executions / elapsed.as_secs_f64(),
-                instances as f64 / elapsed.as_secs_f64(),
-                (after.commits - before.commits) as f64 / executions,
-                (after.wal_bytes - before.wal_bytes) as f64 / executions,
+                "| {workers} | {label} | {instances} | {:.2} s | {rate:.0} | {:.0} | {:.2} | {:.0} | {} | {:.1} |",
+                drained.seconds,
+                instances as f64 / drained.seconds,
+                drained.commits / executions,
+                drained.wal_bytes / executions,
+                drained
+                    .postgres_cpu
+                    .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.1}")),
+                drained.worker_cpu,
             ));
             pool.close().await;
         }
     }
     println!(
-        "\n| worker processes | scenario | instances | drain time | node executions/s | instances/s | commits/node | WAL bytes/node |"
+        "\n| worker processes | scenario | instances | drain time | node executions/s | instances/s | commits/node | WAL bytes/node | PostgreSQL CPU s | worker CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{row}");
     }
@@ -135,6 +158,8 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     .await?;
     let b2b = latencies(&pool, tenant, workflow, 200, None).await?;
     drop(fleet);
+    figures.latency_idle_p50 = pct(&idle, 0.5);
+    figures.latency_b2b_p50 = pct(&b2b, 0.5);
     println!("\n| enqueue → first node completed (1 worker) | p50 | p99 | n |");
     println!("|---|---|---|---|");
     println!(
@@ -150,7 +175,69 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         b2b.len()
     );
     pool.close().await;
-    drop_db(&mut admin).await
+
+    long_loop::run(&mut admin, &server, &bin, 2_000 / scale).await?;
+    figures.http_execute = http::run(&mut admin, &server, 4_000 / scale).await?;
+    drop_db(&mut admin).await?;
+    if peers {
+        peers::run(&mut admin, &server, &figures).await?;
+    }
+    Ok(())
+}
+
+/// The figures `jet bench --peers` sets beside graphile-worker's.
+#[derive(Default)]
+pub(super) struct Figures {
+    /// Best start→end node executions/s over 1 and 2 worker processes.
+    pub start_end: f64,
+    /// start→end node executions/s with one worker process.
+    pub start_end_one: f64,
+    pub wal_per_node: f64,
+    pub commits_per_node: f64,
+    pub latency_idle_p50: f64,
+    pub latency_b2b_p50: f64,
+    /// Instances created per second over HTTP by 8 clients.
+    pub http_execute: f64,
+}
+
+/// What one drain cost: wall time, PostgreSQL's work, the workers' CPU.
+pub(super) struct Drained {
+    pub seconds: f64,
+    pub commits: f64,
+    pub wal_bytes: f64,
+    pub postgres_cpu: Option<f64>,
+    pub worker_cpu: f64,
+}
+
+/// Starts `workers` worker processes on an enqueued backlog and waits until `instances` ended.
+pub(super) async fn drain(
+    pool: &PgPool,
+    bin: &PathBuf,
+    server: &str,
+    workers: usize,
+    instances: usize,
+) -> anyhow::Result<Drained> {
+    let before = stats(pool).await?;
+    let postgres = cpu::Postgres::find(pool).await;
+    let postgres_before = postgres.as_ref().map(cpu::Postgres::seconds);
+    let started = Instant::now();
+    let fleet = spawn_workers(bin, &db_url(server), workers)?;
+    wait_done(pool, instances).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let worker_cpu = fleet.cpu_seconds();
+    let postgres_cpu = postgres
+        .as_ref()
+        .zip(postgres_before)
+        .map(|(p, before)| p.seconds() - before);
+    drop(fleet);
+    let after = stats(pool).await?;
+    Ok(Drained {
+        seconds,
+        commits: (after.commits - before.commits) as f64,
+        wal_bytes: (after.wal_bytes - before.wal_bytes) as f64,
+        postgres_cpu,
+        worker_cpu,
+    })
 }
 
 /// Drops the bench database.
@@ -178,65 +265,23 @@ pub(super) async fn fresh_db(
     let pool = jet_shared::db::connect(&db_url(server), 8).await?;
     jet_shared::db::migrate(&pool).await?;
     let boot = jet_shared::bootstrap::bootstrap(&pool, "bench", None).await?;
-    let workflow = chain_workflow(&pool, boot.tenant.tenant_id, nodes).await?;
+    let workflow = shapes::save(&pool, boot.tenant.tenant_id, Shape::Chain(nodes)).await?;
     Ok((pool, boot.tenant.tenant_id, workflow))
 }
 
-/// Saves a chain workflow of `nodes` nodes (start → join… → end) in `tenant`.
-pub(super) async fn chain_workflow(
+/// Creates `n` instances (instance row, INPUT_SET, start command), 500 per transaction.
+pub(super) async fn enqueue(
     pool: &PgPool,
     tenant: TenantId,
-    nodes: usize,
-) -> anyhow::Result<Uuid> {
-    let ids: Vec<String> = (0..nodes).map(|_| Uuid::new_v4().to_string()).collect();
-    let editor_nodes: Vec<EditorNode> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let (t, data) = match i {
-                0 => ("start", json!({})),
-                i if i == nodes - 1 => ("end", json!({})),
-                _ => ("join", json!({})),
-            };
-            EditorNode {
-                id: id.clone(),
-                node_type: t.into(),
-                data,
-                position: None,
-            }
-        })
-        .collect();
-    let edges: Vec<EditorEdge> = ids
-        .windows(2)
-        .map(|w| EditorEdge {
-            source: w[0].clone(),
-            target: w[1].clone(),
-            source_handle: None,
-            target_handle: None,
-        })
-        .collect();
-    let mut tx = pool.begin().await?;
-    let wf = definition::insert(
-        &mut tx,
-        tenant,
-        "bench",
-        &json!({}),
-        &editor_nodes,
-        &edges,
-        Default::default(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(wf.workflow_id)
-}
-
-/// Creates `n` instances (instance row, INPUT_SET, start command), 500 per transaction.
-async fn enqueue(pool: &PgPool, tenant: TenantId, workflow: Uuid, n: usize) -> anyhow::Result<()> {
+    workflow: Uuid,
+    n: usize,
+    inputs: &serde_json::Value,
+) -> anyhow::Result<()> {
     let mut left = n;
     while left > 0 {
         let mut tx = pool.begin().await?;
         for _ in 0..left.min(500) {
-            instance::create(&mut tx, tenant, workflow, &json!({})).await?;
+            instance::create(&mut tx, tenant, workflow, inputs).await?;
         }
         tx.commit().await?;
         left = left.saturating_sub(500);
@@ -246,6 +291,13 @@ async fn enqueue(pool: &PgPool, tenant: TenantId, workflow: Uuid, n: usize) -> a
 
 /// Worker processes; dropping the fleet stops them (also when the bench fails midway).
 pub(super) struct Fleet(Vec<Child>);
+
+impl Fleet {
+    /// CPU seconds the worker processes have used so far.
+    pub(super) fn cpu_seconds(&self) -> f64 {
+        cpu::processes_seconds(self.0.iter().map(Child::id))
+    }
+}
 
 impl Drop for Fleet {
     fn drop(&mut self) {
@@ -260,7 +312,7 @@ impl Drop for Fleet {
     }
 }
 
-fn spawn_workers(bin: &PathBuf, url: &str, n: usize) -> anyhow::Result<Fleet> {
+pub(super) fn spawn_workers(bin: &PathBuf, url: &str, n: usize) -> anyhow::Result<Fleet> {
     spawn_roles(bin, url, n, "commands,nodes")
 }
 
@@ -286,7 +338,7 @@ pub(super) fn spawn_roles(
     Ok(fleet)
 }
 
-async fn wait_done(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+pub(super) async fn wait_done(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let done: i64 = sqlx::query_scalar(
@@ -305,12 +357,12 @@ async fn wait_done(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     }
 }
 
-struct Stats {
-    commits: i64,
-    wal_bytes: i64,
+pub(super) struct Stats {
+    pub commits: i64,
+    pub wal_bytes: i64,
 }
 
-async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
+pub(super) async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
     // Statistics are flushed lazily; give them a moment and read a fresh snapshot.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut conn = pool.acquire().await?;
