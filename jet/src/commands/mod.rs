@@ -6,6 +6,7 @@ pub mod bench_listeners;
 pub mod bootstrap;
 pub mod chaos;
 pub mod dev;
+pub mod explain;
 pub mod migrate;
 pub mod openapi;
 pub mod status;
