@@ -384,8 +384,17 @@ async fn human_reasons(
     conn: &mut PgConnection,
     instance_id: Uuid,
 ) -> Result<Vec<(String, Reason)>> {
-    let rows: Vec<(Uuid, String, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        r#"SELECT "collectionRequestID", "nodeID"::text, "status"::text, "collectionType"::text, "expiresAt"
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        request_id: Uuid,
+        node_id: String,
+        status: String,
+        request_type: String,
+        expires_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        r#"SELECT "collectionRequestID" AS request_id, "nodeID"::text AS node_id, "status"::text AS status,
+                  "collectionType"::text AS request_type, "expiresAt" AS expires_at
            FROM "tblWorkflowDataCollectionRequests"
            WHERE "instanceID" = $1
              AND ("status" = 'PENDING' OR ("status" <> 'CANCELLED' AND "resumedAt" IS NULL))
@@ -396,20 +405,20 @@ async fn human_reasons(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(request_id, node_id, status, kind, expires_at)| {
-            let reason = if status == "PENDING" {
+        .map(|r| {
+            let reason = if r.status == "PENDING" {
                 Reason::WaitingForHuman {
-                    request_id,
-                    request_type: kind,
-                    expires_at,
+                    request_id: r.request_id,
+                    request_type: r.request_type,
+                    expires_at: r.expires_at,
                 }
             } else {
                 Reason::ResumeQueued {
-                    request_id,
-                    request_status: status,
+                    request_id: r.request_id,
+                    request_status: r.status,
                 }
             };
-            (node_id, reason)
+            (r.node_id, reason)
         })
         .collect())
 }
@@ -471,4 +480,101 @@ async fn join_reasons(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> ExecutionRow {
+        ExecutionRow {
+            node_id: "n".into(),
+            retry_count: 0,
+            available_at: Some(Utc::now()),
+            ready: true,
+            lease_owner: None,
+            lease_expires_at: None,
+            lease_expired: false,
+            last_error: None,
+            child_instance_id: None,
+            child_status: None,
+            worker_id: None,
+            worker_alive: false,
+            ready_ahead: Some(3),
+        }
+    }
+
+    #[test]
+    fn a_lease_is_the_reason_whatever_else_the_row_says() {
+        let r = ExecutionRow {
+            lease_owner: Some("w-nodes-0".into()),
+            lease_expires_at: Some(Utc::now()),
+            retry_count: 2,
+            child_instance_id: Some(Uuid::nil()),
+            ..row()
+        };
+        assert!(matches!(
+            execution_reason(r, true),
+            Reason::Leased {
+                worker_id: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_parked_child_wait_is_waiting_and_a_woken_one_is_ready_work() {
+        let parked = ExecutionRow {
+            child_instance_id: Some(Uuid::nil()),
+            child_status: Some("RUNNING".into()),
+            ready: false,
+            available_at: None,
+            ..row()
+        };
+        assert!(matches!(
+            execution_reason(parked, true),
+            Reason::WaitingForChild {
+                timeout_at: None,
+                ..
+            }
+        ));
+        let woken = ExecutionRow {
+            child_instance_id: Some(Uuid::nil()),
+            ..row()
+        };
+        assert!(matches!(
+            execution_reason(woken, true),
+            Reason::Queued { ready_ahead: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_future_row_is_a_backoff_after_failures_else_a_delay() {
+        let later = ExecutionRow {
+            ready: false,
+            ..row()
+        };
+        assert!(matches!(
+            execution_reason(later, false),
+            Reason::Delayed { .. }
+        ));
+        let retry = ExecutionRow {
+            ready: false,
+            retry_count: 2,
+            last_error: Some("boom".into()),
+            ..row()
+        };
+        assert!(matches!(
+            execution_reason(retry, false),
+            Reason::RetryBackoff { failed_tries: 2, ref last_error, .. } if last_error == "boom"
+        ));
+    }
+
+    #[test]
+    fn ready_work_without_a_live_nodes_worker_says_so_rather_than_queued() {
+        assert!(matches!(
+            execution_reason(row(), false),
+            Reason::NoNodesWorker { .. }
+        ));
+    }
 }
