@@ -111,6 +111,18 @@ const ENUMS: &[(&str, &str, &[&str])] = &[
     ("InstanceOut", "status", INSTANCE_STATUS),
     ("InstanceDetail", "status", INSTANCE_STATUS),
     ("InstanceEvent", "status", INSTANCE_STATUS),
+    ("ExplainOut", "status", INSTANCE_STATUS),
+    ("ExplainWaitingForChild", "childStatus", INSTANCE_STATUS),
+    (
+        "ExplainWaitingForHuman",
+        "requestType",
+        &["form", "approval"],
+    ),
+    (
+        "ExplainResumeQueued",
+        "requestStatus",
+        &["COMPLETED", "EXPIRED"],
+    ),
     ("DlqOut", "status", DLQ_STATUS),
     ("ReplayOut", "status", DLQ_STATUS),
     ("DlqFilters", "status", DLQ_STATUS),

@@ -21,6 +21,10 @@ commands:
   status [--json] [--watch [SECONDS]]
                                workers, queues, commands, DLQ, cron, listeners, stuck instances
                                and the xmin horizon of DATABASE_URL, from the jet_ops views
+  explain <instanceID> [--json]
+                               why a run is not running: for each unfinished node, the one
+                               reason (queued, delayed, leased, retry backoff, waiting for a
+                               human, a child or join inputs, no `nodes` worker)
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
   bench [--scale N] [--peers]  engine throughput, latency, a long loop and the HTTP execute rate
                                with 1 and 2 jet-worker processes; --peers also runs the pinned
@@ -53,6 +57,7 @@ async fn main() -> Result<()> {
         "bench" => commands::bench::run(rest).await,
         "chaos" => commands::chaos::run(rest).await,
         "status" => commands::status::run(rest).await,
+        "explain" => commands::explain::run(rest).await,
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

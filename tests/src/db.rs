@@ -1,7 +1,10 @@
 //! A fresh database per test, cloned from a template that is migrated once per schema.
+//! When a test ends its database must hold no stuck instance (`jet_ops.stuck_instances`):
+//! the check runs as the database is dropped, so every test that runs workflows makes it.
 
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The server tests run against (`jet test` sets it).
 #[allow(clippy::disallowed_methods)] // test harness configuration
@@ -30,6 +33,8 @@ pub struct TestDb {
     pub name: String,
     /// The server's URL (any database on it); the shared test server unless given.
     server: String,
+    /// Set by a test that builds a stuck instance on purpose.
+    stuck_allowed: AtomicBool,
 }
 
 impl TestDb {
@@ -74,7 +79,23 @@ impl TestDb {
         let pool = jet_shared::db::connect(&with_database(&server, &name), 10)
             .await
             .expect("connect to test database");
-        Self { pool, name, server }
+        Self {
+            pool,
+            name,
+            server,
+            stuck_allowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Skips the stuck-instance check at the end of this test (for tests of the view itself,
+    /// or of rows written without the engine).
+    pub fn allow_stuck_instances(&self) {
+        self.stuck_allowed.store(true, Ordering::Relaxed);
+    }
+
+    /// The ids of RUNNING instances with nothing runnable and nothing waiting.
+    pub async fn stuck_instances(&self) -> Vec<String> {
+        stuck_instances(&self.pool).await
     }
 
     /// The database's connection URL.
@@ -86,23 +107,50 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (name, server) = (self.name.clone(), self.server.clone());
-        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
+        let check = !self.stuck_allowed.load(Ordering::Relaxed) && !std::thread::panicking();
+        // Drop runs inside the test's runtime; do the async work on a thread of its own. The
+        // stuck check reads committed state only, so workers still running cannot fool it:
+        // every engine transaction leaves its instance with work, a wait, or ended.
+        let stuck = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async {
+                let mut stuck = Vec::new();
+                if check
+                    && let Ok(pool) =
+                        jet_shared::db::connect(&with_database(&server, &name), 1).await
+                {
+                    stuck = stuck_instances(&pool).await;
+                    pool.close().await;
+                }
                 if let Ok(mut admin) = PgConnection::connect(&server).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&mut admin)
                         .await;
                 }
-            });
+                stuck
+            })
         })
-        .join();
+        .join()
+        .unwrap_or_default();
+        assert!(
+            stuck.is_empty(),
+            "the test left RUNNING instances with nothing runnable and nothing waiting \
+             (jet_ops.stuck_instances): {stuck:?}"
+        );
     }
+}
+
+/// `jet_ops.stuck_instances` of a database; none when it cannot be read (a database without
+/// our schema, `TestDb::empty`).
+async fn stuck_instances(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT instance_id::text FROM jet_ops.stuck_instances ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
 }
 
 /// The template's name hashes the migrations, so a schema change gets a new template.

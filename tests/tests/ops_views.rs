@@ -50,6 +50,8 @@ fn seconds(v: &Value) -> f64 {
 #[tokio::test]
 async fn each_view_reports_a_known_state() {
     let app = TestApp::spawn().await;
+    // This test builds a stuck instance to see it in the view.
+    app.db.allow_stuck_instances();
     let pool = &app.db.pool;
     let a = app.admin("ops").await;
     let tenant = a.tenant_id;

@@ -177,6 +177,8 @@ async fn upstream_constraint_names_are_kept() {
 #[tokio::test]
 async fn instance_log_idempotency_index_rejects_a_duplicate_result() {
     let db = TestDb::new().await;
+    // A bare RUNNING instance row, written without the engine, to exercise the index.
+    db.allow_stuck_instances();
     let tenant: uuid::Uuid = sqlx::query_scalar(
         r#"INSERT INTO "tblTenants" ("tenantTitle") VALUES ('t') RETURNING "tenantID""#,
     )

@@ -1,5 +1,5 @@
 //! `/api/v1/tenants/{tenantID}/workflows/instances`: runs of workflows — list, progress
-//! (folded context and log), cancel.
+//! (folded context and log), why it is not running (explain), cancel.
 
 use super::{ApiTags, Page, authorize, page_request};
 use crate::error::ApiResult;
@@ -264,6 +264,33 @@ impl InstancesApi {
         let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
         grants.require(WORKFLOW_READ, row.workflow_id)?;
         Ok(Json(detail(&self.state.pool, row).await?))
+    }
+
+    /// Why isn't it running?
+    ///
+    /// For each node of a RUNNING run that has not finished, the one reason it is not running
+    /// now (queued behind other ready work, no `nodes` worker alive, delayed, leased, retry
+    /// backoff, waiting for a human, a child instance or join inputs), read from the queue,
+    /// the worker registry and the log in one snapshot. An ended run has no entries.
+    #[oai(
+        path = "/:tenantID/workflows/instances/:instanceID/explain",
+        method = "get",
+        operation_id = "explainInstance"
+    )]
+    async fn explain(
+        &self,
+        auth: JetAuth,
+        #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
+        #[oai(name = "instanceID")] instance_id: Path<Uuid>,
+    ) -> ApiResult<Json<super::instance_explain::ExplainOut>> {
+        let tenant = TenantId(tenant_id.0);
+        let grants = jet_shared::rbac::load_grants(&self.state.pool, &auth.0, tenant).await?;
+        let row = instance::get(&self.state.pool, tenant, instance_id.0).await?;
+        grants.require(WORKFLOW_READ, row.workflow_id)?;
+        let explained =
+            jet_shared::workflow::explain::explain(&self.state.pool, Some(tenant), instance_id.0)
+                .await?;
+        Ok(Json(explained.into()))
     }
 
     /// Stream a run's log as Server-Sent Events

@@ -9,6 +9,7 @@ pub mod datasources;
 pub mod dlq;
 pub mod health;
 pub mod human;
+pub mod instance_explain;
 pub mod instances;
 pub mod listeners;
 pub mod nullable;

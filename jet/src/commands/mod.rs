@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bootstrap;
 pub mod chaos;
 pub mod dev;
+pub mod explain;
 pub mod migrate;
 pub mod openapi;
 pub mod status;

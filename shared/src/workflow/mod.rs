@@ -5,6 +5,7 @@ mod batch_settle;
 pub mod context;
 pub mod definition;
 mod dominance;
+pub mod explain;
 pub mod finish;
 pub mod graph;
 pub mod handles;
