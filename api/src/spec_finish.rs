@@ -175,6 +175,22 @@ const ENUMS: &[(&str, &str, &[&str])] = &[
 /// value itself (an email without `@` is a 422).
 const FORMATS: &[(&str, &str, &str)] = &[("AddMember", "email", "email")];
 
+/// `(schema, property, what null means)`: fields that take `null` without being
+/// `Nullable<T>` in Rust because null and absent mean the same. The Jet Admin editor (React
+/// Flow) sends `sourceHandle: null` on every edge that leaves a node's default handle.
+const NULL_IS_ABSENT: &[(&str, &str, &str)] = &[
+    (
+        "WorkflowEdge",
+        "sourceHandle",
+        "null or absent: the source node's default route",
+    ),
+    (
+        "WorkflowEdge",
+        "targetHandle",
+        "null or absent: the target's only input",
+    ),
+];
+
 /// Applies the touches to a spec as poem-openapi generated it.
 pub fn finish(spec: &str) -> String {
     let Ok(mut spec) = serde_json::from_str::<Value>(spec) else {
@@ -210,6 +226,21 @@ pub fn finish(spec: &str) -> String {
                 .and_then(Value::as_object_mut)
             {
                 field.insert("enum".into(), json!(values));
+            }
+        }
+        for (schema, property, meaning) in NULL_IS_ABSENT {
+            if let Some(field) = schemas
+                .get_mut(*schema)
+                .and_then(|s| s["properties"].get_mut(*property))
+                .and_then(Value::as_object_mut)
+            {
+                field.insert("nullable".into(), json!(true));
+                let said = field
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let described = format!("{said} {meaning}.").trim().to_owned();
+                field.insert("description".into(), json!(described));
             }
         }
         for (schema, property, format) in FORMATS {

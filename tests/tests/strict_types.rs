@@ -235,6 +235,51 @@ async fn null_is_accepted_only_where_the_spec_says_nullable() {
     assert!(undescribed.body["roleDescription"].is_null());
 }
 
+/// The Jet Admin editor (React Flow) sends `sourceHandle: null` and `targetHandle: null` on
+/// edges that use a node's default handle: the spec declares both nullable, and null means
+/// absent. The edge's other fields still refuse null.
+#[tokio::test]
+async fn an_edge_handle_may_be_null_as_the_editor_sends_it() {
+    let app = TestApp::spawn().await;
+    let a = app.admin("Editor").await;
+    let path = format!("/api/v1/tenants/{}/workflows", a.tenant_id);
+    let (start, end) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let workflow = |edge: Value| {
+        json!({"title": "from the editor",
+               "nodes": [{"id": start, "type": "start", "data": {}}, {"id": end, "type": "end", "data": {}}],
+               "edges": [edge]})
+    };
+    let saved = app
+        .post(
+            &path,
+            &a.auth,
+            workflow(
+                json!({"source": start, "target": end, "sourceHandle": null, "targetHandle": null}),
+            ),
+        )
+        .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    let edge = &saved.body["edges"][0];
+    assert!(
+        edge.get("sourceHandle").is_none_or(Value::is_null)
+            && edge.get("targetHandle").is_none_or(Value::is_null),
+        "a null handle is stored as absent: {edge}"
+    );
+    let refused = app
+        .post(
+            &path,
+            &a.auth,
+            workflow(json!({"source": start, "target": null})),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (400, "invalid_type"),
+        "{}",
+        refused.body
+    );
+}
+
 /// An API key that disables its own tenant locks itself out, but the tenant's ADMIN members
 /// can enable it again with `{"isDisabled": false}`, and only that.
 #[tokio::test]
