@@ -180,25 +180,56 @@ pub async fn run_options(
     options: &Value,
     inputs: &Value,
 ) -> std::result::Result<QueryOutput, RunError> {
-    let datasource_id = datasource_id
-        .ok_or_else(|| RunError::NotRunnable("the query names no datasource".into()))?;
-    let ds = datasource::get(pool, rt, tenant_id, datasource_id).await?;
-    if rt.drivers.get(&ds.datasource_type).is_none() {
-        return Err(RunError::NotRunnable(datasource::no_driver(
-            &ds.datasource_type,
-        )));
+    Ready::load(pool, rt, tenant_id, datasource_id, options, inputs)
+        .await?
+        .execute(rt, options)
+        .await
+}
+
+/// A query whose datasource is loaded and whose inputs are checked: all that is left is the
+/// one call that reaches outside (see `run_node` for why the two are apart).
+struct Ready {
+    ds: datasource::Datasource,
+    inputs: Value,
+}
+
+impl Ready {
+    async fn load(
+        pool: &PgPool,
+        rt: &DataRuntime,
+        tenant_id: TenantId,
+        datasource_id: Option<Uuid>,
+        options: &Value,
+        inputs: &Value,
+    ) -> std::result::Result<Self, RunError> {
+        let datasource_id = datasource_id
+            .ok_or_else(|| RunError::NotRunnable("the query names no datasource".into()))?;
+        let ds = datasource::get(pool, rt, tenant_id, datasource_id).await?;
+        if rt.drivers.get(&ds.datasource_type).is_none() {
+            return Err(RunError::NotRunnable(datasource::no_driver(
+                &ds.datasource_type,
+            )));
+        }
+        let inputs = check_inputs(options, inputs).map_err(RunError::Inputs)?;
+        Ok(Self { ds, inputs })
     }
-    let inputs = check_inputs(options, inputs).map_err(RunError::Inputs)?;
-    Ok(rt
-        .execute(
-            &ds.datasource_type,
-            Some(ds.datasource_id),
-            &ds.options,
-            options,
-            &inputs,
-            limits(options),
-        )
-        .await?)
+
+    async fn execute(
+        self,
+        rt: &DataRuntime,
+        options: &Value,
+    ) -> std::result::Result<QueryOutput, RunError> {
+        Ok(rt
+            .execute(
+                &self.ds.datasource_type,
+                Some(self.ds.datasource_id),
+                &self.ds.options,
+                options,
+                &self.inputs,
+                limits(options),
+            )
+            .await?)
+    }
 }
 
 /// Runs a saved query.
@@ -385,13 +416,17 @@ pub async fn delete(conn: &mut PgConnection, tenant_id: TenantId, id: Uuid) -> R
 /// the instance context. Completes on `success` with upstream's
 /// `{[outputVariable]: rows, success: true}` (plus the result's metadata); a failure names
 /// its code and the datasource's message.
-pub async fn run_node(
+pub async fn run_node<F>(
     pool: &PgPool,
     rt: &DataRuntime,
     tenant_id: TenantId,
     config: &Value,
     ctx: &Value,
-) -> std::result::Result<crate::workflow::nodes::Outcome, String> {
+    fence: F,
+) -> std::result::Result<Option<crate::workflow::nodes::Outcome>, String>
+where
+    F: std::future::Future<Output = std::result::Result<bool, String>>,
+{
     let id = config
         .get("dataQueryID")
         .and_then(Value::as_str)
@@ -402,15 +437,38 @@ pub async fn run_node(
     let query = get(pool, tenant_id, id)
         .await
         .map_err(|e| format!("data query {id}: {e}"))?;
-    let out = run(pool, rt, &query, &inputs)
+    if query.is_disabled == Some(true) {
+        let err = RunError::NotRunnable("the query is disabled".into());
+        return Err(format!("{}: {err}", err.code()));
+    }
+    let options = query.options.clone().unwrap_or_else(|| json!({}));
+    let ready = Ready::load(
+        pool,
+        rt,
+        query.tenant_id,
+        query.datasource_id,
+        &options,
+        &inputs,
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", e.code()))?;
+    // The query writes outside the engine, where no settle can fence it: whatever the node
+    // still had to read from the platform is read, so the fence is the last step before the
+    // call that reaches outside (a worker cut off while loading must not write once it is
+    // back and its lease has moved on).
+    if !fence.await? {
+        return Ok(None);
+    }
+    let out = ready
+        .execute(rt, &options)
         .await
         .map_err(|e| format!("{}: {e}", e.code()))?;
     let ov = config
         .get("outputVariable")
         .and_then(Value::as_str)
         .unwrap_or(NODE_OUTPUT_VARIABLE);
-    Ok(crate::workflow::nodes::Outcome::follow(
+    Ok(Some(crate::workflow::nodes::Outcome::follow(
         node_output(out, ov),
         "success",
-    ))
+    )))
 }

@@ -717,22 +717,33 @@ async fn run_one(
     } else if node.node_type == NodeType::DataQuery {
         // A query writes outside the engine, where no settle can fence it. A worker that was
         // frozen or cut off after claiming must not run it once its lease has moved on (the
-        // node may have run and settled elsewhere meanwhile): check the lease, and extend it,
-        // right before the effect.
-        if !queue::heartbeat(pool, &c, owner, settings.lease).await? {
-            tracing::warn!("lease lost before the query ran; another worker has the node");
-            return Ok(Ran::Parked);
-        }
+        // node may have run and settled elsewhere meanwhile): `run_node` checks the lease,
+        // and extends it, as its last step before the query.
+        // A lease that cannot be checked counts as lost: the query does not run, and the
+        // node runs again once the lease expires (as any node whose worker lost the database).
+        let fence = async {
+            Ok(queue::heartbeat(pool, &c, owner, settings.lease)
+                .await
+                .inspect_err(|err| tracing::warn!(error = %err, "lease not checked"))
+                .unwrap_or(false))
+        };
         let run = dataquery::run_node(
             pool,
             data,
             TenantId(c.tenant_id),
             &node.config,
             &view.context,
+            fence,
         );
-        tokio::time::timeout(timeout, run)
-            .await
-            .unwrap_or_else(|_| Err(format!("the query did not finish within {timeout:?}")))
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(Some(outcome))) => Ok(outcome),
+            Ok(Ok(None)) => {
+                tracing::warn!("lease not held before the query ran; the query did not run");
+                return Ok(Ran::Parked);
+            }
+            Ok(Err(message)) => Err(message),
+            Err(_) => Err(format!("the query did not finish within {timeout:?}")),
+        }
     } else if node.node_type.needs_sandbox(&node.config) {
         // Scripts block their thread until done or interrupted at `timeout` (which starts
         // when the script does, so waiting for a slot does not eat into it).
