@@ -74,7 +74,7 @@ async fn two_workers_with_small_pools_drain_a_backlog_without_waiting_out_a_leas
     let mut stopped = true;
     for w in &mut workers {
         stopped &= w.terminate(30).await.success();
-        output.extend(w.seen.drain(..));
+        output.append(&mut w.seen);
     }
     let output = output.join("\n");
     eprintln!("{INSTANCES} instances drained in {drained:?}");
