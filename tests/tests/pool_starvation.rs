@@ -10,6 +10,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 const INSTANCES: usize = 300;
+const WORKFLOWS: usize = 60;
 
 /// Far below the 10 s lease a starved execution waits out, and far above a healthy drain
 /// (about 1 s here, in a debug build on two busy cores).
@@ -19,8 +20,12 @@ const DRAIN_BOUND: Duration = Duration::from_secs(7);
 async fn two_workers_with_small_pools_drain_a_backlog_without_waiting_out_a_lease() {
     let app = TestApp::spawn().await;
     let a = app.admin("Pool").await;
-    // Three nodes, so every instance needs a start command, claims, reads and settles.
-    let flow = Flow::new()
+    // Three nodes, so every instance needs a start command, claims, reads and settles; and
+    // many workflows, so the workers' graph caches start cold on many versions at once (each
+    // a pooled read in the middle of a batch).
+    // Node ids are global: each workflow gets its own.
+    let flow = || {
+        Flow::new()
         .node("start", "start", json!({}))
         .node(
             "double",
@@ -33,10 +38,15 @@ async fn two_workers_with_small_pools_drain_a_backlog_without_waiting_out_a_leas
             json!({"outputParameters": [{"name": "doubled", "sourceVariable": "{{ctx.doubled}}"}]}),
         )
         .edge("start", "double")
-        .edge_on("double", "success", "end");
-    let workflow = app.save(&a, &flow).await;
+        .edge_on("double", "success", "end")
+    };
+    let mut workflows = Vec::with_capacity(WORKFLOWS);
+    for _ in 0..WORKFLOWS {
+        workflows.push(app.save(&a, &flow()).await);
+    }
     for i in 0..INSTANCES {
-        app.execute(&a, &workflow, json!({"i": i})).await;
+        app.execute(&a, &workflows[i % WORKFLOWS], json!({"i": i}))
+            .await;
     }
 
     let url = app.db.url();
