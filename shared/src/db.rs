@@ -18,6 +18,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// A pool of one connection of its own, opened on first use with `pool`'s settings, for a
+/// `PgListener`. A listener holds its connection for good; taken from the shared pool it
+/// would shrink the pool of every role in the process, and a listener reconnecting after a
+/// database restart would queue behind the very work it is meant to wake.
+pub fn listener_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 /// Applies every pending migration: apalis-postgres's queue schema first (our migrations add
 /// triggers to its tables), then ours. Safe to run from several processes at once (both
 /// migrators take an advisory lock).

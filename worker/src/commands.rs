@@ -11,21 +11,39 @@ use jet_shared::commands::{Command, QUEUE};
 use jet_shared::lifecycle::Shutdown;
 use jet_shared::workflow::instance;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
+
+/// What the handlers share: the pool, and the slots that bound how many of its connections
+/// commands may hold at once.
+#[derive(Clone)]
+struct Handlers {
+    pool: PgPool,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Commands in flight per process: apalis runs a whole fetched batch (32) at once, and each
+/// command holds a pooled transaction, so unbounded they would queue for every connection of
+/// the pool ahead of the node loops. Half the pool leaves the other roles theirs.
+fn command_slots(pool: &PgPool) -> usize {
+    (pool.options().get_max_connections() as usize / 2).max(1)
+}
 
 /// Commands arrive as raw JSON and are decoded here: apalis leaves a payload it cannot decode
 /// stuck in `Queued` forever, whereas an undecodable command aborted here is `Killed` and the
 /// DLQ trigger parks it.
-async fn handle(raw: serde_json::Value, pool: Data<PgPool>) -> Result<(), BoxDynError> {
+async fn handle(raw: serde_json::Value, handlers: Data<Handlers>) -> Result<(), BoxDynError> {
     let command: Command = serde_json::from_value(raw)
         .map_err(|e| AbortError::new(format!("undecodable command: {e}")))?;
+    let _slot = handlers.slots.acquire().await?;
+    let pool = &handlers.pool;
     if let Command::ResumeHumanStep {
         collection_request_id,
     } = command
     {
-        let span = answer_span(&pool, collection_request_id).await;
-        jet_shared::workflow::human::resume(&pool, collection_request_id)
+        let span = answer_span(pool, collection_request_id).await;
+        jet_shared::workflow::human::resume(pool, collection_request_id)
             .instrument(span)
             .await?;
         return Ok(());
@@ -83,15 +101,20 @@ pub async fn run(pool: PgPool, worker_id: String, mut shutdown: Shutdown) -> any
         // re-enqueues Queued commands of dead workers too; the extra Running write would cost
         // a commit per command for nothing.
         .lock_tasks(false);
+    // The NOTIFY listener has a connection of its own, not one of the handlers'.
+    let listening = jet_shared::db::listener_pool(&pool);
     let strategy = Strategy::new()
-        .stream(Pubsub::new(pool.clone(), QUEUE.to_owned()))
+        .stream(Pubsub::new(listening, QUEUE.to_owned()))
         .interval(Duration::from_secs(1));
     let backend = PostgresStorage::<serde_json::Value>::new(&pool)
         .with_config(config)
         .poll_with_strategy(strategy);
     let worker = WorkerBuilder::new(format!("{worker_id}-commands"))
         .backend(backend)
-        .data(pool)
+        .data(Handlers {
+            slots: Arc::new(tokio::sync::Semaphore::new(command_slots(&pool))),
+            pool,
+        })
         .build(handle);
     worker
         .run_until(async move {

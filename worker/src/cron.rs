@@ -69,8 +69,10 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff(0);
+    // The listener has a connection of its own: the pool's are for the scheduling rounds.
+    let listening = jet_shared::db::listener_pool(&pool);
     let mut listener = loop {
-        match listen(&pool).await {
+        match listen(&listening).await {
             Ok(l) => break l,
             Err(err) => {
                 let delay = backoff.next();

@@ -128,46 +128,49 @@ fn jitter() -> f64 {
 
 /// Graphs of published workflow versions. A version never changes, so an entry never goes
 /// stale; loading and validating happen outside the lock, so one big graph cannot stall the
-/// other claim loops.
+/// other claim loops. Loads are single-flight: the nodes of a batch that all miss the same
+/// version wait for one read instead of each taking a pooled connection for it.
 #[derive(Default)]
-struct GraphCache(std::sync::Mutex<HashMap<(Uuid, i32), Arc<Graph>>>);
+struct GraphCache(std::sync::Mutex<HashMap<(Uuid, i32), Arc<GraphCell>>>);
+
+/// One version's graph, loaded once by whichever caller gets there first.
+type GraphCell = tokio::sync::OnceCell<Arc<Graph>>;
 
 /// Versions kept; past this the cache starts afresh (cheap: a miss is one indexed read).
 const GRAPH_CACHE_LIMIT: usize = 1024;
 
 impl GraphCache {
-    fn lookup(&self, key: (Uuid, i32)) -> Option<Arc<Graph>> {
-        let cache = self
+    /// The cell of `key`, created empty on first use.
+    fn cell(&self, key: (Uuid, i32)) -> Arc<GraphCell> {
+        let mut cache = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(&key).cloned()
+        if cache.len() >= GRAPH_CACHE_LIMIT && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache.entry(key).or_default().clone()
     }
 
-    /// The graph of `version` of `workflow_id`, loaded on first use.
+    /// The graph of `version` of `workflow_id`, loaded on first use. A failed load leaves the
+    /// cell empty, so the next caller tries again.
     async fn get(
         &self,
         pool: &PgPool,
         workflow_id: Uuid,
         version: i32,
     ) -> anyhow::Result<Arc<Graph>> {
-        let key = (workflow_id, version);
-        if let Some(hit) = self.lookup(key) {
-            return Ok(hit);
-        }
-        let mut conn = pool.acquire().await?;
-        let stored = definition::load_version(&mut conn, workflow_id, version).await?;
-        drop(conn);
-        let graph = Arc::new(tokio::task::spawn_blocking(move || stored.graph()).await??);
-        let mut cache = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= GRAPH_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, graph.clone());
-        Ok(graph)
+        let cell = self.cell((workflow_id, version));
+        let graph = cell
+            .get_or_try_init(|| async {
+                let mut conn = pool.acquire().await?;
+                let stored = definition::load_version(&mut conn, workflow_id, version).await?;
+                drop(conn);
+                let graph = tokio::task::spawn_blocking(move || stored.graph()).await??;
+                anyhow::Ok(Arc::new(graph))
+            })
+            .await?;
+        Ok(graph.clone())
     }
 }
 
@@ -187,8 +190,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
-    // Register interest before the first claim, so no NOTIFY between them is missed.
-    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    // Register interest before the first claim, so no NOTIFY between them is missed. The
+    // listener has a connection of its own: the pool's are for the claim loops.
+    let listening = jet_shared::db::listener_pool(&pool);
+    let mut listener = sqlx::postgres::PgListener::connect_with(&listening).await?;
     listener.listen("jet_node_executions").await?;
     let cache = Arc::new(GraphCache::default());
     let mut loops = tokio::task::JoinSet::new();
@@ -441,8 +446,6 @@ async fn run_batch(
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     early: tokio::sync::oneshot::Sender<()>,
 ) {
-    use futures::FutureExt as _;
-    use futures::StreamExt as _;
     let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
     let views = match queue::prepare(&ctx.pool, &instance_ids).await {
         Ok(views) => views,
@@ -454,37 +457,40 @@ async fn run_batch(
     // Keep every lease of the batch until its last result is settled (or the batch is
     // aborted at the end of a shutdown drain: the guard stops the heartbeat with it).
     let _heartbeat = keep_leases(&ctx.pool, &ctx.owner, &claimed, ctx.settings.lease);
-    let mut running = futures::stream::FuturesUnordered::new();
+    // Each node is a task of its own, not a future polled by this one: while this task
+    // awaits a settle (which needs a pooled connection), a node future it alone polled would
+    // stand still, holding the connection (or the pool's turn for one) it had been given.
+    // Every batch doing so at once took all connections and none was used until the pool's
+    // acquire timeout: the stall of two workers draining a backlog. Tasks keep moving. They
+    // are aborted with the set if this batch is (end of a shutdown drain).
+    let mut running = tokio::task::JoinSet::new();
     for (c, permit) in claimed.into_iter().zip(permits) {
         let view = views.get(&c.instance_id).cloned();
         let span = node_span(&ctx.owner, &c, view.as_ref());
         let ctx = ctx.clone();
-        running.push(
-            async move {
-                let ran = run_one(
-                    &ctx.pool,
-                    &ctx.owner,
-                    &ctx.cache,
-                    &ctx.data,
-                    c,
-                    view,
-                    &ctx.settings,
-                )
-                .instrument(span.clone())
-                .await;
-                (ran, permit, Duration::ZERO, span)
-            }
-            .boxed(),
-        );
+        running.spawn(async move {
+            let ran = run_one(
+                &ctx.pool,
+                &ctx.owner,
+                &ctx.cache,
+                &ctx.data,
+                c,
+                view,
+                &ctx.settings,
+            )
+            .instrument(span.clone())
+            .await;
+            (ran, permit, Duration::ZERO, span)
+        });
     }
     let mut early = Some(early);
-    while let Some(first) = running.next().await {
+    while let Some(first) = next_finished(&mut running).await {
         let mut ran: Vec<Finished> = vec![first];
         let window = tokio::time::sleep(SETTLE_WINDOW);
         tokio::pin!(window);
         loop {
             tokio::select! {
-                next = running.next() => match next {
+                next = next_finished(&mut running) => match next {
                     Some(r) => ran.push(r),
                     None => break,
                 },
@@ -502,16 +508,26 @@ async fn run_batch(
             }
             let pause = (Duration::from_millis(20) * 2u32.pow(waited.as_secs().min(5) as u32))
                 .min(Duration::from_secs(1));
-            running.push(
-                async move {
-                    tokio::time::sleep(pause).await;
-                    (Ok(Ran::Settle(pending)), permit, waited + pause, span)
-                }
-                .boxed(),
-            );
+            running.spawn(async move {
+                tokio::time::sleep(pause).await;
+                (Ok(Ran::Settle(pending)), permit, waited + pause, span)
+            });
         }
         if let Some(early) = early.take() {
             let _ = early.send(());
+        }
+    }
+}
+
+/// The next node of a batch to finish; `None` once all have. A node task that panicked is
+/// logged and skipped: its lease expires and it runs again elsewhere.
+async fn next_finished(running: &mut tokio::task::JoinSet<Finished>) -> Option<Finished> {
+    loop {
+        match running.join_next().await? {
+            Ok(finished) => return Some(finished),
+            Err(err) => {
+                tracing::error!(error = %err, "node task failed; its lease will expire")
+            }
         }
     }
 }

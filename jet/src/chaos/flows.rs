@@ -53,9 +53,12 @@ impl Builder {
     }
 
     fn edge(mut self, from: &str, handle: Option<&str>, to: &str) -> Self {
-        self.edges.push(
-            json!({"source": self.ids[from], "target": self.ids[to], "sourceHandle": handle}),
-        );
+        // No handle is no `sourceHandle` at all: the API's strict schema refuses a null one.
+        let mut edge = json!({"source": self.ids[from], "target": self.ids[to]});
+        if let Some(handle) = handle {
+            edge["sourceHandle"] = json!(handle);
+        }
+        self.edges.push(edge);
         self
     }
 
