@@ -46,6 +46,11 @@ impl Builder {
             .push(json!({"id": id, "type": "dataQuery", "data": {
             "dataQueryID": self.query,
             "inputValues": {"key": "{{ctx.input.key}}", "node": id},
+            // A dataQuery node continues on its `error` handle by default (upstream's
+            // choice), so a query whose connection a fault killed would complete without
+            // its effect. An effect the run relies on retries instead, and fails the run if
+            // it never lands, which the ledger then counts as lost.
+            "errorHandling": "retry_then_fail", "retryLimit": 10, "retryDelaySeconds": 1,
             "outputVariable": format!("effect_{name}")}}));
         self.effects.push(id.clone());
         self.ids.insert(name, id);
