@@ -4,12 +4,11 @@
 
 use super::cpu;
 use super::shapes::{self, Shape, loop_executions};
-use super::{Stats, db_url, enqueue, fresh_db, spawn_workers, stats, wait_done};
+use super::{drain, enqueue, fresh_db};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Iterations compared at each end of the loop.
 const WINDOW: usize = 100;
@@ -31,20 +30,8 @@ pub(super) async fn run(
         &json!({"items": (0..items).collect::<Vec<_>>()}),
     )
     .await?;
-    let before: Stats = stats(&pool).await?;
-    let postgres = cpu::Postgres::find(&pool).await;
-    let postgres_before = postgres.as_ref().map(cpu::Postgres::seconds);
-    let started = Instant::now();
-    let fleet = spawn_workers(bin, &db_url(server), 1)?;
-    wait_done(&pool, 1).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let worker_cpu = fleet.cpu_seconds();
-    let postgres_cpu = postgres
-        .as_ref()
-        .zip(postgres_before)
-        .map(|(p, before)| p.seconds() - before);
-    drop(fleet);
-    let after = stats(&pool).await?;
+    let drained = drain(&pool, bin, server, 1, 1).await?;
+    let seconds = drained.seconds;
 
     // The loop node completes once per item and once more to exit: the most completions.
     let loop_completions: Vec<DateTime<Utc>> = sqlx::query_scalar(
@@ -98,10 +85,13 @@ pub(super) async fn run(
         last_ms / first_ms.max(1e-9),
         mean_bytes(1..=window),
         mean_bytes(last - window + 1..=last),
-        (after.commits - before.commits) as f64 / executions,
-        (after.wal_bytes - before.wal_bytes) as f64 / executions,
+        drained.commits / executions,
+        drained.wal_bytes / executions,
     );
-    println!("CPU: {}", cpu::describe(postgres_cpu, worker_cpu, seconds));
+    println!(
+        "CPU: {}",
+        cpu::describe(drained.postgres_cpu, drained.worker_cpu, seconds)
+    );
     pool.close().await;
     Ok(())
 }
