@@ -1,6 +1,7 @@
 //! A fresh database per test, cloned from a template that is migrated once per schema.
-//! When a test ends its database must hold no stuck instance (`jet_ops.stuck_instances`):
-//! the check runs as the database is dropped, so every test that runs workflows makes it.
+//! When a test ends its database must hold no stuck instance (`jet_ops.stuck_instances`), and
+//! every instance's kept context must equal the fold of its log: the checks run as the
+//! database is dropped, so every test that runs workflows makes them.
 
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::OnceLock;
@@ -107,22 +108,27 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (name, server) = (self.name.clone(), self.server.clone());
-        let check = !self.stuck_allowed.load(Ordering::Relaxed) && !std::thread::panicking();
+        // A test that failed already says why; the checks would only bury that.
+        let healthy = !std::thread::panicking();
+        let check_stuck = healthy && !self.stuck_allowed.load(Ordering::Relaxed);
         // Drop runs inside the test's runtime; do the async work on a thread of its own. The
         // stuck check reads committed state only, so workers still running cannot fool it:
         // every engine transaction leaves its instance with work, a wait, or ended.
-        let stuck = std::thread::spawn(move || {
+        let (stuck, drifted) = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let mut stuck = Vec::new();
-                if check
+                let (mut stuck, mut drifted) = (Vec::new(), Vec::new());
+                if healthy
                     && let Ok(pool) =
                         jet_shared::db::connect(&with_database(&server, &name), 1).await
                 {
-                    stuck = stuck_instances(&pool).await;
+                    if check_stuck {
+                        stuck = stuck_instances(&pool).await;
+                    }
+                    drifted = context_drift(&pool).await;
                     pool.close().await;
                 }
                 if let Ok(mut admin) = PgConnection::connect(&server).await {
@@ -131,7 +137,7 @@ impl Drop for TestDb {
                         .execute(&mut admin)
                         .await;
                 }
-                stuck
+                (stuck, drifted)
             })
         })
         .join()
@@ -140,6 +146,10 @@ impl Drop for TestDb {
             stuck.is_empty(),
             "the test left RUNNING instances with nothing runnable and nothing waiting \
              (jet_ops.stuck_instances): {stuck:?}"
+        );
+        assert!(
+            drifted.is_empty(),
+            "the kept context of these instances differs from the fold of their log: {drifted:?}"
         );
     }
 }
@@ -151,6 +161,37 @@ async fn stuck_instances(pool: &PgPool) -> Vec<String> {
         .fetch_all(pool)
         .await
         .unwrap_or_default()
+}
+
+/// Instances whose kept context (`tblWorkflowInstanceContext`) is not the fold of their log,
+/// each with the keys that differ; none when the tables cannot be read (no schema).
+pub async fn context_drift(pool: &PgPool) -> Vec<String> {
+    let rows: Vec<(uuid::Uuid, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        r#"SELECT i."instanceID",
+                  COALESCE((SELECT jsonb_agg(l."payload" ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l
+                            WHERE l."instanceID" = i."instanceID"
+                              AND l."eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET')), '[]'),
+                  COALESCE((SELECT jsonb_object_agg(c."key", c."value") FROM "tblWorkflowInstanceContext" c
+                            WHERE c."instanceID" = i."instanceID"), '{}')
+           FROM "tblWorkflowInstances" i"#,
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    rows.into_iter()
+        .filter_map(|(id, payloads, kept)| {
+            let folded = jet_shared::workflow::context::fold(payloads.as_array()?.iter());
+            let (folded, kept) = (folded.as_object()?, kept.as_object()?);
+            let mut keys: Vec<&String> = folded
+                .keys()
+                .chain(kept.keys())
+                .filter(|k| folded.get(*k) != kept.get(*k))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            (!keys.is_empty()).then(|| format!("{id}: {keys:?}"))
+        })
+        .collect()
 }
 
 /// The template's name hashes the migrations, so a schema change gets a new template.

@@ -311,15 +311,15 @@ async fn claim_loop(
             }
         }
         let want = permits.len() as i64;
-        let claimed = match queue::claim(&ctx.pool, &ctx.owner, settings.lease, want).await {
-            Ok(c) => c,
+        let batch = match queue::claim_batch(&ctx.pool, &ctx.owner, settings.lease, want).await {
+            Ok(b) => b,
             Err(err) => {
                 tracing::warn!(error = %err, "claim failed; retrying");
                 tokio::time::sleep(settings.poll).await;
                 continue;
             }
         };
-        if claimed.is_empty() {
+        if batch.claimed.is_empty() {
             drop(permits);
             // NOTIFY is only a hint: whatever wakes the loop, it re-queries.
             tokio::select! {
@@ -329,16 +329,16 @@ async fn claim_loop(
             }
             continue;
         }
-        if claimed.len() as i64 == settings.batch {
+        if batch.claimed.len() as i64 == settings.batch {
             wake.notify_one();
         }
-        permits.truncate(claimed.len());
-        held.add(&claimed);
-        let ids: Vec<i64> = claimed.iter().map(|c| c.execution_id).collect();
+        permits.truncate(batch.claimed.len());
+        held.add(&batch.claimed);
+        let ids: Vec<i64> = batch.claimed.iter().map(|c| c.execution_id).collect();
         let (early, settled_early) = tokio::sync::oneshot::channel();
         let (batch_ctx, batch_held) = (ctx.clone(), held.clone());
         batches.spawn(async move {
-            run_batch(batch_ctx, claimed, permits, early).await;
+            run_batch(batch_ctx, batch, permits, early).await;
             // Settled, retried, parked or left to expire: nothing of it is ours to release.
             batch_held.remove(&ids);
         });
@@ -434,7 +434,7 @@ fn node_span(owner: &str, c: &Claimed, view: Option<&queue::InstanceView>) -> tr
     span
 }
 
-/// Runs a claimed batch: one read for all contexts, the nodes concurrently (scripts on
+/// Runs a claimed batch (read with its claim): the nodes concurrently (scripts on
 /// blocking threads), and settles their results as they finish: whatever finishes within
 /// [`SETTLE_WINDOW`] of the first goes into one settle transaction, the rest into later ones.
 /// `early` is told once the first group is settled, so the claim loop moves on while
@@ -442,18 +442,11 @@ fn node_span(owner: &str, c: &Claimed, view: Option<&queue::InstanceView>) -> tr
 /// backoff, its lease kept, for up to [`MAX_BUSY_WAIT`].
 async fn run_batch(
     ctx: Arc<LoopContext>,
-    claimed: Vec<Claimed>,
+    batch: queue::ClaimedBatch,
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     early: tokio::sync::oneshot::Sender<()>,
 ) {
-    let instance_ids: Vec<Uuid> = claimed.iter().map(|c| c.instance_id).collect();
-    let views = match queue::prepare(&ctx.pool, &instance_ids).await {
-        Ok(views) => views,
-        Err(err) => {
-            tracing::warn!(error = %err, "batch not read; its leases will expire and it runs again");
-            return;
-        }
-    };
+    let queue::ClaimedBatch { claimed, views } = batch;
     // Keep every lease of the batch until its last result is settled (or the batch is
     // aborted at the end of a shutdown drain: the guard stops the heartbeat with it).
     let _heartbeat = keep_leases(&ctx.pool, &ctx.owner, &claimed, ctx.settings.lease);

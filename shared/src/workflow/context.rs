@@ -1,5 +1,10 @@
 //! The instance context: the shallow merge, in `logID` order, of the payloads of `INPUT_SET`,
 //! `NODE_COMPLETED` and `SYSTEM_SET` log rows. Keys starting with `__` never reach clients.
+//!
+//! The engine does not fold the log on each read: a trigger keeps the result beside it, one
+//! row per key in `tblWorkflowInstanceContext` (migration `20261204100000`), in the
+//! transaction that writes the log row. [`fold`] is the definition that table must equal at
+//! every commit; the test harness checks it for every instance a test leaves behind.
 
 use serde_json::{Map, Value};
 

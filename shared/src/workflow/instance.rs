@@ -1,7 +1,6 @@
 //! Workflow instances (`tblWorkflowInstances`) and their append-only log
 //! (`tblWorkflowInstanceLogs`): creation with inputs, the folded context, listing, cancel.
 
-use super::context;
 use super::queue;
 use crate::ids::TenantId;
 use crate::page::{Page, PageRequest};
@@ -439,16 +438,15 @@ pub async fn get(
     .ok_or(Error::NotFound("instance"))
 }
 
-/// The folded context (internal keys included).
+/// The context (internal keys included), as kept beside the log.
 pub async fn load_context(conn: impl PgExecutor<'_>, instance_id: Uuid) -> Result<Value> {
-    let payloads: Vec<Value> = sqlx::query_scalar(
-        r#"SELECT "payload" FROM "tblWorkflowInstanceLogs"
-           WHERE "instanceID" = $1 AND "eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET') ORDER BY "logID""#,
+    Ok(sqlx::query_scalar(
+        r#"SELECT COALESCE(jsonb_object_agg("key", "value"), '{}') FROM "tblWorkflowInstanceContext"
+           WHERE "instanceID" = $1"#,
     )
     .bind(instance_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(context::fold(payloads.iter()))
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The instance's log, in order; `after` skips rows up to that `logID` (SSE resumption).

@@ -70,8 +70,9 @@ async fn join_fires(
         .unwrap_or("all");
     if mode == "all" {
         let (passes, completions): (i64, Vec<i64>) = sqlx::query_as(
-            r#"SELECT (SELECT count(*) FROM "tblWorkflowInstanceLogs"
-                       WHERE "instanceID" = $1 AND "eventType" = 'NODE_DISPATCHED' AND "nodeID" = $2),
+            r#"SELECT COALESCE((SELECT "nodeAttempt"::int8 FROM "tblWorkflowInstanceLogs"
+                                WHERE "instanceID" = $1 AND "nodeID" = $2 AND "eventType" = 'NODE_DISPATCHED'
+                                ORDER BY "nodeAttempt" DESC LIMIT 1), 0),
                       ARRAY(SELECT (SELECT count(*) FROM "tblWorkflowInstanceLogs" l
                                     WHERE l."instanceID" = $1 AND l."eventType" = 'NODE_COMPLETED' AND l."nodeID" = u)
                             FROM unnest($3::text[]) AS u)"#,
@@ -109,6 +110,8 @@ async fn join_fires(
 }
 
 /// The `logID`s of the latest dispatch of `node` and of the latest dispatch of any of `of`.
+/// A node's latest dispatch is its highest dispatch number, one probe of the idempotency
+/// index, rather than a scan of every earlier dispatch (inside a loop, one per iteration).
 async fn last_dispatches(
     conn: &mut PgConnection,
     instance_id: Uuid,
@@ -116,10 +119,13 @@ async fn last_dispatches(
     of: &[&str],
 ) -> Result<(Option<i64>, Option<i64>)> {
     Ok(sqlx::query_as(
-        r#"SELECT (SELECT max("logID") FROM "tblWorkflowInstanceLogs"
-                   WHERE "instanceID" = $1 AND "eventType" = 'NODE_DISPATCHED' AND "nodeID" = $2),
-                  (SELECT max("logID") FROM "tblWorkflowInstanceLogs"
-                   WHERE "instanceID" = $1 AND "eventType" = 'NODE_DISPATCHED' AND "nodeID" = ANY($3))"#,
+        r#"SELECT (SELECT "logID" FROM "tblWorkflowInstanceLogs"
+                   WHERE "instanceID" = $1 AND "nodeID" = $2 AND "eventType" = 'NODE_DISPATCHED'
+                   ORDER BY "nodeAttempt" DESC LIMIT 1),
+                  (SELECT max((SELECT l."logID" FROM "tblWorkflowInstanceLogs" l
+                               WHERE l."instanceID" = $1 AND l."nodeID" = o AND l."eventType" = 'NODE_DISPATCHED'
+                               ORDER BY l."nodeAttempt" DESC LIMIT 1))
+                   FROM unnest($3::text[]) AS o)"#,
     )
     .bind(instance_id)
     .bind(node)

@@ -1,11 +1,12 @@
 //! The node-execution queue (`tblNodeExecutions`): dispatch, batch claim with
-//! `FOR UPDATE SKIP LOCKED`, leases with heartbeats, a reaper, fenced retries and releases,
-//! and the one read a claimed batch needs. Recording results is `settle`'s.
+//! `FOR UPDATE SKIP LOCKED` (returning what the batch needs to run), leases with heartbeats,
+//! a reaper, fenced retries and releases. Recording results is `settle`'s.
 
 use super::storable::scrub_message;
 use crate::Result;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -48,7 +49,9 @@ pub(crate) struct Dispatch<'a> {
 }
 
 /// Dispatches `node_id` in an instance: a `NODE_DISPATCHED` log row and an execution row that
-/// becomes claimable after `delay`. The dispatch number counts earlier dispatches of the node.
+/// becomes claimable after `delay`. The dispatch number is one past the node's latest one, read
+/// from the end of the log's idempotency index: counting every earlier dispatch made a loop's
+/// k-th step cost O(k).
 pub async fn dispatch(
     conn: &mut PgConnection,
     instance_id: Uuid,
@@ -83,8 +86,9 @@ pub(crate) async fn dispatch_many(conn: &mut PgConnection, items: &[Dispatch<'_>
            logged AS (
              INSERT INTO "tblWorkflowInstanceLogs" ("instanceID", "nodeID", "eventType", "nodeAttempt")
              SELECT t.i, t.n, 'NODE_DISPATCHED',
-                    1 + (SELECT count(*) FROM "tblWorkflowInstanceLogs" l
-                         WHERE l."instanceID" = t.i AND l."nodeID" = t.n AND l."eventType" = 'NODE_DISPATCHED')
+                    1 + COALESCE((SELECT l."nodeAttempt" FROM "tblWorkflowInstanceLogs" l
+                                  WHERE l."instanceID" = t.i AND l."nodeID" = t.n AND l."eventType" = 'NODE_DISPATCHED'
+                                  ORDER BY l."nodeAttempt" DESC LIMIT 1), 0)
              FROM t RETURNING "instanceID", "nodeID", "nodeAttempt")
            INSERT INTO "tblNodeExecutions" ("instanceID", "tenantID", "nodeID", "nodeAttempt", "availableAt")
            SELECT l."instanceID", t.tenant, l."nodeID", l."nodeAttempt", now() + t.delay_ms * interval '1 millisecond'
@@ -100,18 +104,54 @@ pub(crate) async fn dispatch_many(conn: &mut PgConnection, items: &[Dispatch<'_>
 }
 
 /// Claims up to `batch` ready executions for `owner`, leased for `lease`.
-///
-/// Fairness: each tenant with ready work contributes its oldest executions and the batch is
-/// filled round-robin over tenants, so one tenant's flood cannot starve another tenant's
-/// single execution.
 pub async fn claim(
     pool: &PgPool,
     owner: &str,
     lease: Duration,
     batch: i64,
 ) -> Result<Vec<Claimed>> {
+    Ok(claim_batch(pool, owner, lease, batch).await?.claimed)
+}
+
+/// A claimed batch with what running it needs: the [`InstanceView`] of each of its instances.
+#[derive(Debug, Default)]
+pub struct ClaimedBatch {
+    pub claimed: Vec<Claimed>,
+    pub views: HashMap<Uuid, InstanceView>,
+}
+
+/// Claims up to `batch` ready executions for `owner`, leased for `lease`, and reads each
+/// instance's view in the same statement: one round trip per batch, not a claim and a read.
+///
+/// Fairness: each tenant with ready work contributes its oldest executions and the batch is
+/// filled round-robin over tenants, so one tenant's flood cannot starve another tenant's
+/// single execution.
+pub async fn claim_batch(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+    batch: i64,
+) -> Result<ClaimedBatch> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        claimed: Claimed,
+        #[sqlx(rename = "workflowID")]
+        workflow_id: Option<Uuid>,
+        status: Option<String>,
+        #[sqlx(rename = "isTest")]
+        is_test: Option<bool>,
+        #[sqlx(rename = "workflowVersion")]
+        workflow_version: Option<i32>,
+        #[sqlx(rename = "workflowOptions")]
+        workflow_options: Option<Value>,
+        #[sqlx(rename = "traceContext")]
+        trace_context: Option<String>,
+        /// Read on the first row of each instance only.
+        context: Option<Value>,
+    }
     let started = std::time::Instant::now();
-    let claimed: Vec<Claimed> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         r#"WITH ready_tenants AS (
              SELECT DISTINCT "tenantID" FROM "tblNodeExecutions"
              WHERE "leaseOwner" IS NULL AND "availableAt" <= now()
@@ -124,20 +164,51 @@ pub async fn claim(
                ORDER BY e."availableAt" LIMIT $3 FOR UPDATE SKIP LOCKED) c
            ), fair AS (
              SELECT "executionID" FROM candidates ORDER BY turn, "availableAt" LIMIT $3
+           ), claimed AS (
+             UPDATE "tblNodeExecutions" e
+             SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1
+             FROM fair WHERE e."executionID" = fair."executionID"
+             RETURNING e."executionID", e."instanceID", e."tenantID", e."nodeID", e."nodeAttempt",
+                       e."retryCount", e."claimCount", e."releaseCount", e."childInstanceID"
            )
-           UPDATE "tblNodeExecutions" e
-           SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1
-           FROM fair WHERE e."executionID" = fair."executionID"
-           RETURNING e."executionID", e."instanceID", e."tenantID", e."nodeID", e."nodeAttempt",
-                     e."retryCount", e."claimCount", e."releaseCount", e."childInstanceID""#,
+           SELECT c."executionID", c."instanceID", c."tenantID", c."nodeID", c."nodeAttempt", c."retryCount",
+                  c."claimCount", c."releaseCount", c."childInstanceID", i."workflowID", i."status", i."isTest", i."workflowVersion", v."workflowOptions",
+                  i."traceContext",
+                  CASE WHEN i."instanceID" IS NOT NULL AND row_number() OVER (PARTITION BY c."instanceID") = 1 THEN
+                    COALESCE((SELECT jsonb_object_agg(k."key", k."value") FROM "tblWorkflowInstanceContext" k
+                              WHERE k."instanceID" = c."instanceID"), '{}')
+                  END AS context
+           FROM claimed c
+           LEFT JOIN "tblWorkflowInstances" i ON i."instanceID" = c."instanceID"
+           LEFT JOIN "tblWorkflowVersions" v ON v."workflowID" = i."workflowID" AND v."version" = i."workflowVersion""#,
     )
     .bind(owner)
     .bind(interval(lease))
     .bind(batch)
     .fetch_all(pool)
     .await?;
-    crate::metrics::record_claim(claimed.len(), started.elapsed());
-    Ok(claimed)
+    let mut out = ClaimedBatch::default();
+    for r in rows {
+        if let (Some(status), Some(context)) = (r.status, r.context) {
+            out.views.insert(
+                r.claimed.instance_id,
+                InstanceView {
+                    workflow_id: r.workflow_id,
+                    workflow_version: r.workflow_version,
+                    status,
+                    is_test: r.is_test.unwrap_or(false),
+                    workflow_options: r
+                        .workflow_options
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                    context,
+                    trace_context: r.trace_context,
+                },
+            );
+        }
+        out.claimed.push(r.claimed);
+    }
+    crate::metrics::record_claim(out.claimed.len(), started.elapsed());
+    Ok(out)
 }
 
 /// Extends a held lease; `false` when the lease was lost (reaped and reclaimed).
@@ -262,8 +333,9 @@ pub async fn discard(pool: &PgPool, c: &Claimed, owner: &str) -> Result<()> {
     Ok(())
 }
 
-/// What running a batch of claimed executions needs, read in one query: each instance's
-/// status and workflow version, and its folded context.
+/// What running a batch of claimed executions needs, read with the claim: each instance's
+/// status and workflow version, and its context (kept folded beside the log, so reading it
+/// costs O(keys), not O(steps so far)).
 #[derive(Debug, Clone)]
 pub struct InstanceView {
     pub workflow_id: Option<Uuid>,
@@ -275,62 +347,6 @@ pub struct InstanceView {
     pub context: Value,
     /// The W3C traceparent of the span that started the instance, if it was traced.
     pub trace_context: Option<String>,
-}
-
-/// Reads the [`InstanceView`] of every instance of a batch in one round trip.
-pub async fn prepare(
-    pool: &PgPool,
-    instance_ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, InstanceView>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(rename = "instanceID")]
-        instance_id: Uuid,
-        #[sqlx(rename = "workflowID")]
-        workflow_id: Option<Uuid>,
-        status: String,
-        #[sqlx(rename = "isTest")]
-        is_test: bool,
-        #[sqlx(rename = "workflowVersion")]
-        workflow_version: Option<i32>,
-        #[sqlx(rename = "workflowOptions")]
-        workflow_options: Option<Value>,
-        payloads: Value,
-        #[sqlx(rename = "traceContext")]
-        trace_context: Option<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        r#"SELECT i."instanceID", i."workflowID", i."status", i."isTest", i."workflowVersion", v."workflowOptions", i."traceContext",
-                  COALESCE((SELECT jsonb_agg(l."payload" ORDER BY l."logID") FROM "tblWorkflowInstanceLogs" l
-                            WHERE l."instanceID" = i."instanceID"
-                              AND l."eventType" IN ('INPUT_SET', 'NODE_COMPLETED', 'SYSTEM_SET')), '[]') AS payloads
-           FROM "tblWorkflowInstances" i
-           LEFT JOIN "tblWorkflowVersions" v ON v."workflowID" = i."workflowID" AND v."version" = i."workflowVersion"
-           WHERE i."instanceID" = ANY($1)"#,
-    )
-    .bind(instance_ids)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let context = super::context::fold(r.payloads.as_array().into_iter().flatten());
-            (
-                r.instance_id,
-                InstanceView {
-                    workflow_id: r.workflow_id,
-                    status: r.status,
-                    is_test: r.is_test,
-                    workflow_version: r.workflow_version,
-                    workflow_options: r
-                        .workflow_options
-                        .unwrap_or_else(|| Value::Object(Default::default())),
-                    context,
-                    trace_context: r.trace_context,
-                },
-            )
-        })
-        .collect())
 }
 
 /// Extends the leases of a whole batch; returns how many were still held.
