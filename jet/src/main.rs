@@ -26,10 +26,13 @@ commands:
                                reason (queued, delayed, leased, retry backoff, waiting for a
                                human, a child or join inputs, no `nodes` worker)
   test [ARGS…]                 prepare PostgreSQL and run every test (`cargo test --workspace ARGS…`)
-  bench [--scale N] [--peers]  engine throughput, latency, a long loop and the HTTP execute rate
+  bench [--scale N] [--peers] [--only a,b,c,d,latency,e,f] [--wal-detail]
+                               engine throughput, latency, a long loop and the HTTP execute rate
                                with 1 and 2 jet-worker processes; --peers also runs the pinned
-                               graphile-worker on the same server and prints the ratios
-                               (release build; JET_BENCH_DATABASE_URL, default the local server)
+                               graphile-worker on the same server and prints the ratios; --only
+                               runs the named scenarios; --wal-detail prints each drain's WAL
+                               by record type (pg_walinspect) (release build;
+                               JET_BENCH_DATABASE_URL, default the local server)
   bench listeners [--seconds S]
                                CDC commit → workflow instance latency (idle, under load) and
                                capture throughput on a private wal_level=logical cluster

@@ -83,6 +83,17 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .unwrap_or(1)
         .max(1);
     let peers = args.iter().any(|a| a == "--peers");
+    WAL_DETAIL.store(
+        args.iter().any(|a| a == "--wal-detail"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // `--only a,e,latency`: just those scenarios (a–f by letter, `latency`), to rerun one.
+    let only: Option<Vec<String>> =
+        flag_value(args, "--only")?.map(|list| list.split(',').map(str::to_owned).collect());
+    let wanted = |scenario: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == scenario))
+    };
     let server = server_url();
     let bin = worker_bin()?;
     let mut admin = connect_admin(&server).await?;
@@ -109,6 +120,9 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for workers in [1usize, 2] {
         for (label, shape, instances) in drains {
+            if !wanted(&label[..1]) {
+                continue;
+            }
             let (pool, tenant, _) = fresh_db(&mut admin, &server, 2).await?;
             let workflow = shapes::save(&pool, tenant, shape).await?;
             enqueue(&pool, tenant, workflow, instances, &json!({})).await?;
@@ -116,7 +130,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             let executions = (instances * shape.executions()) as f64;
             let rate = executions / drained.seconds;
             if label.starts_with("a:") {
-                figures.start_end = figures.start_end.max(rate);
+                figures.start_end = rate.max(figures.start_end);
                 if workers == 1 {
                     figures.start_end_one = rate;
                     figures.wal_per_node = drained.wal_bytes / executions;
@@ -145,8 +159,31 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         println!("{row}");
     }
 
-    let (pool, tenant, workflow) = fresh_db(&mut admin, &server, 2).await?;
-    let fleet = spawn_workers(&bin, &db_url(&server), 1)?;
+    if wanted("latency") {
+        latency(&mut admin, &server, &bin, &mut figures).await?;
+    }
+    if wanted("e") {
+        long_loop::run(&mut admin, &server, &bin, 2_000 / scale).await?;
+    }
+    if wanted("f") {
+        figures.http_execute = http::run(&mut admin, &server, 4_000 / scale).await?;
+    }
+    drop_db(&mut admin).await?;
+    if peers {
+        peers::run(&mut admin, &server, &figures).await?;
+    }
+    Ok(())
+}
+
+/// Enqueue → first node completed with one worker, idle and back-to-back.
+async fn latency(
+    admin: &mut PgConnection,
+    server: &str,
+    bin: &PathBuf,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let (pool, tenant, workflow) = fresh_db(admin, server, 2).await?;
+    let fleet = spawn_workers(bin, &db_url(server), 1)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = latencies(
         &pool,
@@ -175,18 +212,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         b2b.len()
     );
     pool.close().await;
-
-    long_loop::run(&mut admin, &server, &bin, 2_000 / scale).await?;
-    figures.http_execute = http::run(&mut admin, &server, 4_000 / scale).await?;
-    drop_db(&mut admin).await?;
-    if peers {
-        peers::run(&mut admin, &server, &figures).await?;
-    }
     Ok(())
 }
 
-/// The figures `jet bench --peers` sets beside graphile-worker's.
-#[derive(Default)]
+/// The figures `jet bench --peers` sets beside graphile-worker's; NaN for a scenario not run.
 pub(super) struct Figures {
     /// Best start→end node executions/s over 1 and 2 worker processes.
     pub start_end: f64,
@@ -198,6 +227,20 @@ pub(super) struct Figures {
     pub latency_b2b_p50: f64,
     /// Instances created per second over HTTP by 8 clients.
     pub http_execute: f64,
+}
+
+impl Default for Figures {
+    fn default() -> Self {
+        Self {
+            start_end: f64::NAN,
+            start_end_one: f64::NAN,
+            wal_per_node: f64::NAN,
+            commits_per_node: f64::NAN,
+            latency_idle_p50: f64::NAN,
+            latency_b2b_p50: f64::NAN,
+            http_execute: f64::NAN,
+        }
+    }
 }
 
 /// What one drain cost: wall time, PostgreSQL's work, the workers' CPU.
@@ -231,6 +274,14 @@ pub(super) async fn drain(
         .map(|(p, before)| p.seconds() - before);
     drop(fleet);
     let after = stats(pool).await?;
+    if WAL_DETAIL.load(std::sync::atomic::Ordering::Relaxed) {
+        let executions: f64 = sqlx::query_scalar(
+            r#"SELECT count(*)::float8 FROM "tblWorkflowInstanceLogs" WHERE "eventType" = 'NODE_COMPLETED'"#,
+        )
+        .fetch_one(pool)
+        .await?;
+        print_wal_detail(pool, &before.lsn, &after.lsn, executions.max(1.0)).await?;
+    }
     Ok(Drained {
         seconds,
         commits: (after.commits - before.commits) as f64,
@@ -360,6 +411,44 @@ pub(super) async fn wait_done(pool: &PgPool, n: usize) -> anyhow::Result<()> {
 pub(super) struct Stats {
     pub commits: i64,
     pub wal_bytes: i64,
+    /// Where the WAL stood, for `--wal-detail`.
+    pub lsn: String,
+}
+
+/// Set by `--wal-detail`: each drain also prints its WAL by record type (pg_walinspect).
+static WAL_DETAIL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The WAL written between two LSNs by record type, per node execution (needs the
+/// `pg_walinspect` extension, PostgreSQL 15+, and the segments still on disk).
+async fn print_wal_detail(
+    pool: &PgPool,
+    from: &str,
+    to: &str,
+    executions: f64,
+) -> anyhow::Result<()> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .execute(pool)
+        .await?;
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        r#"SELECT "resource_manager/record_type", count, record_size, fpi_size
+           FROM pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, true)
+           WHERE count > 0 ORDER BY record_size + fpi_size DESC LIMIT 12"#,
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    println!("  | WAL record type | records/node | record bytes/node | page image bytes/node |");
+    println!("  |---|---|---|---|");
+    for (kind, count, record, fpi) in rows {
+        println!(
+            "  | {kind} | {:.2} | {:.0} | {:.0} |",
+            count as f64 / executions,
+            record as f64 / executions,
+            fpi as f64 / executions
+        );
+    }
+    Ok(())
 }
 
 pub(super) async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
@@ -369,13 +458,17 @@ pub(super) async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(&mut *conn)
         .await?;
-    let (commits, wal_bytes): (i64, i64) = sqlx::query_as(
-        "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint
+    let (commits, wal_bytes, lsn): (i64, i64, String) = sqlx::query_as(
+        "SELECT xact_commit, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, pg_current_wal_lsn()::text
          FROM pg_stat_database WHERE datname = current_database()",
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(Stats { commits, wal_bytes })
+    Ok(Stats {
+        commits,
+        wal_bytes,
+        lsn,
+    })
 }
 
 /// Enqueue → start node completed, in ms, from the log's transaction timestamps.

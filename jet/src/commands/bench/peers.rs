@@ -92,6 +92,10 @@ pub(super) async fn run(
     println!("\n| same sitting | jet | {version} | ratio |");
     println!("|---|---|---|---|");
     let row = |what: &str, ours: f64, theirs: f64, higher_is_better: bool, unit: &str| {
+        if ours.is_nan() {
+            println!("| {what} | not run (`--only`) | {theirs:.1}{unit} | – |");
+            return;
+        }
         let ratio = if higher_is_better {
             ours / theirs
         } else {
