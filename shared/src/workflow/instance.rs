@@ -396,30 +396,7 @@ pub async fn start(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
 /// further (a node running right now has its result dropped at settle). Its sub-workflows are
 /// cancelled with it; a parent waiting on it is woken and sees it CANCELLED.
 pub async fn cancel(conn: &mut PgConnection, instance_id: Uuid) -> Result<bool> {
-    let updated = sqlx::query(
-        r#"UPDATE "tblWorkflowInstances" SET "status" = 'CANCELLED', "completedAt" = now(), "updatedAt" = now(),
-             "version" = "version" + 1
-           WHERE "instanceID" = $1 AND "status" = 'RUNNING'"#,
-    )
-    .bind(instance_id)
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Ok(false);
-    }
-    sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "instanceID" = $1"#)
-        .bind(instance_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        r#"UPDATE "tblWorkflowDataCollectionRequests" SET "status" = 'CANCELLED', "updatedAt" = now()
-           WHERE "instanceID" = $1 AND "status" = 'PENDING'"#,
-    )
-    .bind(instance_id)
-    .execute(&mut *conn)
-    .await?;
-    super::subworkflow::ended(conn, &[instance_id]).await?;
-    Ok(true)
+    super::finish::cancel_run(conn, instance_id).await
 }
 
 /// One instance of the tenant.

@@ -126,6 +126,14 @@ pub struct ClaimedBatch {
 /// Fairness: each tenant with ready work contributes its oldest executions and the batch is
 /// filled round-robin over tenants, so one tenant's flood cannot starve another tenant's
 /// single execution.
+///
+/// The claim commits without waiting for its WAL flush (`synchronous_commit = off` for this
+/// statement's transaction only): under load that wait was 1–5 ms of every node's latency.
+/// Nothing durable depends on a claim. If the server loses it in a crash, the row is simply
+/// unclaimed again and runs again, as after any worker crash; a settle is always
+/// synchronous, and its flush covers the claim's earlier WAL, so a settled node's claim is
+/// durable. The fencing token stays sound: a settle needs owner and `claimCount` to match
+/// the row, and only one settle can remove it.
 pub async fn claim_batch(
     pool: &PgPool,
     owner: &str,
@@ -152,7 +160,9 @@ pub async fn claim_batch(
     }
     let started = std::time::Instant::now();
     let rows: Vec<Row> = sqlx::query_as(
-        r#"WITH ready_tenants AS (
+        r#"WITH no_flush_wait AS MATERIALIZED (
+             SELECT set_config('synchronous_commit', 'off', true)
+           ), ready_tenants AS (
              SELECT DISTINCT "tenantID" FROM "tblNodeExecutions"
              WHERE "leaseOwner" IS NULL AND "availableAt" <= now()
            ), candidates AS (
@@ -163,7 +173,7 @@ pub async fn claim_batch(
                WHERE e."tenantID" = t."tenantID" AND e."leaseOwner" IS NULL AND e."availableAt" <= now()
                ORDER BY e."availableAt" LIMIT $3 FOR UPDATE SKIP LOCKED) c
            ), fair AS (
-             SELECT "executionID" FROM candidates ORDER BY turn, "availableAt" LIMIT $3
+             SELECT "executionID" FROM candidates, no_flush_wait ORDER BY turn, "availableAt" LIMIT $3
            ), claimed AS (
              UPDATE "tblNodeExecutions" e
              SET "leaseOwner" = $1, "leaseExpiresAt" = now() + $2::interval, "claimCount" = e."claimCount" + 1

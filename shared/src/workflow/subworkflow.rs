@@ -283,50 +283,6 @@ fn completed(config: &Value, child_id: Uuid, child_ctx: &Value) -> Outcome {
     outcome
 }
 
-/// Instances ended (finished or cancelled), inside the transaction that ends them: the parent
-/// nodes waiting for them become due now, and their running descendants are cancelled.
-pub(crate) async fn ended(conn: &mut PgConnection, instance_ids: &[Uuid]) -> Result<()> {
-    let woken = sqlx::query(
-        r#"UPDATE "tblNodeExecutions" SET "availableAt" = now() WHERE "childInstanceID" = ANY($1)"#,
-    )
-    .bind(instance_ids)
-    .execute(&mut *conn)
-    .await?;
-    if woken.rows_affected() > 0 {
-        // The queue's NOTIFY trigger fires on inserts only; these rows became due by update.
-        sqlx::query("SELECT pg_notify('jet_node_executions', '')")
-            .execute(&mut *conn)
-            .await?;
-    }
-    let cancelled: Vec<Uuid> = sqlx::query_scalar(
-        r#"WITH RECURSIVE tree AS (
-             SELECT "instanceID" FROM "tblWorkflowInstances" WHERE "parentInstanceID" = ANY($1) AND "status" = 'RUNNING'
-             UNION
-             SELECT i."instanceID" FROM "tblWorkflowInstances" i JOIN tree t ON i."parentInstanceID" = t."instanceID"
-             WHERE i."status" = 'RUNNING')
-           UPDATE "tblWorkflowInstances" SET "status" = 'CANCELLED', "completedAt" = now(), "updatedAt" = now(),
-             "version" = "version" + 1
-           WHERE "instanceID" IN (SELECT "instanceID" FROM tree) RETURNING "instanceID""#,
-    )
-    .bind(instance_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    if !cancelled.is_empty() {
-        sqlx::query(r#"DELETE FROM "tblNodeExecutions" WHERE "instanceID" = ANY($1)"#)
-            .bind(&cancelled)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            r#"UPDATE "tblWorkflowDataCollectionRequests" SET "status" = 'CANCELLED', "updatedAt" = now()
-               WHERE "instanceID" = ANY($1) AND "status" = 'PENDING'"#,
-        )
-        .bind(&cancelled)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
