@@ -190,12 +190,9 @@ async fn bad_schedules_zones_inputs_and_text_are_4xx_with_stable_codes() {
             "invalid_character",
         ),
         (json!({"cronJobTitle": "   "}), 422, "validation_failed"),
-        (
-            json!({"overlapPolicy": "sometimes"}),
-            422,
-            "validation_failed",
-        ),
-        (json!({"catchupPolicy": "all"}), 422, "validation_failed"),
+        (json!({"cronJobTitle": ""}), 400, "invalid_request"),
+        (json!({"overlapPolicy": "sometimes"}), 400, "invalid_type"),
+        (json!({"catchupPolicy": "all"}), 400, "invalid_type"),
         (
             json!({"workflowID": uuid::Uuid::new_v4()}),
             422,

@@ -449,18 +449,14 @@ async fn permissions_tenant_isolation_and_bad_input() {
     assert_eq!(row(&app, id).await.0, "PARKED", "nothing changed");
 
     // Wrong types, unknown enumerations, huge and NUL values are 4xx.
-    assert_eq!(
-        app.get(&format!("{}?status=LOST", dlq(&a)), &a.auth)
-            .await
-            .status,
-        422
-    );
-    assert_eq!(
-        app.get(&format!("{}?source=email", dlq(&a)), &a.auth)
-            .await
-            .status,
-        422
-    );
+    for filter in ["status=LOST", "source=email"] {
+        let refused = app.get(&format!("{}?{filter}", dlq(&a)), &a.auth).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "invalid_parameter"),
+            "{filter}"
+        );
+    }
     assert_eq!(
         app.get(&format!("{}?sourceID=nope", dlq(&a)), &a.auth)
             .await
@@ -653,6 +649,12 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
     })
     .await;
     assert_eq!(done["processed"], 2, "{done}");
+    // The filters come back as the typed `DlqFilters` they were sent as: no null members.
+    assert_eq!(
+        done["filters"],
+        json!({"source": "command", "status": "PARKED"})
+    );
+    assert_eq!(done["action"], "discard");
     let kept: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblEventDLQ" WHERE "status" = 'DISCARDED' AND "discardedAt" IS NOT NULL"#,
     )

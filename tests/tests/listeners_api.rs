@@ -210,7 +210,10 @@ async fn crud_put_clone_activate_and_actions_round_trip() {
     let bad_filter = app
         .get(&format!("{}?status=running", listeners(&a)), &a.auth)
         .await;
-    assert_eq!(bad_filter.status, 422);
+    assert_eq!(
+        (bad_filter.status, bad_filter.code()),
+        (400, "invalid_parameter")
+    );
     let off = app
         .post(&format!("{one}/deactivate"), &a.auth, json!({}))
         .await;
@@ -349,9 +352,9 @@ async fn every_validation_error_names_its_field() {
     let cases = [
         (
             with(notify_body(&ds), json!({"listenerType": "kafka"})),
-            422,
-            "invalid_config",
-            "listenerType",
+            400,
+            "invalid_type",
+            "field `listenerType`",
         ),
         (
             with(notify_body(&ds), json!({"listenerConfig": {}})),
@@ -535,9 +538,9 @@ async fn every_validation_error_names_its_field() {
     let action_cases = [
         (
             json!({"actionType": "send_email"}),
-            422,
-            "invalid_action",
-            "actionType",
+            400,
+            "invalid_type",
+            "field `actionType`",
         ),
         (
             json!({"actionType": "transform", "actionConfig": {}}),

@@ -2,8 +2,9 @@
 //! one row or in bulk by filter. Rows without a tenant (a command whose tenant cannot be known)
 //! are not reachable here, only through SQL (`jet_ops.dlq_summary`, `tblEventDLQ`).
 
+use super::enums::{DlqSource, DlqStatus, UnknownStored, wire_enum};
 use super::{ApiTags, Page, authorize, page_request};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -25,8 +26,7 @@ pub struct DlqOut {
     pub dlq_id: Uuid,
     #[oai(rename = "tenantID")]
     pub tenant_id: Option<Uuid>,
-    /// `command`, `listener`, `cdc`, `cron` or `webhook`.
-    pub source: String,
+    pub source: DlqSource,
     /// The instance (command), cron job (cron), listener, … the failure came from.
     #[oai(rename = "sourceID")]
     pub source_id: Option<Uuid>,
@@ -42,8 +42,7 @@ pub struct DlqOut {
     pub max_retries: i32,
     /// When the next automatic retry is due (PENDING rows).
     pub next_retry_at: Option<DateTime<Utc>>,
-    /// PENDING, RETRYING, PARKED, REPLAYED or DISCARDED.
-    pub status: String,
+    pub status: DlqStatus,
     /// Every try, oldest first: `{at, error?, by, outcome?, jobID?, instanceID?}`.
     pub attempts: Value,
     /// When it landed.
@@ -60,12 +59,14 @@ pub struct DlqOut {
     pub discarded_by: Option<String>,
 }
 
-impl From<DlqRow> for DlqOut {
-    fn from(r: DlqRow) -> Self {
-        Self {
+impl TryFrom<DlqRow> for DlqOut {
+    type Error = UnknownStored;
+
+    fn try_from(r: DlqRow) -> Result<Self, UnknownStored> {
+        Ok(Self {
             dlq_id: r.dlq_id,
             tenant_id: r.tenant_id,
-            source: r.source,
+            source: DlqSource::from_stored(&r.source)?,
             source_id: r.source_id,
             payload: r.payload,
             original_payload: r.original_payload,
@@ -73,7 +74,7 @@ impl From<DlqRow> for DlqOut {
             retry_count: r.retry_count,
             max_retries: r.max_retries,
             next_retry_at: r.next_retry_at,
-            status: r.status,
+            status: DlqStatus::from_stored(&r.status)?,
             attempts: r.attempts,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -81,7 +82,7 @@ impl From<DlqRow> for DlqOut {
             replayed_at: r.replayed_at,
             discarded_at: r.discarded_at,
             discarded_by: r.discarded_by,
-        }
+        })
     }
 }
 
@@ -104,7 +105,7 @@ pub struct ReplayOut {
     pub dlq_id: Uuid,
     /// The row's status afterwards: REPLAYED (a workflow started), RETRYING (a command was
     /// queued again; REPLAYED once it runs), PENDING or PARKED (the re-run failed again).
-    pub status: String,
+    pub status: DlqStatus,
     /// What runs: `{action: push_command|start_workflow, …}`.
     pub plan: Value,
     /// The attempt recorded (absent on a dry run).
@@ -124,12 +125,10 @@ pub struct DiscardRequest {
 
 /// The filters of a bulk action (all optional; they combine with AND).
 #[derive(Debug, Object, Default)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct DlqFilters {
-    #[oai(validator(max_length = 50))]
-    pub source: Option<String>,
-    #[oai(validator(max_length = 20))]
-    pub status: Option<String>,
+    pub source: Option<DlqSource>,
+    pub status: Option<DlqStatus>,
     #[oai(rename = "sourceID")]
     pub source_id: Option<Uuid>,
     /// Case-insensitive substring of the last error.
@@ -144,8 +143,8 @@ pub struct DlqFilters {
 impl From<DlqFilters> for Filter {
     fn from(f: DlqFilters) -> Self {
         Filter {
-            source: f.source,
-            status: f.status,
+            source: f.source.map(|s| s.as_str().to_owned()),
+            status: f.status.map(|s| s.as_str().to_owned()),
             source_id: f.source_id,
             error: f.error,
             from: f.from,
@@ -185,10 +184,8 @@ pub struct BulkPreviewOut {
 pub struct BulkRunOut {
     #[oai(rename = "runID")]
     pub run_id: Uuid,
-    /// `replay` or `discard`.
-    pub action: String,
-    /// `running` until every matching row has been acted on, then `done`.
-    pub status: String,
+    pub action: BulkRunAction,
+    pub status: BulkRunStatus,
     /// PENDING and PARKED rows matching the filters when the run started.
     pub matched: i64,
     /// Rows acted on so far.
@@ -201,30 +198,56 @@ pub struct BulkRunOut {
     /// At most this many rows a second.
     pub per_second: Option<i32>,
     /// The filters the run was started with.
-    pub filters: Value,
+    pub filters: DlqFilters,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<dlq::runs::BulkRun> for BulkRunOut {
-    fn from(r: dlq::runs::BulkRun) -> Self {
-        Self {
+wire_enum! {
+    /// What a bulk run does to each row.
+    pub enum BulkRunAction {
+        Replay = "replay",
+        Discard = "discard",
+    }
+}
+
+wire_enum! {
+    /// `running` until every matching row has been acted on, then `done`.
+    pub enum BulkRunStatus {
+        Running = "running",
+        Done = "done",
+    }
+}
+
+impl TryFrom<dlq::runs::BulkRun> for BulkRunOut {
+    type Error = ApiError;
+
+    fn try_from(r: dlq::runs::BulkRun) -> Result<Self, ApiError> {
+        use poem_openapi::types::ParseFromJSON;
+        // Stored by `dlq::runs::start` from the same filters; nulls are absent filters.
+        let filters = DlqFilters::parse_from_json(Some(r.filters)).map_err(|e| {
+            ApiError::internal(&UnknownStored {
+                kind: "DlqFilters",
+                value: e.into_message(),
+            })
+        })?;
+        Ok(Self {
             run_id: r.run_id,
-            action: r.action,
-            status: r.status,
+            action: BulkRunAction::from_stored(&r.action)?,
+            status: BulkRunStatus::from_stored(&r.status)?,
             matched: r.matched,
             processed: r.processed,
             succeeded: r.succeeded,
             failed: r.failed,
             per_second: r.per_second,
-            filters: r.filters,
+            filters,
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
             finished_at: r.finished_at,
-        }
+        })
     }
 }
 
@@ -257,15 +280,16 @@ impl DlqApi {
     /// List a tenant's DLQ rows
     ///
     /// Newest first. Filters: `source`, `status`, `sourceID`, `error` (case-insensitive
-    /// substring), `from`/`to` (creation time). An unknown source or status is a 422.
+    /// substring), `from`/`to` (creation time). An unknown source or status is a 400
+    /// `invalid_parameter`.
     #[oai(path = "/:tenantID/dlq", method = "get", operation_id = "listDlq")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        #[oai(validator(max_length = 50))] source: Query<Option<String>>,
-        #[oai(validator(max_length = 20))] status: Query<Option<String>>,
+        source: Query<Option<DlqSource>>,
+        status: Query<Option<DlqStatus>>,
         #[oai(name = "sourceID")] source_id: Query<Option<Uuid>>,
         #[oai(validator(max_length = 500))] error: Query<Option<String>>,
         from: Query<Option<DateTime<Utc>>>,
@@ -280,15 +304,15 @@ impl DlqApi {
         authorize(&self.state, &auth, tenant_id.0, DLQ_LIST, None).await?;
         let request = page_request(page.0, page_size.0)?;
         let filter = Filter {
-            source: source.0,
-            status: status.0,
+            source: source.0.map(|s| s.as_str().to_owned()),
+            status: status.0.map(|s| s.as_str().to_owned()),
             source_id: source_id.0,
             error: error.0,
             from: from.0,
             to: to.0,
         };
         let page = dlq::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
-        Ok(Json(Page::from_domain(page, DlqOut::from)))
+        Ok(Json(Page::try_from_domain(page, DlqOut::try_from)?))
     }
 
     /// Get one DLQ row with its attempts
@@ -305,7 +329,7 @@ impl DlqApi {
     ) -> ApiResult<Json<DlqOut>> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
         let row = dlq::get(&self.state.pool, TenantId(tenant_id.0), dlq_id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Json(row.try_into()?))
     }
 
     /// Replay one DLQ row
@@ -343,7 +367,7 @@ impl DlqApi {
         .await?;
         Ok(Json(ReplayOut {
             dlq_id: replayed.dlq_id,
-            status: replayed.status,
+            status: DlqStatus::from_stored(&replayed.status)?,
             plan: replayed.plan,
             attempt: replayed.attempt,
             dry_run,
@@ -375,7 +399,7 @@ impl DlqApi {
             &actor(&auth),
         )
         .await?;
-        Ok(Json(row.into()))
+        Ok(Json(row.try_into()?))
     }
 
     /// Replay DLQ rows in bulk
@@ -433,7 +457,7 @@ impl DlqApi {
     ) -> ApiResult<Json<BulkRunOut>> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
         let run = dlq::runs::get(&self.state.pool, TenantId(tenant_id.0), run_id.0).await?;
-        Ok(Json(run.into()))
+        Ok(Json(run.try_into()?))
     }
 }
 
@@ -451,7 +475,11 @@ impl DlqApi {
             return Ok(BulkResponse::Preview(Json(BulkPreviewOut {
                 matched: preview.matched,
                 dry_run: true,
-                sample: preview.sample.into_iter().map(DlqOut::from).collect(),
+                sample: preview
+                    .sample
+                    .into_iter()
+                    .map(DlqOut::try_from)
+                    .collect::<Result<_, _>>()?,
             })));
         }
         let run = dlq::runs::start(
@@ -463,6 +491,6 @@ impl DlqApi {
             &actor(auth),
         )
         .await?;
-        Ok(BulkResponse::Started(Json(run.into())))
+        Ok(BulkResponse::Started(Json(run.try_into()?)))
     }
 }
