@@ -6,9 +6,9 @@
 //! - Server-Sent Events are `text/event-stream` whose schema is the payload of *one* event
 //!   (what each `data:` line holds), not poem's `type: array` that generators type as a JSON
 //!   array; the payload schemas of the free-form streams are declared as components.
-//! - A field of an enum type is its `$ref` with a sibling `description`, not poem's
-//!   `allOf: [{$ref}, {description}]`: generators (openapi-python-client) take `allOf` only of
-//!   objects and drop the whole schema otherwise.
+//! - A field of an enum or `oneOf` type is its `$ref` with a sibling `description`, not
+//!   poem's `allOf: [{$ref}, {description}]`: generators (openapi-python-client) take `allOf`
+//!   only of objects with properties and drop the whole schema otherwise.
 //! - `format: email` where the handler checks an address itself, and `nullable` where null
 //!   and absent mean the same (the type stays `Option<T>`).
 //!
@@ -127,14 +127,14 @@ pub fn finish(spec: &str) -> String {
         return spec.to_owned();
     };
     strip_charset(&mut spec);
-    let enums: Vec<String> = spec["components"]["schemas"]
+    let not_objects: Vec<String> = spec["components"]["schemas"]
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, schema)| schema.get("enum").is_some())
+        .filter(|(_, schema)| schema.get("enum").is_some() || schema.get("oneOf").is_some())
         .map(|(name, _)| format!("#/components/schemas/{name}"))
         .collect();
-    unwrap_enum_refs(&mut spec, &enums);
+    unwrap_refs(&mut spec, &not_objects);
     let payloads = sse_payloads();
     if let Some(paths) = spec["paths"].as_object_mut() {
         for operation in paths.values_mut().filter_map(Value::as_object_mut) {
@@ -187,9 +187,9 @@ pub fn finish(spec: &str) -> String {
     out
 }
 
-/// Rewrites each `{allOf: [{$ref: <an enum>}, {description}…], description}` to
+/// Rewrites each `{allOf: [{$ref: <one of targets>}, {description}…], description}` to
 /// `{$ref, description}`. A wrapper that says more (`nullable`, a type, a second `$ref`) stays.
-fn unwrap_enum_refs(value: &mut Value, enums: &[String]) {
+fn unwrap_refs(value: &mut Value, targets: &[String]) {
     match value {
         Value::Object(map) => {
             let target = map
@@ -201,7 +201,7 @@ fn unwrap_enum_refs(value: &mut Value, enums: &[String]) {
                         p.as_object()
                             .is_some_and(|o| o.keys().all(|k| k == "$ref" || k == "description"))
                     });
-                    (refs.len() == 1 && described_only && enums.iter().any(|e| e == refs[0]))
+                    (refs.len() == 1 && described_only && targets.iter().any(|e| e == refs[0]))
                         .then(|| refs[0].to_owned())
                 });
             let plain = map.keys().all(|k| k == "allOf" || k == "description");
@@ -210,10 +210,10 @@ fn unwrap_enum_refs(value: &mut Value, enums: &[String]) {
                     map.remove("allOf");
                     map.insert("$ref".into(), Value::String(target));
                 }
-                _ => map.values_mut().for_each(|v| unwrap_enum_refs(v, enums)),
+                _ => map.values_mut().for_each(|v| unwrap_refs(v, targets)),
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| unwrap_enum_refs(v, enums)),
+        Value::Array(items) => items.iter_mut().for_each(|v| unwrap_refs(v, targets)),
         _ => {}
     }
 }
@@ -261,13 +261,16 @@ mod tests {
     }
 
     #[test]
-    fn an_enum_field_is_its_ref_with_a_description() {
+    fn an_enum_or_union_field_is_its_ref_with_a_description() {
         let raw = r##"{"paths": {}, "components": {"schemas": {
             "Mode": {"type": "string", "enum": ["a", "b"]},
             "Child": {"type": "object", "properties": {}},
+            "Either": {"type": "object", "oneOf": [{"$ref": "#/components/schemas/Child"}]},
             "Parent": {"type": "object", "properties": {
                 "mode": {"allOf": [{"$ref": "#/components/schemas/Mode"},
                     {"description": "How."}], "description": "How."},
+                "either": {"allOf": [{"$ref": "#/components/schemas/Either"},
+                    {"description": "Which."}], "description": "Which."},
                 "maybe": {"allOf": [{"$ref": "#/components/schemas/Mode"}], "nullable": true},
                 "child": {"allOf": [{"$ref": "#/components/schemas/Child"},
                     {"description": "Who."}], "description": "Who."}
@@ -278,6 +281,7 @@ mod tests {
             parent["mode"],
             serde_json::json!({"$ref": "#/components/schemas/Mode", "description": "How."})
         );
+        assert_eq!(parent["either"]["$ref"], "#/components/schemas/Either");
         assert!(
             parent["maybe"]["allOf"].is_array(),
             "nullable stays wrapped"

@@ -173,6 +173,17 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
         "landing + 3 × (pushed, failed): {attempts:?}"
     );
     assert_eq!(attempts[6]["by"], "command");
+    // Typed `DlqAttempt`s: each says when and who, and carries no null members.
+    for attempt in attempts {
+        let fields = attempt.as_object().expect("an object");
+        assert!(
+            fields["at"].is_string() && fields["by"].is_string(),
+            "{attempt}"
+        );
+        assert!(fields.values().all(|v| !v.is_null()), "{attempt}");
+    }
+    assert!(attempts[0].get("outcome").is_none(), "the landing entry");
+    assert_eq!(attempts[6]["outcome"], "failed");
     assert_eq!(attempts[5]["by"], "maintenance");
 
     // An edited payload naming tenant b's instance is refused; nothing is written.
@@ -195,6 +206,12 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
         .await;
     assert_eq!(dry.status, 200, "{}", dry.body);
     assert_eq!(dry.body["plan"]["action"], "push_command");
+    assert_eq!(
+        dry.body["plan"]["command"], fixed["command"],
+        "{}",
+        dry.body
+    );
+    assert!(dry.body["plan"]["maxAttempts"].is_u64(), "{}", dry.body);
     assert_eq!(row(&app, id).await.0, "PARKED", "a dry run writes nothing");
     let replay = app
         .post(

@@ -321,6 +321,42 @@ fn status_and_type_fields_are_enums() {
     assert_eq!(email["format"], "email");
 }
 
+/// Fields whose shape the server defines are typed objects, not free-form values.
+#[test]
+fn our_own_shapes_are_typed() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let schemas = &spec["components"]["schemas"];
+    for (schema, field, typed) in [
+        ("DlqOut", "attempts", "DlqAttempt"),
+        ("ReplayOut", "attempt", "DlqAttempt"),
+        ("ReplayOut", "plan", "ReplayPlan"),
+        ("BulkRunOut", "filters", "DlqFilters"),
+        ("CronJobOut", "workflowConfig", "CronWorkflowConfig"),
+        ("CreateCronJob", "workflowConfig", "CronWorkflowConfig"),
+        ("UpdateCronJob", "workflowConfig", "CronWorkflowConfig"),
+        ("TenantDetail", "counts", "TenantCountsOut"),
+    ] {
+        let mut property = schemas[schema]["properties"][field].clone();
+        if property["type"] == "array" {
+            property = property["items"].clone();
+        }
+        let named = property["$ref"]
+            .as_str()
+            .or_else(|| property["allOf"][0]["$ref"].as_str())
+            .unwrap_or_else(|| panic!("{schema}.{field} is free-form: {property}"));
+        assert_eq!(
+            named,
+            format!("#/components/schemas/{typed}"),
+            "{schema}.{field}"
+        );
+        let target = &schemas[typed];
+        assert!(
+            target["properties"].is_object() || target["oneOf"].is_array(),
+            "{typed} has a shape: {target}"
+        );
+    }
+}
+
 /// Every title a client sends has `minLength: 1`: an empty one is refused by the schema (the
 /// same 400 everywhere), not by some handlers.
 #[test]

@@ -2,9 +2,9 @@
 //! one row or in bulk by filter. Rows without a tenant (a command whose tenant cannot be known)
 //! are not reachable here, only through SQL (`jet_ops.dlq_summary`, `tblEventDLQ`).
 
-use super::enums::{DlqSource, DlqStatus, UnknownStored, wire_enum};
+use super::enums::{DlqSource, DlqStatus, UnknownStored, stored, wire_enum};
 use super::{ApiTags, Page, authorize, page_request};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{DLQ_DISCARD, DLQ_LIST, DLQ_READ, DLQ_REPLAY};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -43,8 +43,8 @@ pub struct DlqOut {
     /// When the next automatic retry is due (PENDING rows).
     pub next_retry_at: Option<DateTime<Utc>>,
     pub status: DlqStatus,
-    /// Every try, oldest first: `{at, error?, by, outcome?, jobID?, instanceID?}`.
-    pub attempts: Value,
+    /// Every try, oldest first; the first is the failure that landed the row.
+    pub attempts: Vec<DlqAttempt>,
     /// When it landed.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -57,6 +57,93 @@ pub struct DlqOut {
     pub discarded_at: Option<DateTime<Utc>>,
     /// `user:<userID>` or `apikey:<apiKeyID>`.
     pub discarded_by: Option<String>,
+}
+
+/// One entry of a DLQ row's history: the landing failure, then each re-run, failure and
+/// discard, as the database and the re-run code record them.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct DlqAttempt {
+    pub at: DateTime<Utc>,
+    /// Who: `user:<userID>`, `apikey:<apiKeyID>`, `maintenance` (automatic retries and
+    /// bulk runs), `command` (the re-run command itself), or the row's source when it landed.
+    pub by: String,
+    /// Absent on the landing entry.
+    pub outcome: Option<AttemptOutcome>,
+    /// Why the try failed (and, on the landing entry, the failure itself).
+    pub error: Option<String>,
+    /// The reason given with a discard.
+    pub reason: Option<String>,
+    /// The queued command of a `pushed` re-run, or the command that failed.
+    #[oai(rename = "jobID")]
+    pub job_id: Option<String>,
+    /// The run a `succeeded` cron replay started.
+    #[oai(rename = "instanceID")]
+    pub instance_id: Option<Uuid>,
+    /// What a replayed listener action returned (free-form).
+    pub result: Option<Value>,
+    /// The row's retry count when it landed.
+    pub retry_count: Option<i32>,
+    /// The queue's own attempts of a command that landed here.
+    pub apalis_attempts: Option<i32>,
+}
+
+wire_enum! {
+    /// How a try of a DLQ row ended: re-queued (`pushed`), ran (`succeeded`), failed again
+    /// (`failed`), `discarded`, or `lost` (its re-run command vanished from the queue).
+    pub enum AttemptOutcome {
+        Pushed = "pushed",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Discarded = "discarded",
+        Lost = "lost",
+    }
+}
+
+/// What a replay runs, by `action`.
+#[derive(Debug, Union)]
+#[oai(discriminator_name = "action", one_of)]
+pub enum ReplayPlan {
+    #[oai(mapping = "push_command")]
+    PushCommand(PlanPushCommand),
+    #[oai(mapping = "start_workflow")]
+    StartWorkflow(PlanStartWorkflow),
+    #[oai(mapping = "listener_action")]
+    ListenerAction(PlanListenerAction),
+}
+
+/// Queue the command again.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct PlanPushCommand {
+    /// The command as JSON (`{raw: <hex>}` when its bytes are not JSON).
+    pub command: Value,
+    /// Queue attempts the re-run gets.
+    pub max_attempts: i64,
+}
+
+/// Start the cron fire's workflow.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct PlanStartWorkflow {
+    #[oai(rename = "workflowID")]
+    pub workflow_id: Uuid,
+    /// The fire's inputs (free-form, the workflow's).
+    pub input_values: Value,
+}
+
+/// Run the listener action on the event again.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct PlanListenerAction {
+    #[oai(rename = "listenerID")]
+    pub listener_id: Uuid,
+    #[oai(rename = "eventID")]
+    pub event_id: Uuid,
+    #[oai(rename = "actionID")]
+    pub action_id: Uuid,
+    /// The event the action runs on (free-form, the source's).
+    pub event: Value,
 }
 
 impl TryFrom<DlqRow> for DlqOut {
@@ -75,7 +162,7 @@ impl TryFrom<DlqRow> for DlqOut {
             max_retries: r.max_retries,
             next_retry_at: r.next_retry_at,
             status: DlqStatus::from_stored(&r.status)?,
-            attempts: r.attempts,
+            attempts: stored("attempts", r.attempts)?,
             created_at: r.created_at,
             updated_at: r.updated_at,
             resolved_at: r.resolved_at,
@@ -106,10 +193,10 @@ pub struct ReplayOut {
     /// The row's status afterwards: REPLAYED (a workflow started), RETRYING (a command was
     /// queued again; REPLAYED once it runs), PENDING or PARKED (the re-run failed again).
     pub status: DlqStatus,
-    /// What runs: `{action: push_command|start_workflow, …}`.
-    pub plan: Value,
+    /// What runs.
+    pub plan: ReplayPlan,
     /// The attempt recorded (absent on a dry run).
-    pub attempt: Option<Value>,
+    pub attempt: Option<DlqAttempt>,
     /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
 }
@@ -222,17 +309,11 @@ wire_enum! {
 }
 
 impl TryFrom<dlq::runs::BulkRun> for BulkRunOut {
-    type Error = ApiError;
+    type Error = UnknownStored;
 
-    fn try_from(r: dlq::runs::BulkRun) -> Result<Self, ApiError> {
-        use poem_openapi::types::ParseFromJSON;
+    fn try_from(r: dlq::runs::BulkRun) -> Result<Self, UnknownStored> {
         // Stored by `dlq::runs::start` from the same filters; nulls are absent filters.
-        let filters = DlqFilters::parse_from_json(Some(r.filters)).map_err(|e| {
-            ApiError::internal(&UnknownStored {
-                kind: "DlqFilters",
-                value: e.into_message(),
-            })
-        })?;
+        let filters = stored("filters", r.filters)?;
         Ok(Self {
             run_id: r.run_id,
             action: BulkRunAction::from_stored(&r.action)?,
@@ -368,8 +449,8 @@ impl DlqApi {
         Ok(Json(ReplayOut {
             dlq_id: replayed.dlq_id,
             status: DlqStatus::from_stored(&replayed.status)?,
-            plan: replayed.plan,
-            attempt: replayed.attempt,
+            plan: stored("plan", replayed.plan)?,
+            attempt: replayed.attempt.map(|a| stored("attempt", a)).transpose()?,
             dry_run,
         }))
     }

@@ -7,6 +7,7 @@
 //! internal error ([`UnknownStored`]), never passed on as something the spec does not list.
 
 use crate::error::ApiError;
+use poem_openapi::types::ParseFromJSON;
 
 /// Declares a `poem_openapi::Enum` whose variants carry their wire value, with `as_str`,
 /// `VALUES` (in declaration order, as the spec lists them) and `from_stored`.
@@ -52,7 +53,7 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
-/// A stored value this build's enum does not list (a row written by another version).
+/// A stored value this build's enum or shape does not fit (a row written by another version).
 #[derive(Debug, thiserror::Error)]
 #[error("stored {kind} {value:?} is not one of this build's values")]
 pub struct UnknownStored {
@@ -60,6 +61,18 @@ pub struct UnknownStored {
     pub kind: &'static str,
     /// The value found (its first 64 characters).
     pub value: String,
+}
+
+/// Reads a JSON value the server stored in one of its own shapes (a DLQ attempt, a cron
+/// job's `workflowConfig`); one that does not fit is an [`UnknownStored`] too.
+pub fn stored<T: ParseFromJSON>(
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<T, UnknownStored> {
+    T::parse_from_json(Some(value)).map_err(|e| UnknownStored {
+        kind: what,
+        value: e.into_message().chars().take(64).collect(),
+    })
 }
 
 impl From<UnknownStored> for ApiError {

@@ -1,7 +1,7 @@
 //! Request and response types of the cron job routes, and the checks a saved job must pass.
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::enums::{CatchupPolicy, OverlapPolicy, UnknownStored, wire_enum};
+use crate::routes::enums::{CatchupPolicy, OverlapPolicy, UnknownStored, stored, wire_enum};
 use crate::routes::nullable::Nullable;
 use chrono::{DateTime, Utc};
 use jet_shared::cron::history::HistoryRow;
@@ -41,8 +41,7 @@ pub struct CronJobOut {
     pub max_catchup_runs: i32,
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
-    /// `{inputValues: {...}}`.
-    pub workflow_config: Option<Value>,
+    pub workflow_config: Option<CronWorkflowConfig>,
     #[oai(rename = "creatorID")]
     pub creator_id: Option<Uuid>,
     #[oai(rename = "createdByApiKeyID")]
@@ -72,12 +71,34 @@ impl TryFrom<CronJob> for CronJobOut {
             catchup_policy: CatchupPolicy::from_stored(&j.catchup_policy)?,
             max_catchup_runs: j.max_catchup_runs,
             workflow_id: j.workflow_id,
-            workflow_config: j.workflow_config,
+            workflow_config: match j.workflow_config {
+                None | Some(Value::Null) => None,
+                Some(config) => Some(stored("workflowConfig", config)?),
+            },
             creator_id: j.creator_id,
             created_by_api_key_id: j.created_by_api_key_id,
             created_at: j.created_at,
             updated_at: j.updated_at,
         })
+    }
+}
+
+/// What each run of a cron job is given.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct CronWorkflowConfig {
+    /// The run's input values (an object), checked against the workflow's input definitions
+    /// (422 `invalid_inputs`).
+    pub input_values: Option<Value>,
+}
+
+impl CronWorkflowConfig {
+    /// As stored (upstream's column shape).
+    fn into_value(self) -> Value {
+        match self.input_values {
+            Some(values) => serde_json::json!({ "inputValues": values }),
+            None => serde_json::json!({}),
+        }
     }
 }
 
@@ -93,7 +114,7 @@ pub struct CreateCronJob {
     pub cron_job_schedule: String,
     #[oai(rename = "workflowID")]
     pub workflow_id: Uuid,
-    pub workflow_config: Option<Value>,
+    pub workflow_config: Option<CronWorkflowConfig>,
     pub is_disabled: Option<bool>,
     /// Seconds a run may take before it is cancelled (TIMEOUT); default 300.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
@@ -125,7 +146,7 @@ impl CreateCronJob {
             schedule: self.cron_job_schedule.trim().to_owned(),
             timezone: self.timezone.unwrap_or_else(|| "UTC".into()),
             workflow_id: self.workflow_id,
-            workflow_config: self.workflow_config,
+            workflow_config: self.workflow_config.map(CronWorkflowConfig::into_value),
             is_disabled: self.is_disabled.unwrap_or(false),
             timeout_seconds: Some(self.timeout_seconds.unwrap_or(300)),
             retry_attempts: self.retry_attempts.unwrap_or(0),
@@ -159,7 +180,7 @@ pub struct UpdateCronJob {
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
     /// `null` clears the input given to each run.
-    pub workflow_config: Nullable<Value>,
+    pub workflow_config: Nullable<CronWorkflowConfig>,
     pub is_disabled: Option<bool>,
     /// `null`: no timeout.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
@@ -195,7 +216,12 @@ impl UpdateCronJob {
                 .unwrap_or(base.schedule),
             timezone: self.timezone.unwrap_or(base.timezone),
             workflow_id: self.workflow_id.unwrap_or(base.workflow_id),
-            workflow_config: maybe(self.workflow_config, base.workflow_config),
+            workflow_config: self
+                .workflow_config
+                .into_patch()
+                .map_or(base.workflow_config, |c| {
+                    c.map(CronWorkflowConfig::into_value)
+                }),
             is_disabled: self.is_disabled.unwrap_or(base.is_disabled),
             timeout_seconds: maybe(self.timeout_seconds, base.timeout_seconds),
             retry_attempts: self.retry_attempts.unwrap_or(base.retry_attempts),
