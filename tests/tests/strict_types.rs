@@ -448,7 +448,9 @@ async fn an_unknown_enum_value_is_400_naming_the_field() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["datasourceType"], "webhook");
+    let history = format!("cronjobs/{id}/history?status=DONE");
     for query in [
+        history.as_str(),
         "workflows/instances?status=DONE",
         "listeners?status=running",
         "listeners?listenerType=kafka",

@@ -227,7 +227,7 @@ impl CronJobsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "cronJobID")] cron_job_id: Path<Uuid>,
         /// Only fires with this status.
-        status: Query<Option<String>>,
+        status: Query<Option<wire::FireStatus>>,
         /// Only due times at or after this instant.
         from: Query<Option<DateTime<Utc>>>,
         /// Only due times before this instant.
@@ -247,17 +247,9 @@ impl CronJobsApi {
             Some(cron_job_id.0),
         )
         .await?;
-        if let Some(s) = status.0.as_deref()
-            && !history::STATUSES.contains(&s)
-        {
-            return Err(ApiError::unprocessable(format!(
-                "status must be one of {}",
-                history::STATUSES.join(", ")
-            )));
-        }
         let request = page_request(page.0, page_size.0)?;
         let filter = history::HistoryFilter {
-            status: status.0,
+            status: status.0.map(|s| s.as_str().to_owned()),
             from: from.0,
             to: to.0,
         };

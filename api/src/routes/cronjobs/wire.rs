@@ -394,3 +394,14 @@ pub async fn check_workflow(
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FireStatus;
+
+    /// The history filter's list in `shared` is the wire enum's, in order.
+    #[test]
+    fn fire_statuses_are_the_histories() {
+        assert_eq!(FireStatus::VALUES, jet_shared::cron::history::STATUSES);
+    }
+}
