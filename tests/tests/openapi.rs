@@ -357,6 +357,23 @@ fn our_own_shapes_are_typed() {
     }
 }
 
+/// The dry run of a listener answers a typed report, not a free-form value.
+#[test]
+fn the_listener_dry_run_answers_a_typed_report() {
+    let spec: Value = serde_json::from_str(&jet_api::spec_json()).expect("valid JSON");
+    let op = &spec["paths"]["/api/v1/tenants/{tenantID}/listeners/{listenerID}/test"]["post"];
+    assert_eq!(
+        op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/DryRunReport"
+    );
+    let step = &spec["components"]["schemas"]["DryRunStep"]["properties"];
+    assert_eq!(step["status"]["$ref"], "#/components/schemas/DryRunStatus");
+    assert_eq!(
+        step["effect"]["allOf"][0]["$ref"],
+        "#/components/schemas/DryRunEffect"
+    );
+}
+
 /// Every title a client sends has `minLength: 1`: an empty one is refused by the schema (the
 /// same 400 everywhere), not by some handlers.
 #[test]

@@ -3,6 +3,7 @@
 //! listener. Saving needs read on the datasource and execute on every workflow and data query
 //! an action names.
 
+mod dry_run;
 mod wire;
 
 use super::enums::ListenerType;
@@ -512,11 +513,8 @@ impl ListenersApi {
     /// Runs the listener's enabled actions in order on `event` without writing anything:
     /// transforms run in the sandbox (their output replaces the event; `null` filters it
     /// out, an error aborts), every other action reports what it would do with its templates
-    /// resolved and the asset it names looked up. Answers `{rawEvent, transformedEvent,
-    /// filtered, transformError, actions: [{actionID, actionType, status, output | effect |
-    /// error}]}` with `status` one of `transformed`, `filtered`, `aborted`, `planned`,
-    /// `would_fail`, `invalid`. Needs `tenant:listener:execute`: it runs the listener's
-    /// scripts.
+    /// resolved and the asset it names looked up. Needs `tenant:listener:execute`: it runs
+    /// the listener's scripts.
     #[oai(
         path = "/:tenantID/listeners/:listenerID/test",
         method = "post",
@@ -528,7 +526,7 @@ impl ListenersApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "listenerID")] listener_id: Path<Uuid>,
         body: Json<TestEvent>,
-    ) -> ApiResult<Json<Value>> {
+    ) -> ApiResult<Json<dry_run::DryRunReport>> {
         authorize(
             &self.state,
             &auth,
@@ -548,7 +546,7 @@ impl ListenersApi {
         inbox::check(&event).map_err(|e| ApiError::unprocessable(format!("event: {e}")))?;
         let report =
             pipeline::dry_run(&self.state.pool, &self.state.data, &found, &actions, event).await?;
-        Ok(Json(report))
+        Ok(Json(report.try_into()?))
     }
 
     /// Live tail of a listener's events (Server-Sent Events)
