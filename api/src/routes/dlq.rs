@@ -294,6 +294,7 @@ pub struct BulkRunOut {
 
 wire_enum! {
     /// What a bulk run does to each row.
+    #[oai(remote = "jet_shared::dlq::BulkAction")]
     pub enum BulkRunAction {
         Replay = "replay",
         Discard = "discard",
