@@ -6,9 +6,14 @@
 //! - Server-Sent Events are `text/event-stream` whose schema is the payload of *one* event
 //!   (what each `data:` line holds), not poem's `type: array` that generators type as a JSON
 //!   array; the payload schemas of the free-form streams are declared as components.
-//! - Status and type fields list their values (`enum`). The Rust side keeps them as strings
-//!   checked by the domain (and by the database's CHECK constraints); the table here is the
-//!   spec's copy, and the schemathesis run checks every response against it.
+//! - A field of an enum or `oneOf` type is its `$ref` with a sibling `description`, not
+//!   poem's `allOf: [{$ref}, {description}]`: generators (openapi-python-client) take `allOf`
+//!   only of objects with properties and drop the whole schema otherwise.
+//! - `format: email` where the handler checks an address itself, and `nullable` where null
+//!   and absent mean the same (the type stays `Option<T>`).
+//!
+//! Status and type fields are not here: they are Rust enums (`routes::enums`), so poem lists
+//! their values itself.
 
 use serde_json::{Value, json};
 
@@ -96,81 +101,6 @@ fn stream_components() -> [(&'static str, Value); 4] {
     ]
 }
 
-const INSTANCE_STATUS: &[&str] = &["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
-const DLQ_STATUS: &[&str] = &["PENDING", "RETRYING", "PARKED", "REPLAYED", "DISCARDED"];
-const LISTENER_TYPES: &[&str] = &["postgresql", "webhook"];
-const ACTION_TYPES: &[&str] = &jet_shared::listener::actions::TYPES;
-const OVERLAP: &[&str] = &["allow", "skip", "buffer_one"];
-const CATCHUP: &[&str] = &["skip", "catch_up"];
-const MEMBERSHIP: &[&str] = &["ADMIN", "MEMBER"];
-const DATASOURCE_TYPES: &[&str] = &["postgresql", "restapi", "webhook"];
-
-/// `(schema, property, values)`: the values each status and type field takes (upstream's
-/// names, as stored).
-const ENUMS: &[(&str, &str, &[&str])] = &[
-    ("InstanceOut", "status", INSTANCE_STATUS),
-    ("InstanceDetail", "status", INSTANCE_STATUS),
-    ("InstanceEvent", "status", INSTANCE_STATUS),
-    ("ExplainOut", "status", INSTANCE_STATUS),
-    ("ExplainWaitingForChild", "childStatus", INSTANCE_STATUS),
-    (
-        "ExplainWaitingForHuman",
-        "requestType",
-        &["form", "approval"],
-    ),
-    (
-        "ExplainResumeQueued",
-        "requestStatus",
-        &["COMPLETED", "EXPIRED"],
-    ),
-    ("DlqOut", "status", DLQ_STATUS),
-    ("ReplayOut", "status", DLQ_STATUS),
-    ("DlqFilters", "status", DLQ_STATUS),
-    ("BulkRunOut", "action", &["replay", "discard"]),
-    ("BulkRunOut", "status", &["running", "done"]),
-    ("ListenerOut", "listenerType", LISTENER_TYPES),
-    ("ListenerOut", "status", &["inactive", "active", "error"]),
-    ("SaveListener", "listenerType", LISTENER_TYPES),
-    ("ConnectionOut", "listenerType", LISTENER_TYPES),
-    ("ConnectionOut", "status", &["active", "error"]),
-    ("ActionOut", "actionType", ACTION_TYPES),
-    ("SaveAction", "actionType", ACTION_TYPES),
-    ("CronJobOut", "overlapPolicy", OVERLAP),
-    ("CronJobOut", "catchupPolicy", CATCHUP),
-    ("CreateCronJob", "overlapPolicy", OVERLAP),
-    ("CreateCronJob", "catchupPolicy", CATCHUP),
-    ("UpdateCronJob", "overlapPolicy", OVERLAP),
-    ("UpdateCronJob", "catchupPolicy", CATCHUP),
-    (
-        "HistoryOut",
-        "status",
-        &[
-            "QUEUED", "RETRYING", "RUNNING", "SUCCESS", "FAILURE", "TIMEOUT", "SKIPPED",
-        ],
-    ),
-    (
-        "HistoryOut",
-        "triggerType",
-        &["SCHEDULED", "MANUAL", "CATCHUP"],
-    ),
-    (
-        "RequestOut",
-        "status",
-        &["PENDING", "COMPLETED", "EXPIRED", "CANCELLED"],
-    ),
-    ("RequestOut", "collectionType", &["form", "approval"]),
-    ("MemberOut", "role", MEMBERSHIP),
-    ("TenantOut", "role", MEMBERSHIP),
-    ("TenantDetail", "role", MEMBERSHIP),
-    ("Me", "authType", &["USER", "API_KEY"]),
-    ("Readiness", "status", &["ready", "not_ready"]),
-    ("Health", "status", &["ok"]),
-    ("DatasourceOut", "datasourceType", DATASOURCE_TYPES),
-    ("CreateDatasource", "datasourceType", DATASOURCE_TYPES),
-    ("TestDatasource", "datasourceType", DATASOURCE_TYPES),
-    ("DataQueryOut", "datasourceType", DATASOURCE_TYPES),
-];
-
 /// `(schema, property, format)`: string formats poem cannot say. The handler checks the
 /// value itself (an email without `@` is a 422).
 const FORMATS: &[(&str, &str, &str)] = &[("AddMember", "email", "email")];
@@ -197,6 +127,14 @@ pub fn finish(spec: &str) -> String {
         return spec.to_owned();
     };
     strip_charset(&mut spec);
+    let not_objects: Vec<String> = spec["components"]["schemas"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, schema)| schema.get("enum").is_some() || schema.get("oneOf").is_some())
+        .map(|(name, _)| format!("#/components/schemas/{name}"))
+        .collect();
+    unwrap_refs(&mut spec, &not_objects);
     let payloads = sse_payloads();
     if let Some(paths) = spec["paths"].as_object_mut() {
         for operation in paths.values_mut().filter_map(Value::as_object_mut) {
@@ -218,15 +156,6 @@ pub fn finish(spec: &str) -> String {
     if let Some(schemas) = spec["components"]["schemas"].as_object_mut() {
         for (name, schema) in stream_components() {
             schemas.insert(name.into(), schema);
-        }
-        for (schema, property, values) in ENUMS {
-            if let Some(field) = schemas
-                .get_mut(*schema)
-                .and_then(|s| s["properties"].get_mut(*property))
-                .and_then(Value::as_object_mut)
-            {
-                field.insert("enum".into(), json!(values));
-            }
         }
         for (schema, property, meaning) in NULL_IS_ABSENT {
             if let Some(field) = schemas
@@ -256,6 +185,37 @@ pub fn finish(spec: &str) -> String {
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or_default();
     out.push('\n');
     out
+}
+
+/// Rewrites each `{allOf: [{$ref: <one of targets>}, {description}…], description}` to
+/// `{$ref, description}`. A wrapper that says more (`nullable`, a type, a second `$ref`) stays.
+fn unwrap_refs(value: &mut Value, targets: &[String]) {
+    match value {
+        Value::Object(map) => {
+            let target = map
+                .get("allOf")
+                .and_then(Value::as_array)
+                .and_then(|parts| {
+                    let refs: Vec<&str> = parts.iter().filter_map(|p| p["$ref"].as_str()).collect();
+                    let described_only = parts.iter().all(|p| {
+                        p.as_object()
+                            .is_some_and(|o| o.keys().all(|k| k == "$ref" || k == "description"))
+                    });
+                    (refs.len() == 1 && described_only && targets.iter().any(|e| e == refs[0]))
+                        .then(|| refs[0].to_owned())
+                });
+            let plain = map.keys().all(|k| k == "allOf" || k == "description");
+            match target {
+                Some(target) if plain => {
+                    map.remove("allOf");
+                    map.insert("$ref".into(), Value::String(target));
+                }
+                _ => map.values_mut().for_each(|v| unwrap_refs(v, targets)),
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| unwrap_refs(v, targets)),
+        _ => {}
+    }
 }
 
 /// Renames every `application/json; charset=utf-8` content key to `application/json`.
@@ -298,5 +258,34 @@ mod tests {
                 .is_none()
         );
         assert!(spec["components"]["schemas"]["ListenerTailEvent"].is_object());
+    }
+
+    #[test]
+    fn an_enum_or_union_field_is_its_ref_with_a_description() {
+        let raw = r##"{"paths": {}, "components": {"schemas": {
+            "Mode": {"type": "string", "enum": ["a", "b"]},
+            "Child": {"type": "object", "properties": {}},
+            "Either": {"type": "object", "oneOf": [{"$ref": "#/components/schemas/Child"}]},
+            "Parent": {"type": "object", "properties": {
+                "mode": {"allOf": [{"$ref": "#/components/schemas/Mode"},
+                    {"description": "How."}], "description": "How."},
+                "either": {"allOf": [{"$ref": "#/components/schemas/Either"},
+                    {"description": "Which."}], "description": "Which."},
+                "maybe": {"allOf": [{"$ref": "#/components/schemas/Mode"}], "nullable": true},
+                "child": {"allOf": [{"$ref": "#/components/schemas/Child"},
+                    {"description": "Who."}], "description": "Who."}
+            }}}}}"##;
+        let spec: Value = serde_json::from_str(&finish(raw)).expect("JSON");
+        let parent = &spec["components"]["schemas"]["Parent"]["properties"];
+        assert_eq!(
+            parent["mode"],
+            serde_json::json!({"$ref": "#/components/schemas/Mode", "description": "How."})
+        );
+        assert_eq!(parent["either"]["$ref"], "#/components/schemas/Either");
+        assert!(
+            parent["maybe"]["allOf"].is_array(),
+            "nullable stays wrapped"
+        );
+        assert!(parent["child"]["allOf"].is_array(), "objects stay wrapped");
     }
 }

@@ -1,6 +1,6 @@
 //! JSON request bodies are checked against the spec's own schema before any operation sees
-//! them: a field takes exactly the JSON type the spec gives it, and `null` only where the spec
-//! says `nullable`.
+//! them: a field takes exactly the JSON type the spec gives it, one of its values where the
+//! spec lists them (`enum`), and `null` only where the spec says `nullable`.
 //!
 //! Why here and not in the types: poem-openapi parses a `String` field from a JSON number or
 //! boolean (`{"roleTitle": true}` became the title `"true"`) and an `Option<T>` field from
@@ -19,7 +19,8 @@ pub struct TypeMismatch {
 
 impl TypeMismatch {
     /// The stable error code: `missing_field` for an absent required field, else
-    /// `invalid_type`.
+    /// `invalid_type` (a wrong JSON type, or a value its enum does not list: to a client both
+    /// are a value outside the field's type).
     pub fn code(&self) -> &'static str {
         if self.reason == REQUIRED {
             "missing_field"
@@ -133,6 +134,19 @@ impl Checker<'_> {
                 format!("must be {}, not {}", article(expected), kind(value)),
             );
         }
+        if let Some(values) = schema["enum"].as_array()
+            && !values.contains(value)
+        {
+            let listed: Vec<String> = values.iter().map(ToString::to_string).collect();
+            let mut shown = value.to_string();
+            if shown.len() > 64 {
+                shown = format!("{}…", shown.chars().take(64).collect::<String>());
+            }
+            return fail(
+                path,
+                format!("must be one of {}, not {shown}", listed.join(", ")),
+            );
+        }
         match value {
             Value::Array(items) if schema.get("items").is_some() => {
                 for (i, item) in items.iter().enumerate() {
@@ -241,9 +255,11 @@ mod tests {
                 "config": {},
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "child": {"$ref": "#/components/schemas/Child"},
+                "mode": {"$ref": "#/components/schemas/Mode"},
                 "wrapped": {"allOf": [{"$ref": "#/components/schemas/Child"}], "nullable": true}
             }},
-            "Child": {"type": "object", "properties": {"on": {"type": "boolean"}}}
+            "Child": {"type": "object", "properties": {"on": {"type": "boolean"}}},
+            "Mode": {"type": "string", "enum": ["fast", "slow"]}
         })
         .as_object()
         .cloned()
@@ -298,6 +314,15 @@ mod tests {
                 Some("field `wrapped.on` must be a boolean, not a number"),
             ),
             (json!([]), Some("the body must be an object, not an array")),
+            (
+                json!({"title": "t", "mode": "FAST"}),
+                Some(r#"field `mode` must be one of "fast", "slow", not "FAST""#),
+            ),
+            (
+                json!({"title": "t", "mode": 1}),
+                Some("field `mode` must be a string, not a number"),
+            ),
+            (json!({"title": "t", "mode": "slow"}), None),
             (
                 json!({"title": "t", "note": null, "config": null, "wrapped": null}),
                 None,

@@ -10,9 +10,10 @@ from uuid import UUID
 
 from jet_fleet_api_client import AuthenticatedClient
 from jet_fleet_api_client.api.api_keys import create_api_key, list_api_keys
+from jet_fleet_api_client.api.auth import get_current_user
 from jet_fleet_api_client.api.roles import create_role, get_role, list_roles
 from jet_fleet_api_client.api.tenants import get_tenant
-from jet_fleet_api_client.models import CreateApiKey, CreateRole, ErrorBody, RoleOut
+from jet_fleet_api_client.models import AuthType, CreateApiKey, CreateRole, ErrorBody, RoleOut
 
 
 def main() -> None:
@@ -45,6 +46,15 @@ def main() -> None:
     seen["tenant_api_keys"] = detail.counts.api_keys
     keys = list_api_keys.sync(tenant_id=tenant, client=admin)
     seen["listed_keys"] = keys.total_count
+
+    # Status and type fields are enum classes, not strings.
+    me = get_current_user.sync(client=admin)
+    seen["auth_type_is_enum"] = isinstance(me.auth_type, AuthType)
+    seen["auth_type"] = me.auth_type.value
+    # An empty title is refused by the schema's minLength.
+    empty = create_role.sync_detailed(tenant_id=tenant, client=admin, body=CreateRole(role_title=""))
+    seen["empty_title_status"] = empty.status_code.value
+    seen["empty_title_code"] = empty.parsed.code if isinstance(empty.parsed, ErrorBody) else None
     print(json.dumps(seen))
 
 

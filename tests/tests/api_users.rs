@@ -46,7 +46,7 @@ async fn adding_a_member_creates_or_links_the_user() {
             json!({"email": "x@example.com", "firebaseID": "fb-x", "role": "OWNER"}),
         )
         .await;
-    assert_eq!(bad_role.status, 400);
+    assert_eq!((bad_role.status, bad_role.code()), (400, "invalid_type"));
 
     let list = app.get(&users, &a.auth).await;
     assert_eq!(list.body["totalCount"], 2);

@@ -58,6 +58,11 @@ async fn crud_clone_and_next_run_in_the_jobs_zone() {
         next_berlin_noon(&app).await
     );
     assert_eq!(created.body["overlapPolicy"], "allow");
+    // `workflowConfig` is the typed `CronWorkflowConfig`: what was sent comes back.
+    assert_eq!(
+        created.body["workflowConfig"],
+        json!({"inputValues": {"n": 1}})
+    );
     assert_eq!(created.body["catchupPolicy"], "skip");
     assert_eq!(created.body["timeoutSeconds"], 300);
 
@@ -190,12 +195,10 @@ async fn bad_schedules_zones_inputs_and_text_are_4xx_with_stable_codes() {
             "invalid_character",
         ),
         (json!({"cronJobTitle": "   "}), 422, "validation_failed"),
-        (
-            json!({"overlapPolicy": "sometimes"}),
-            422,
-            "validation_failed",
-        ),
-        (json!({"catchupPolicy": "all"}), 422, "validation_failed"),
+        (json!({"cronJobTitle": ""}), 400, "invalid_request"),
+        (json!({"workflowConfig": "n=1"}), 400, "invalid_type"),
+        (json!({"overlapPolicy": "sometimes"}), 400, "invalid_type"),
+        (json!({"catchupPolicy": "all"}), 400, "invalid_type"),
         (
             json!({"workflowID": uuid::Uuid::new_v4()}),
             422,

@@ -173,6 +173,17 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
         "landing + 3 × (pushed, failed): {attempts:?}"
     );
     assert_eq!(attempts[6]["by"], "command");
+    // Typed `DlqAttempt`s: each says when and who, and carries no null members.
+    for attempt in attempts {
+        let fields = attempt.as_object().expect("an object");
+        assert!(
+            fields["at"].is_string() && fields["by"].is_string(),
+            "{attempt}"
+        );
+        assert!(fields.values().all(|v| !v.is_null()), "{attempt}");
+    }
+    assert!(attempts[0].get("outcome").is_none(), "the landing entry");
+    assert_eq!(attempts[6]["outcome"], "failed");
     assert_eq!(attempts[5]["by"], "maintenance");
 
     // An edited payload naming tenant b's instance is refused; nothing is written.
@@ -195,6 +206,12 @@ async fn a_failed_command_lands_with_its_tenant_retries_with_backoff_parks_and_r
         .await;
     assert_eq!(dry.status, 200, "{}", dry.body);
     assert_eq!(dry.body["plan"]["action"], "push_command");
+    assert_eq!(
+        dry.body["plan"]["command"], fixed["command"],
+        "{}",
+        dry.body
+    );
+    assert!(dry.body["plan"]["maxAttempts"].is_u64(), "{}", dry.body);
     assert_eq!(row(&app, id).await.0, "PARKED", "a dry run writes nothing");
     let replay = app
         .post(
@@ -449,18 +466,14 @@ async fn permissions_tenant_isolation_and_bad_input() {
     assert_eq!(row(&app, id).await.0, "PARKED", "nothing changed");
 
     // Wrong types, unknown enumerations, huge and NUL values are 4xx.
-    assert_eq!(
-        app.get(&format!("{}?status=LOST", dlq(&a)), &a.auth)
-            .await
-            .status,
-        422
-    );
-    assert_eq!(
-        app.get(&format!("{}?source=email", dlq(&a)), &a.auth)
-            .await
-            .status,
-        422
-    );
+    for filter in ["status=LOST", "source=email"] {
+        let refused = app.get(&format!("{}?{filter}", dlq(&a)), &a.auth).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "invalid_parameter"),
+            "{filter}"
+        );
+    }
     assert_eq!(
         app.get(&format!("{}?sourceID=nope", dlq(&a)), &a.auth)
             .await
@@ -653,6 +666,12 @@ async fn bulk_dry_run_counts_replay_honours_the_rate_and_discard_keeps_rows() {
     })
     .await;
     assert_eq!(done["processed"], 2, "{done}");
+    // The filters come back as the typed `DlqFilters` they were sent as: no null members.
+    assert_eq!(
+        done["filters"],
+        json!({"source": "command", "status": "PARKED"})
+    );
+    assert_eq!(done["action"], "discard");
     let kept: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "tblEventDLQ" WHERE "status" = 'DISCARDED' AND "discardedAt" IS NOT NULL"#,
     )

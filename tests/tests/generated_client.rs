@@ -110,5 +110,14 @@ async fn a_generated_python_client_works_without_hand_edits() {
     );
     assert_eq!(seen["tenant_api_keys"], 2);
     assert_eq!(seen["listed_keys"], 2);
+    assert_eq!(seen["auth_type_is_enum"], true);
+    assert_eq!(seen["auth_type"], "API_KEY");
+    assert_eq!(
+        (
+            seen["empty_title_status"].as_u64(),
+            seen["empty_title_code"].as_str()
+        ),
+        (Some(400), Some("invalid_request"))
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -210,7 +210,10 @@ async fn crud_put_clone_activate_and_actions_round_trip() {
     let bad_filter = app
         .get(&format!("{}?status=running", listeners(&a)), &a.auth)
         .await;
-    assert_eq!(bad_filter.status, 422);
+    assert_eq!(
+        (bad_filter.status, bad_filter.code()),
+        (400, "invalid_parameter")
+    );
     let off = app
         .post(&format!("{one}/deactivate"), &a.auth, json!({}))
         .await;
@@ -349,9 +352,9 @@ async fn every_validation_error_names_its_field() {
     let cases = [
         (
             with(notify_body(&ds), json!({"listenerType": "kafka"})),
-            422,
-            "invalid_config",
-            "listenerType",
+            400,
+            "invalid_type",
+            "field `listenerType`",
         ),
         (
             with(notify_body(&ds), json!({"listenerConfig": {}})),
@@ -535,9 +538,9 @@ async fn every_validation_error_names_its_field() {
     let action_cases = [
         (
             json!({"actionType": "send_email"}),
-            422,
-            "invalid_action",
-            "actionType",
+            400,
+            "invalid_type",
+            "field `actionType`",
         ),
         (
             json!({"actionType": "transform", "actionConfig": {}}),
@@ -1221,7 +1224,8 @@ async fn the_dry_run_shows_transform_output_filters_and_writes_nothing() {
     assert_eq!(out["rawEvent"], json!({"n": 2}));
     assert_eq!(out["transformedEvent"], json!({"n": 2, "doubled": 4}));
     assert_eq!(out["filtered"], false);
-    assert!(out["transformError"].is_null(), "{out}");
+    // The typed `DryRunReport`: what did not happen is absent, not `null`.
+    assert!(out.get("transformError").is_none(), "{out}");
     let actions = out["actions"].as_array().expect("actions");
     assert_eq!(actions.len(), 3, "the disabled action is left out: {out}");
     assert_eq!(actions[0]["status"], "transformed");
@@ -1232,10 +1236,14 @@ async fn the_dry_run_shows_transform_output_filters_and_writes_nothing() {
     assert_eq!(start["inputValues"], json!({"value": 4}));
     assert_eq!(start["workflowTitle"], "test flow");
     assert_eq!(actions[2]["effect"]["saveToBuffer"]["bufferName"], "recent");
+    assert_eq!(actions[2]["actionType"], "save_to_buffer");
+    let buffer = &actions[2]["effect"]["saveToBuffer"];
+    assert_eq!(buffer["maxEvents"], 5);
+    assert!(buffer.get("maxAgeHours").is_none(), "{out}");
 
     let filtered = run(json!({"n": -1})).await;
     assert_eq!(filtered["filtered"], true);
-    assert!(filtered["transformedEvent"].is_null());
+    assert!(filtered.get("transformedEvent").is_none(), "{filtered}");
     assert_eq!(
         filtered["actions"].as_array().map(Vec::len),
         Some(1),

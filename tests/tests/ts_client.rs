@@ -139,5 +139,19 @@ async fn a_generated_typescript_client_type_checks_and_drives_a_human_step_run()
         (&seen["tooLongStatus"], &seen["tooLongCode"]),
         (&json!(400), &json!("invalid_parameter"))
     );
+    // Enums and title bounds: refused by the server too when a caller bypasses the types.
+    assert_eq!(seen["ended"], "COMPLETED");
+    assert_eq!(
+        (&seen["badTypeStatus"], &seen["badTypeCode"]),
+        (&json!(400), &json!("invalid_type"))
+    );
+    assert_eq!(
+        (&seen["badPolicyStatus"], &seen["badPolicyCode"]),
+        (&json!(400), &json!("invalid_type"))
+    );
+    assert_eq!(
+        (&seen["emptyTitleStatus"], &seen["emptyTitleCode"]),
+        (&json!(400), &json!("invalid_request"))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

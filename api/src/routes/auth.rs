@@ -1,6 +1,7 @@
 //! `/api/v1/auth`: who is calling, and the calling user's UI settings per tenant.
 
 use super::ApiTags;
+use super::enums::wire_enum;
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
@@ -18,8 +19,7 @@ use uuid::Uuid;
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Me {
-    /// `USER` or `API_KEY` (upstream's `authType`).
-    pub auth_type: String,
+    pub auth_type: AuthType,
     #[oai(rename = "userID")]
     pub user_id: Option<Uuid>,
     pub email: Option<String>,
@@ -30,6 +30,14 @@ pub struct Me {
     /// For an API key: the one tenant it acts in.
     #[oai(rename = "tenantID")]
     pub tenant_id: Option<Uuid>,
+}
+
+wire_enum! {
+    /// What authenticated the caller: a `USER` login or an `API_KEY` (upstream's `authType`).
+    pub enum AuthType {
+        User = "USER",
+        ApiKey = "API_KEY",
+    }
 }
 
 /// A user's UI settings in one tenant.
@@ -53,7 +61,7 @@ impl AuthApi {
             Principal::User { user_id } => {
                 let u = user::get(&self.state.pool, user_id).await?;
                 Me {
-                    auth_type: "USER".into(),
+                    auth_type: AuthType::User,
                     user_id: Some(u.user_id.0),
                     email: Some(u.email),
                     first_name: u.first_name,
@@ -67,7 +75,7 @@ impl AuthApi {
                 tenant_id,
                 ..
             } => Me {
-                auth_type: "API_KEY".into(),
+                auth_type: AuthType::ApiKey,
                 user_id: None,
                 email: None,
                 first_name: None,

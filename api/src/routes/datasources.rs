@@ -1,6 +1,7 @@
 //! `/api/v1/tenants/{tenantID}/datasources`: connection settings, stored encrypted and shown
 //! with their secrets masked; a connection test for saved or unsaved settings.
 
+use super::enums::{DatasourceType, UnknownStored};
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
@@ -31,8 +32,7 @@ pub struct DatasourceOut {
     #[oai(rename = "tenantID")]
     pub tenant_id: Uuid,
     pub datasource_title: String,
-    /// `postgresql`, `restapi` or `webhook`.
-    pub datasource_type: String,
+    pub datasource_type: DatasourceType,
     pub datasource_description: Option<String>,
     pub datasource_tags: Vec<String>,
     /// The connection settings, secrets masked. Send a mask back unchanged to keep a secret.
@@ -49,16 +49,18 @@ pub struct DatasourceOut {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Datasource> for DatasourceOut {
-    fn from(d: Datasource) -> Self {
+impl TryFrom<Datasource> for DatasourceOut {
+    type Error = UnknownStored;
+
+    fn try_from(d: Datasource) -> Result<Self, UnknownStored> {
         let datasource_options = secrets::mask(&d.options, &d.datasource_type);
         let webhook_credentials =
             (d.datasource_type == webhook::TYPE).then(WebhookCredentialsOut::masked);
-        Self {
+        Ok(Self {
             datasource_id: d.datasource_id,
             tenant_id: d.tenant_id.0,
             datasource_title: d.title,
-            datasource_type: d.datasource_type,
+            datasource_type: DatasourceType::from_stored(&d.datasource_type)?,
             datasource_description: d.description,
             datasource_tags: d.tags,
             datasource_options,
@@ -68,7 +70,7 @@ impl From<Datasource> for DatasourceOut {
             created_by_api_key_id: d.created_by_api_key_id,
             created_at: d.created_at,
             updated_at: d.updated_at,
-        }
+        })
     }
 }
 
@@ -109,12 +111,15 @@ pub struct RotatedWebhookCredentials {
 }
 
 /// The response for a datasource that may carry freshly issued webhook credentials.
-fn with_issued(saved: Datasource, issued: Option<webhook::Credentials>) -> DatasourceOut {
-    let mut out = DatasourceOut::from(saved);
+fn with_issued(
+    saved: Datasource,
+    issued: Option<webhook::Credentials>,
+) -> Result<DatasourceOut, UnknownStored> {
+    let mut out = DatasourceOut::try_from(saved)?;
     if let Some(issued) = issued {
         out.webhook_credentials = Some(WebhookCredentialsOut::issued(issued));
     }
-    out
+    Ok(out)
 }
 
 /// Fresh credentials when `saved` is a webhook datasource, in the caller's transaction.
@@ -136,10 +141,11 @@ async fn issue_if_webhook(
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct CreateDatasource {
+    #[oai(validator(min_length = 1))]
     pub datasource_title: String,
-    /// `postgresql`, `restapi` or `webhook` (options `{}`: a datasource that only receives
-    /// webhook deliveries; its token and secret are in the response, this once).
-    pub datasource_type: String,
+    /// `webhook` (options `{}`) is a datasource that only receives webhook deliveries; its
+    /// token and secret are in the response, this once.
+    pub datasource_type: DatasourceType,
     pub datasource_description: Option<String>,
     #[oai(default)]
     pub datasource_tags: Vec<String>,
@@ -152,6 +158,7 @@ pub struct CreateDatasource {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct UpdateDatasource {
+    #[oai(validator(min_length = 1))]
     pub datasource_title: Option<String>,
     pub datasource_description: Option<String>,
     pub datasource_tags: Option<Vec<String>>,
@@ -163,7 +170,7 @@ pub struct UpdateDatasource {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct TestDatasource {
-    pub datasource_type: Option<String>,
+    pub datasource_type: Option<DatasourceType>,
     pub datasource_options: Option<Value>,
     /// A saved datasource: its stored secrets fill in masked values (when the edited options
     /// point somewhere else, only for a caller holding `update` on it), and its
@@ -217,7 +224,7 @@ impl DatasourcesApi {
             request,
         )
         .await?;
-        Ok(Json(Page::from_domain(page, DatasourceOut::from)))
+        Ok(Json(Page::try_from_domain(page, DatasourceOut::try_from)?))
     }
 
     /// Create a datasource
@@ -239,7 +246,7 @@ impl DatasourcesApi {
         let body = body.0;
         let new = NewDatasource {
             title: required_title("datasourceTitle", &body.datasource_title)?,
-            datasource_type: body.datasource_type,
+            datasource_type: body.datasource_type.as_str().to_owned(),
             description: body.datasource_description,
             tags: body.datasource_tags,
             options: body.datasource_options,
@@ -255,7 +262,7 @@ impl DatasourcesApi {
         .await?;
         let issued = issue_if_webhook(&mut tx, &self.state, &saved).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(with_issued(saved, issued))))
+        Ok(Created::Created(Json(with_issued(saved, issued)?)))
     }
 
     /// Test a connection
@@ -312,9 +319,11 @@ impl DatasourcesApi {
                 (saved.datasource_type, options)
             }
             None => (
-                body.datasource_type.ok_or_else(|| {
-                    ApiError::unprocessable("datasourceType is required without datasourceID")
-                })?,
+                body.datasource_type
+                    .map(|t| t.as_str().to_owned())
+                    .ok_or_else(|| {
+                        ApiError::unprocessable("datasourceType is required without datasourceID")
+                    })?,
                 body.datasource_options.ok_or_else(|| {
                     ApiError::unprocessable("datasourceOptions is required without datasourceID")
                 })?,
@@ -373,7 +382,7 @@ impl DatasourcesApi {
             datasource_id.0,
         )
         .await?;
-        Ok(Json(found.into()))
+        Ok(Json(found.try_into()?))
     }
 
     /// Update a datasource
@@ -420,7 +429,7 @@ impl DatasourcesApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Clone a datasource
@@ -456,7 +465,7 @@ impl DatasourcesApi {
         .await?;
         let issued = issue_if_webhook(&mut tx, &self.state, &copy).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(with_issued(copy, issued))))
+        Ok(Created::Created(Json(with_issued(copy, issued)?)))
     }
 
     /// Rotate a webhook datasource's credentials

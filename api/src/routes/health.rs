@@ -1,6 +1,7 @@
 //! `/health` (the process is up) and `/ready` (the database answers and its schema is current).
 
 use super::ApiTags;
+use super::enums::wire_enum;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use poem_openapi::payload::Json;
@@ -9,8 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 /// Liveness.
 #[derive(Debug, Object)]
 pub struct Health {
-    /// Always `ok`.
-    pub status: String,
+    pub status: HealthStatus,
     pub timestamp: DateTime<Utc>,
 }
 
@@ -18,10 +18,24 @@ pub struct Health {
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
-    pub status: String,
+    pub status: ReadyStatus,
     /// Why the service is not ready.
     pub reason: Option<String>,
+}
+
+wire_enum! {
+    /// Always `ok`: the process answers.
+    pub enum HealthStatus {
+        Ok = "ok",
+    }
+}
+
+wire_enum! {
+    /// `ready` with a 200, `not_ready` with a 503.
+    pub enum ReadyStatus {
+        Ready = "ready",
+        NotReady = "not_ready",
+    }
 }
 
 /// `/ready` answers.
@@ -47,7 +61,7 @@ impl HealthApi {
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> Json<Health> {
         Json(Health {
-            status: "ok".into(),
+            status: HealthStatus::Ok,
             timestamp: Utc::now(),
         })
     }
@@ -57,7 +71,7 @@ impl HealthApi {
     async fn ready(&self) -> ReadyResponse {
         let not_ready = |reason: String| {
             ReadyResponse::NotReady(Json(Readiness {
-                status: "not_ready".into(),
+                status: ReadyStatus::NotReady,
                 reason: Some(reason),
             }))
         };
@@ -66,7 +80,7 @@ impl HealthApi {
         }
         match jet_shared::db::pending_migrations(&self.state.pool).await {
             Ok(pending) if pending.is_empty() => ReadyResponse::Ready(Json(Readiness {
-                status: "ready".into(),
+                status: ReadyStatus::Ready,
                 reason: None,
             })),
             Ok(pending) => not_ready(format!(

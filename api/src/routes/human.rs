@@ -2,6 +2,7 @@
 //! submit its data (validated against the request's JSON Schema) to resume the run.
 
 use super::ApiTags;
+use super::enums::{CollectionType, UnknownStored, wire_enum};
 use crate::error::ApiResult;
 use crate::security::JetAuth;
 use crate::state::AppState;
@@ -26,10 +27,8 @@ pub struct RequestOut {
     pub instance_id: Uuid,
     #[oai(rename = "nodeID")]
     pub node_id: Uuid,
-    /// `PENDING`, `COMPLETED`, `EXPIRED` or `CANCELLED`.
-    pub status: String,
-    /// `form` or `approval`.
-    pub collection_type: String,
+    pub status: RequestStatus,
+    pub collection_type: CollectionType,
     /// Title, description, `formSchema`, `formUischema`, … as the node configured them.
     pub collection_config: Value,
     pub submitted_data: Option<Value>,
@@ -37,19 +36,32 @@ pub struct RequestOut {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<human::Request> for RequestOut {
-    fn from(r: human::Request) -> Self {
-        Self {
+wire_enum! {
+    /// A human step's request: PENDING until answered (COMPLETED), past its deadline
+    /// (EXPIRED), or its run was cancelled (CANCELLED).
+    pub enum RequestStatus {
+        Pending = "PENDING",
+        Completed = "COMPLETED",
+        Expired = "EXPIRED",
+        Cancelled = "CANCELLED",
+    }
+}
+
+impl TryFrom<human::Request> for RequestOut {
+    type Error = UnknownStored;
+
+    fn try_from(r: human::Request) -> Result<Self, UnknownStored> {
+        Ok(Self {
             collection_request_id: r.collection_request_id,
             instance_id: r.instance_id,
             node_id: r.node_id,
-            status: r.status,
-            collection_type: r.collection_type,
+            status: RequestStatus::from_stored(&r.status)?,
+            collection_type: CollectionType::from_stored(&r.collection_type)?,
             collection_config: r.collection_config,
             submitted_data: r.submitted_data,
             expires_at: r.expires_at,
             created_at: r.created_at,
-        }
+        })
     }
 }
 
@@ -92,7 +104,7 @@ impl HumanApi {
         let mut conn = self.state.pool.acquire().await?;
         let request = human::get(&mut conn, tenant, request_id.0).await?;
         grants.require(WORKFLOW_READ, request.workflow_id)?;
-        Ok(Json(request.into()))
+        Ok(Json(request.try_into()?))
     }
 
     /// Submit a human step's data and resume the run
@@ -119,6 +131,6 @@ impl HumanApi {
         grants.require(WORKFLOW_EXECUTE, request.workflow_id)?;
         let updated = human::submit(&mut tx, tenant, request_id.0, &body.data).await?;
         tx.commit().await?;
-        Ok(SubmitResponse::Accepted(Json(updated.into())))
+        Ok(SubmitResponse::Accepted(Json(updated.try_into()?)))
     }
 }

@@ -1,6 +1,7 @@
 //! The public shape of "why isn't it running?" (`explainInstance` in `instances`): one typed
 //! variant per reason, discriminated by `reason`, converted from `workflow::explain`.
 
+use super::enums::{CollectionType, InstanceStatus, NodeType, UnknownStored, wire_enum};
 use chrono::{DateTime, Utc};
 use jet_shared::workflow::explain::{Explanation, NodeWait, Reason};
 use poem_openapi::{Object, Union};
@@ -12,7 +13,7 @@ use uuid::Uuid;
 pub struct ExplainOut {
     #[oai(rename = "instanceID")]
     pub instance_id: Uuid,
-    pub status: String,
+    pub status: InstanceStatus,
     /// RUNNING with nothing runnable and nothing waiting: an engine bug (`jet_ops.stuck_instances`).
     pub stuck: bool,
     /// One entry per unfinished node; empty once the run has ended.
@@ -26,7 +27,7 @@ pub struct WaitingNode {
     #[oai(rename = "nodeID")]
     pub node_id: String,
     /// The node's type in the run's definition.
-    pub node_type: Option<String>,
+    pub node_type: Option<NodeType>,
     /// The reason as one line for a person.
     pub message: String,
 }
@@ -121,8 +122,7 @@ pub struct ExplainWaitingForHuman {
     pub node: WaitingNode,
     #[oai(rename = "requestID")]
     pub request_id: Uuid,
-    /// `form` or `approval`.
-    pub request_type: String,
+    pub request_type: CollectionType,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -134,8 +134,15 @@ pub struct ExplainResumeQueued {
     pub node: WaitingNode,
     #[oai(rename = "requestID")]
     pub request_id: Uuid,
-    /// `COMPLETED` or `EXPIRED`.
-    pub request_status: String,
+    pub request_status: AnsweredStatus,
+}
+
+wire_enum! {
+    /// How a human step ended before its resume ran: answered or expired.
+    pub enum AnsweredStatus {
+        Completed = "COMPLETED",
+        Expired = "EXPIRED",
+    }
 }
 
 /// A sub-workflow node parked until its child ends.
@@ -147,7 +154,7 @@ pub struct ExplainWaitingForChild {
     #[oai(rename = "childInstanceID")]
     pub child_instance_id: Uuid,
     /// The child's status; absent when the child is gone.
-    pub child_status: Option<String>,
+    pub child_status: Option<InstanceStatus>,
     /// When the node stops waiting; absent for no timeout.
     pub timeout_at: Option<DateTime<Utc>>,
 }
@@ -164,25 +171,37 @@ pub struct ExplainWaitingOnJoin {
     pub arrived: Vec<String>,
 }
 
-impl From<Explanation> for ExplainOut {
-    fn from(e: Explanation) -> Self {
-        Self {
+impl TryFrom<Explanation> for ExplainOut {
+    type Error = UnknownStored;
+
+    fn try_from(e: Explanation) -> Result<Self, UnknownStored> {
+        Ok(Self {
             instance_id: e.instance_id,
-            status: e.status,
+            status: InstanceStatus::from_stored(&e.status)?,
             stuck: e.stuck,
-            nodes: e.nodes.into_iter().map(NodeWaitOut::from).collect(),
-        }
+            nodes: e
+                .nodes
+                .into_iter()
+                .map(NodeWaitOut::try_from)
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
-impl From<NodeWait> for NodeWaitOut {
-    fn from(w: NodeWait) -> Self {
+impl TryFrom<NodeWait> for NodeWaitOut {
+    type Error = UnknownStored;
+
+    fn try_from(w: NodeWait) -> Result<Self, UnknownStored> {
         let node = WaitingNode {
             message: w.message,
             node_id: w.node_id,
-            node_type: w.node_type,
+            node_type: w
+                .node_type
+                .as_deref()
+                .map(NodeType::from_stored)
+                .transpose()?,
         };
-        match w.reason {
+        Ok(match w.reason {
             Reason::Queued {
                 ready_ahead,
                 ready_since,
@@ -226,7 +245,7 @@ impl From<NodeWait> for NodeWaitOut {
             } => Self::WaitingForHuman(ExplainWaitingForHuman {
                 node,
                 request_id,
-                request_type,
+                request_type: CollectionType::from_stored(&request_type)?,
                 expires_at,
             }),
             Reason::ResumeQueued {
@@ -235,7 +254,7 @@ impl From<NodeWait> for NodeWaitOut {
             } => Self::ResumeQueued(ExplainResumeQueued {
                 node,
                 request_id,
-                request_status,
+                request_status: AnsweredStatus::from_stored(&request_status)?,
             }),
             Reason::WaitingForChild {
                 child_instance_id,
@@ -244,7 +263,10 @@ impl From<NodeWait> for NodeWaitOut {
             } => Self::WaitingForChild(ExplainWaitingForChild {
                 node,
                 child_instance_id,
-                child_status,
+                child_status: child_status
+                    .as_deref()
+                    .map(InstanceStatus::from_stored)
+                    .transpose()?,
                 timeout_at,
             }),
             Reason::WaitingOnJoin {
@@ -255,6 +277,6 @@ impl From<NodeWait> for NodeWaitOut {
                 waiting_for,
                 arrived,
             }),
-        }
+        })
     }
 }

@@ -1,8 +1,9 @@
 //! `/api/v1/tenants/{tenantID}/workflows/instances`: runs of workflows — list, progress
 //! (folded context and log), why it is not running (explain), cancel.
 
+use super::enums::{InstanceStatus, UnknownStored};
 use super::{ApiTags, Page, authorize, page_request};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -29,8 +30,7 @@ pub struct InstanceOut {
     pub instance_id: Uuid,
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
-    /// `PENDING`, `RUNNING`, `COMPLETED`, `FAILED` or `CANCELLED`.
-    pub status: String,
+    pub status: InstanceStatus,
     pub is_test: bool,
     #[oai(rename = "parentInstanceID")]
     pub parent_instance_id: Option<Uuid>,
@@ -43,12 +43,14 @@ pub struct InstanceOut {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<instance::Instance> for InstanceOut {
-    fn from(i: instance::Instance) -> Self {
-        Self {
+impl TryFrom<instance::Instance> for InstanceOut {
+    type Error = UnknownStored;
+
+    fn try_from(i: instance::Instance) -> Result<Self, UnknownStored> {
+        Ok(Self {
             instance_id: i.instance_id,
             workflow_id: i.workflow_id,
-            status: i.status,
+            status: InstanceStatus::from_stored(&i.status)?,
             is_test: i.is_test,
             parent_instance_id: i.parent_instance_id,
             parent_node_id: i.parent_node_id,
@@ -56,7 +58,7 @@ impl From<instance::Instance> for InstanceOut {
             completed_at: i.completed_at,
             created_at: i.created_at,
             updated_at: i.updated_at,
-        }
+        })
     }
 }
 
@@ -100,7 +102,7 @@ impl From<instance::LogRow> for LogOut {
 pub struct InstanceEvent {
     pub log: Option<LogOut>,
     /// The instance's final status, in the last event.
-    pub status: Option<String>,
+    pub status: Option<InstanceStatus>,
 }
 
 /// How soon the stream looks for new log rows after it found some.
@@ -144,7 +146,11 @@ async fn next_event(mut c: Cursor) -> Option<(InstanceEvent, Cursor)> {
             log: Some(l.into()),
             status: None,
         }));
-        if status != "RUNNING" && status != "PENDING" {
+        if instance::has_ended(&status) {
+            // An unknown stored status is logged (as a 500 would be) and ends the stream.
+            let status = InstanceStatus::from_stored(&status)
+                .map_err(ApiError::from)
+                .ok()?;
             c.buffered.push_back(InstanceEvent {
                 log: None,
                 status: Some(status),
@@ -190,10 +196,13 @@ pub async fn detail(pool: &sqlx::PgPool, row: instance::Instance) -> ApiResult<I
     let logs = instance::logs(pool, row.instance_id, 0).await?;
     let pending = jet_shared::workflow::human::pending_of(pool, row.instance_id).await?;
     Ok(InstanceDetail {
-        instance: row.into(),
+        instance: row.try_into()?,
         context: context::public(&ctx),
         logs: logs.into_iter().map(LogOut::from).collect(),
-        pending_requests: pending.into_iter().map(Into::into).collect(),
+        pending_requests: pending
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -224,7 +233,7 @@ impl InstancesApi {
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "workflowID")] workflow_id: Query<Option<Uuid>>,
-        status: Query<Option<String>>,
+        status: Query<Option<InstanceStatus>>,
         #[oai(name = "isTest")] is_test: Query<Option<bool>>,
         #[oai(name = "parentInstanceID")] parent_instance_id: Query<Option<Uuid>>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
@@ -238,13 +247,13 @@ impl InstancesApi {
         let request = page_request(page.0, page_size.0)?;
         let filter = instance::InstanceFilter {
             workflow_id: workflow_id.0,
-            status: status.0,
+            status: status.0.map(|s| s.as_str().to_owned()),
             is_test: is_test.0,
             parent_instance_id: parent_instance_id.0,
         };
         let page =
             instance::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
-        Ok(Json(Page::from_domain(page, InstanceOut::from)))
+        Ok(Json(Page::try_from_domain(page, InstanceOut::try_from)?))
     }
 
     /// Get a run: status, folded context and log
@@ -290,7 +299,7 @@ impl InstancesApi {
         let explained =
             jet_shared::workflow::explain::explain(&self.state.pool, Some(tenant), instance_id.0)
                 .await?;
-        Ok(Json(explained.into()))
+        Ok(Json(explained.try_into()?))
     }
 
     /// Stream a run's log as Server-Sent Events
@@ -393,6 +402,6 @@ impl InstancesApi {
         .await
         .map_err(|e| crate::error::ApiError::internal(e.as_ref()))?;
         tx.commit().await?;
-        Ok(CancelResponse::Accepted(Json(row.into())))
+        Ok(CancelResponse::Accepted(Json(row.try_into()?)))
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cronjobs;
 pub mod datasources;
 pub mod dlq;
+pub mod enums;
 pub mod health;
 pub mod human;
 pub mod instance_explain;
@@ -92,6 +93,21 @@ impl<T: ParseFromJSON + ToJSON + Send + Sync> Page<T> {
             total_pages,
             items: page.items.into_iter().map(f).collect(),
         }
+    }
+
+    /// Converts a domain page whose rows may fail to convert (a stored value outside an enum).
+    pub fn try_from_domain<D, E>(
+        page: jet_shared::page::Page<D>,
+        f: impl FnMut(D) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let total_pages = page.total_pages();
+        Ok(Self {
+            total_count: page.total_count,
+            page: page.request.page,
+            page_size: page.request.page_size,
+            total_pages,
+            items: page.items.into_iter().map(f).collect::<Result<_, _>>()?,
+        })
     }
 }
 

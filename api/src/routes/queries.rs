@@ -1,6 +1,7 @@
 //! `/api/v1/tenants/{tenantID}/queries`: data queries, and running them (saved, a saved one
 //! under test, or ad hoc). SQL inputs are bound as parameters, never spliced into the text.
 
+use super::enums::{DatasourceType, UnknownStored};
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request};
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
@@ -37,7 +38,7 @@ pub struct DataQueryOut {
     pub data_query_result_schema: Option<Value>,
     #[oai(rename = "datasourceID")]
     pub datasource_id: Option<Uuid>,
-    pub datasource_type: String,
+    pub datasource_type: DatasourceType,
     pub is_disabled: bool,
     #[oai(rename = "creatorID")]
     pub creator_id: Option<Uuid>,
@@ -47,9 +48,11 @@ pub struct DataQueryOut {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<DataQuery> for DataQueryOut {
-    fn from(q: DataQuery) -> Self {
-        Self {
+impl TryFrom<DataQuery> for DataQueryOut {
+    type Error = UnknownStored;
+
+    fn try_from(q: DataQuery) -> Result<Self, UnknownStored> {
+        Ok(Self {
             data_query_id: q.data_query_id,
             tenant_id: q.tenant_id.0,
             data_query_title: q.title,
@@ -58,13 +61,13 @@ impl From<DataQuery> for DataQueryOut {
             run_on_load: q.run_on_load,
             data_query_result_schema: q.result_schema,
             datasource_id: q.datasource_id,
-            datasource_type: q.datasource_type,
+            datasource_type: DatasourceType::from_stored(&q.datasource_type)?,
             is_disabled: q.is_disabled.unwrap_or(false),
             creator_id: q.creator_id,
             created_by_api_key_id: q.created_by_api_key_id,
             created_at: q.created_at,
             updated_at: q.updated_at,
-        }
+        })
     }
 }
 
@@ -72,7 +75,7 @@ impl From<DataQuery> for DataQueryOut {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct CreateDataQuery {
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub data_query_title: Option<String>,
     pub data_query_description: Option<String>,
     #[oai(rename = "datasourceID")]
@@ -101,7 +104,7 @@ impl From<CreateDataQuery> for SaveDataQuery {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SaveDataQuery {
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub data_query_title: Option<String>,
     pub data_query_description: Option<String>,
     #[oai(rename = "datasourceID")]
@@ -231,7 +234,7 @@ impl QueriesApi {
         authorize(&self.state, &auth, tenant_id.0, DATAQUERY_LIST, None).await?;
         let request = page_request(page.0, page_size.0)?;
         let page = dataquery::list(&self.state.pool, TenantId(tenant_id.0), request).await?;
-        Ok(Json(Page::from_domain(page, DataQueryOut::from)))
+        Ok(Json(Page::try_from_domain(page, DataQueryOut::try_from)?))
     }
 
     /// Create a data query
@@ -261,7 +264,7 @@ impl QueriesApi {
         let mut tx = self.state.pool.begin().await?;
         let saved = dataquery::insert(&mut tx, TenantId(tenant_id.0), fields, creator).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(saved.into())))
+        Ok(Created::Created(Json(saved.try_into()?)))
     }
 
     /// Try an unsaved query
@@ -317,7 +320,7 @@ impl QueriesApi {
         )
         .await?;
         let q = dataquery::get(&self.state.pool, TenantId(tenant_id.0), data_query_id.0).await?;
-        Ok(Json(q.into()))
+        Ok(Json(q.try_into()?))
     }
 
     /// Update a data query
@@ -352,7 +355,7 @@ impl QueriesApi {
         let saved =
             dataquery::update(&mut tx, TenantId(tenant_id.0), data_query_id.0, fields).await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Delete a data query
@@ -408,7 +411,7 @@ impl QueriesApi {
         let copy =
             dataquery::clone(&mut tx, TenantId(tenant_id.0), data_query_id.0, creator).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(copy.into())))
+        Ok(Created::Created(Json(copy.try_into()?)))
     }
 
     /// Run a data query

@@ -1,5 +1,6 @@
 //! `/api/v1/tenants`: the caller's tenants; create, read, update, delete one.
 
+use super::enums::{MembershipRole, UnknownStored};
 use super::nullable::Nullable;
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::{ApiError, ApiResult};
@@ -32,13 +33,13 @@ pub struct TenantOut {
     pub created_by_api_key_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
-    /// The caller's membership role (`ADMIN` or `MEMBER`); absent for API keys.
-    pub role: Option<String>,
+    /// The caller's membership role; absent for API keys.
+    pub role: Option<MembershipRole>,
 }
 
 impl TenantOut {
-    fn new(t: tenant::Tenant, role: Option<String>) -> Self {
-        Self {
+    fn new(t: tenant::Tenant, role: Option<String>) -> Result<Self, UnknownStored> {
+        Ok(Self {
             tenant_id: t.tenant_id.0,
             tenant_title: t.tenant_title,
             tenant_logo_url: t.tenant_logo_url,
@@ -49,8 +50,11 @@ impl TenantOut {
             created_by_api_key_id: t.created_by_api_key_id.map(|id| id.0),
             created_at: t.created_at,
             updated_at: t.updated_at,
-            role,
-        }
+            role: role
+                .as_deref()
+                .map(MembershipRole::from_stored)
+                .transpose()?,
+        })
     }
 }
 
@@ -141,9 +145,9 @@ impl TenantsApi {
     ) -> ApiResult<Json<Page<TenantOut>>> {
         let request = page_request(page.0, page_size.0)?;
         let page = tenant::list_visible(&self.state.pool, &auth.0, request).await?;
-        Ok(Json(Page::from_domain(page, |m| {
+        Ok(Json(Page::try_from_domain(page, |m| {
             TenantOut::new(m.tenant, m.role)
-        })))
+        })?))
     }
 
     /// Create a tenant
@@ -170,8 +174,8 @@ impl TenantsApi {
         tx.commit().await?;
         Ok(Created::Created(Json(TenantOut::new(
             created,
-            Some("ADMIN".into()),
-        ))))
+            Some(MembershipRole::Admin.as_str().into()),
+        )?)))
     }
 
     /// Get a tenant with its asset counts
@@ -187,7 +191,7 @@ impl TenantsApi {
         let c = tenant::counts(&self.state.pool, id).await?;
         let role = self.membership_role(&auth, id).await?;
         Ok(Json(TenantDetail {
-            tenant: TenantOut::new(row, role),
+            tenant: TenantOut::new(row, role)?,
             counts: TenantCountsOut {
                 roles: c.roles,
                 members: c.members,
@@ -241,7 +245,7 @@ impl TenantsApi {
         let id = TenantId(tenant_id.0);
         let row = tenant::update(&self.state.pool, id, &patch).await?;
         let role = self.membership_role(&auth, id).await?;
-        Ok(Json(TenantOut::new(row, role)))
+        Ok(Json(TenantOut::new(row, role)?))
     }
 
     /// Delete a tenant and everything it owns

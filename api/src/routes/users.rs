@@ -1,5 +1,6 @@
 //! `/api/v1/tenants/{tenantID}/users`: members of a tenant, their membership role and roles.
 
+use super::enums::{MembershipRole, UnknownStored};
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request};
 use crate::error::{ApiError, ApiResult};
 use crate::security::JetAuth;
@@ -11,26 +12,9 @@ use jet_shared::rbac::permissions::{USER_CREATE, USER_DELETE, USER_LIST, USER_RE
 use jet_shared::{role, user};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Enum, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-/// Membership role: `ADMIN` may do everything in the tenant; `MEMBER` only what its roles grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "UPPERCASE")]
-pub enum MembershipRole {
-    Admin,
-    Member,
-}
-
-impl MembershipRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            MembershipRole::Admin => "ADMIN",
-            MembershipRole::Member => "MEMBER",
-        }
-    }
-}
 
 /// A member of a tenant.
 #[derive(Debug, Object)]
@@ -45,17 +29,18 @@ pub struct MemberOut {
     pub last_name: Option<String>,
     pub phone_number: Option<String>,
     pub is_disabled: bool,
-    /// Membership role: `ADMIN` or `MEMBER`.
-    pub role: String,
+    pub role: MembershipRole,
     /// The tenant or global roles assigned to the member.
     #[oai(rename = "roleIDs")]
     pub role_ids: Vec<Uuid>,
     pub joined_at: DateTime<Utc>,
 }
 
-impl From<user::Member> for MemberOut {
-    fn from(m: user::Member) -> Self {
-        Self {
+impl TryFrom<user::Member> for MemberOut {
+    type Error = UnknownStored;
+
+    fn try_from(m: user::Member) -> Result<Self, UnknownStored> {
+        Ok(Self {
             user_id: m.user.user_id.0,
             firebase_id: m.user.firebase_id,
             email: m.user.email,
@@ -63,10 +48,10 @@ impl From<user::Member> for MemberOut {
             last_name: m.user.last_name,
             phone_number: m.user.phone_number,
             is_disabled: m.user.is_disabled.unwrap_or(false),
-            role: m.role,
+            role: MembershipRole::from_stored(&m.role)?,
             role_ids: m.role_ids.into_iter().map(|r| r.0).collect(),
             joined_at: m.joined_at,
-        }
+        })
     }
 }
 
@@ -126,7 +111,7 @@ impl UsersApi {
         authorize(&self.state, &auth, tenant_id.0, USER_LIST, None).await?;
         let request = page_request(page.0, page_size.0)?;
         let page = user::list_members(&self.state.pool, TenantId(tenant_id.0), request).await?;
-        Ok(Json(Page::from_domain(page, MemberOut::from)))
+        Ok(Json(Page::try_from_domain(page, MemberOut::try_from)?))
     }
 
     /// Add a member to a tenant
@@ -170,7 +155,7 @@ impl UsersApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(member.into())))
+        Ok(Created::Created(Json(member.try_into()?)))
     }
 
     /// Get one member
@@ -188,7 +173,7 @@ impl UsersApi {
         authorize(&self.state, &auth, tenant_id.0, USER_READ, Some(user_id.0)).await?;
         let member =
             user::get_member(&self.state.pool, TenantId(tenant_id.0), UserId(user_id.0)).await?;
-        Ok(Json(member.into()))
+        Ok(Json(member.try_into()?))
     }
 
     /// Remove a member from a tenant
@@ -263,7 +248,7 @@ impl UsersApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(Json(member.into()))
+        Ok(Json(member.try_into()?))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `/api/v1/tenants/{tenantID}/workflows`: workflow definitions (upstream's editor shape),
 //! validated on every save; execute.
 
+use super::enums::{NodeType, UnknownStored};
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request, required_title};
 use crate::error::{ApiError, ApiResult};
 use crate::run_wait;
@@ -29,10 +30,8 @@ use uuid::Uuid;
 pub struct WorkflowNode {
     /// The node id; a UUID in a saved workflow.
     pub id: String,
-    /// `start`, `end`, `condition`, `switch`, `delay`, `loop`, `fanout`, `join`, `javascript`,
-    /// `dataQuery`, `dataCollection`, `approval` or `subWorkflow`.
     #[oai(rename = "type")]
-    pub node_type: String,
+    pub node_type: NodeType,
     /// The node's configuration.
     #[oai(default)]
     pub data: Value,
@@ -56,7 +55,7 @@ impl From<&WorkflowNode> for EditorNode {
     fn from(n: &WorkflowNode) -> Self {
         EditorNode {
             id: n.id.clone(),
-            node_type: n.node_type.clone(),
+            node_type: n.node_type.as_str().to_owned(),
             data: n.data.clone(),
             position: n.position.clone(),
         }
@@ -122,19 +121,21 @@ pub struct WorkflowDetail {
     pub warnings: Vec<String>,
 }
 
-fn detail(d: Definition, warnings: Vec<String>) -> WorkflowDetail {
-    WorkflowDetail {
+fn detail(d: Definition, warnings: Vec<String>) -> Result<WorkflowDetail, UnknownStored> {
+    Ok(WorkflowDetail {
         workflow: d.workflow.into(),
         nodes: d
             .nodes
             .into_iter()
-            .map(|n| WorkflowNode {
-                id: n.id,
-                node_type: n.node_type,
-                data: n.data,
-                position: n.position,
+            .map(|n| {
+                Ok(WorkflowNode {
+                    id: n.id,
+                    node_type: NodeType::from_stored(&n.node_type)?,
+                    data: n.data,
+                    position: n.position,
+                })
             })
-            .collect(),
+            .collect::<Result<_, UnknownStored>>()?,
         edges: d
             .edges
             .into_iter()
@@ -146,7 +147,7 @@ fn detail(d: Definition, warnings: Vec<String>) -> WorkflowDetail {
             })
             .collect(),
         warnings,
-    }
+    })
 }
 
 /// Body of `createWorkflow`.
@@ -323,7 +324,7 @@ impl WorkflowsApi {
         authorize(&self.state, auth, tenant_id, permission, Some(workflow_id)).await?;
         let mut conn = self.state.pool.acquire().await?;
         let def = definition::get(&mut conn, TenantId(tenant_id), workflow_id).await?;
-        Ok(Json(detail(def, vec![])))
+        Ok(Json(detail(def, vec![])?))
     }
 }
 
@@ -384,7 +385,7 @@ impl WorkflowsApi {
             definition::insert(&mut tx, tenant, &title, &opts, &nodes, &edges, creator).await?;
         let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(detail(def, warnings))))
+        Ok(Created::Created(Json(detail(def, warnings)?)))
     }
 
     /// Get a workflow with its graph
@@ -484,7 +485,7 @@ impl WorkflowsApi {
         definition::publish(&mut tx, workflow_id.0).await?;
         let def = definition::get(&mut tx, tenant, workflow_id.0).await?;
         tx.commit().await?;
-        Ok(Json(detail(def, warnings)))
+        Ok(Json(detail(def, warnings)?))
     }
 
     /// Delete a workflow with its instances
@@ -565,7 +566,7 @@ impl WorkflowsApi {
             definition::insert(&mut tx, tenant, &title, &opts, &nodes, &edges, creator).await?;
         let def = definition::get(&mut tx, tenant, saved.workflow_id).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(detail(def, vec![]))))
+        Ok(Created::Created(Json(detail(def, vec![])?)))
     }
 
     /// Run an unsaved graph as a test instance

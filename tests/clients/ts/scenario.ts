@@ -11,6 +11,8 @@ declare const process: { argv: string[]; exitCode?: number };
 
 type Instance = components["schemas"]["InstanceDetail"];
 type ErrorBody = components["schemas"]["ErrorBody"];
+type NodeType = components["schemas"]["NodeType"];
+type InstanceStatus = components["schemas"]["InstanceStatus"];
 
 const [, , baseUrl, tenantID, apiKey] = process.argv;
 if (!baseUrl || !tenantID || !apiKey) {
@@ -68,7 +70,7 @@ async function runAndWait(
   return { httpStatus: response.status, instance: body };
 }
 
-const node = (id: string, type: string, data: Record<string, unknown>) => ({ id, type, data });
+const node = (id: string, type: NodeType, data: Record<string, unknown>) => ({ id, type, data });
 const end = (id: string, verdict: string) =>
   node(id, "end", { outputParameters: [{ name: "verdict", sourceVariable: verdict }] });
 
@@ -147,6 +149,9 @@ const echo = await client.POST("/api/v1/tenants/{tenantID}/workflows", {
 const echoFlow = check("createWorkflow", echo.data, echo.error, echo.response);
 const oneTrip = await runAndWait(echoFlow.workflowID, { who: "typescript" }, 30);
 
+// Statuses are enums: a typo in a comparison would not compile.
+const ended: InstanceStatus = oneTrip.instance.status;
+
 // 8. More typed errors: an unknown instance, and a wait beyond the bound.
 const missing = await client.GET("/api/v1/tenants/{tenantID}/workflows/instances/{instanceID}", {
   params: { path: { ...tenant, instanceID: crypto.randomUUID() } },
@@ -154,6 +159,34 @@ const missing = await client.GET("/api/v1/tenants/{tenantID}/workflows/instances
 const tooLong = await client.POST("/api/v1/tenants/{tenantID}/workflows/{workflowID}/execute", {
   params: { path: { ...tenant, workflowID: echoFlow.workflowID }, query: { waitSeconds: 61 } },
   body: { inputValues: { who: "nobody" } },
+});
+
+// 9. Enums and title bounds hold on both sides: an unknown node type does not compile (and
+// the server refuses it when sent anyway), nor an unknown cron policy; an empty title is
+// refused by the schema.
+const badNode = { id: crypto.randomUUID(), type: "email", data: {} };
+const badType = await client.POST("/api/v1/tenants/{tenantID}/workflows", {
+  params: { path: tenant },
+  body: {
+    title: "bad",
+    // @ts-expect-error `email` is not a NodeType
+    nodes: [badNode],
+    edges: [],
+  },
+});
+const badPolicy = await client.POST("/api/v1/tenants/{tenantID}/cronjobs", {
+  params: { path: tenant },
+  body: {
+    cronJobTitle: "nightly",
+    cronJobSchedule: "0 3 * * *",
+    workflowID: echoFlow.workflowID,
+    // @ts-expect-error `sometimes` is not an OverlapPolicy
+    overlapPolicy: "sometimes",
+  },
+});
+const emptyTitle = await client.PATCH("/api/v1/tenants/{tenantID}", {
+  params: { path: tenant },
+  body: { tenantTitle: "" },
 });
 
 console.log(
@@ -174,5 +207,12 @@ console.log(
     missingCode: missing.error?.code,
     tooLongStatus: tooLong.response.status,
     tooLongCode: tooLong.error?.code,
+    ended,
+    badTypeStatus: badType.response.status,
+    badTypeCode: badType.error?.code,
+    badPolicyStatus: badPolicy.response.status,
+    badPolicyCode: badPolicy.error?.code,
+    emptyTitleStatus: emptyTitle.response.status,
+    emptyTitleCode: emptyTitle.error?.code,
   }),
 );

@@ -58,7 +58,7 @@ impl CronJobsApi {
         authorize(&self.state, &auth, tenant_id.0, CRONJOB_LIST, None).await?;
         let request = page_request(page.0, page_size.0)?;
         let page = job::list(&self.state.pool, TenantId(tenant_id.0), request).await?;
-        Ok(Json(Page::from_domain(page, CronJobOut::from)))
+        Ok(Json(Page::try_from_domain(page, CronJobOut::try_from)?))
     }
 
     /// Create a cron job
@@ -94,7 +94,7 @@ impl CronJobsApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(saved.into())))
+        Ok(Created::Created(Json(saved.try_into()?)))
     }
 
     /// Get a cron job
@@ -118,7 +118,7 @@ impl CronJobsApi {
         )
         .await?;
         let found = job::get(&self.state.pool, TenantId(tenant_id.0), cron_job_id.0).await?;
-        Ok(Json(found.into()))
+        Ok(Json(found.try_into()?))
     }
 
     /// Update a cron job
@@ -160,7 +160,7 @@ impl CronJobsApi {
         };
         let saved = job::update(&mut tx, tenant, cron_job_id.0, &spec, reschedule).await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Delete a cron job and its history
@@ -211,7 +211,7 @@ impl CronJobsApi {
         spec.is_disabled = true;
         let saved = job::insert(&mut tx, tenant, &spec, None, auth.0.creator()).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(saved.into())))
+        Ok(Created::Created(Json(saved.try_into()?)))
     }
 
     /// A cron job's fires, newest due time first
@@ -227,7 +227,7 @@ impl CronJobsApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "cronJobID")] cron_job_id: Path<Uuid>,
         /// Only fires with this status.
-        status: Query<Option<String>>,
+        status: Query<Option<wire::FireStatus>>,
         /// Only due times at or after this instant.
         from: Query<Option<DateTime<Utc>>>,
         /// Only due times before this instant.
@@ -247,17 +247,9 @@ impl CronJobsApi {
             Some(cron_job_id.0),
         )
         .await?;
-        if let Some(s) = status.0.as_deref()
-            && !history::STATUSES.contains(&s)
-        {
-            return Err(ApiError::unprocessable(format!(
-                "status must be one of {}",
-                history::STATUSES.join(", ")
-            )));
-        }
         let request = page_request(page.0, page_size.0)?;
         let filter = history::HistoryFilter {
-            status: status.0,
+            status: status.0.map(|s| s.as_str().to_owned()),
             from: from.0,
             to: to.0,
         };
@@ -269,7 +261,7 @@ impl CronJobsApi {
             request,
         )
         .await?;
-        Ok(Json(Page::from_domain(page, HistoryOut::from)))
+        Ok(Json(Page::try_from_domain(page, HistoryOut::try_from)?))
     }
 
     /// Run a cron job now
@@ -308,7 +300,7 @@ impl CronJobsApi {
         })?;
         let row = history::get(&mut *tx, history_id).await?;
         tx.commit().await?;
-        Ok(RunResponse::Accepted(Json(row.into())))
+        Ok(RunResponse::Accepted(Json(row.try_into()?)))
     }
 
     /// Preview a schedule: its next fire times and a description

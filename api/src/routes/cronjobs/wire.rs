@@ -1,6 +1,7 @@
 //! Request and response types of the cron job routes, and the checks a saved job must pass.
 
 use crate::error::{ApiError, ApiResult};
+use crate::routes::enums::{CatchupPolicy, OverlapPolicy, UnknownStored, stored, wire_enum};
 use crate::routes::nullable::Nullable;
 use chrono::{DateTime, Utc};
 use jet_shared::cron::history::HistoryRow;
@@ -35,15 +36,12 @@ pub struct CronJobOut {
     pub timeout_seconds: Option<i32>,
     pub retry_attempts: i32,
     pub retry_delay_seconds: i32,
-    /// `allow`, `skip` or `buffer_one`.
-    pub overlap_policy: String,
-    /// `skip` or `catch_up`.
-    pub catchup_policy: String,
+    pub overlap_policy: OverlapPolicy,
+    pub catchup_policy: CatchupPolicy,
     pub max_catchup_runs: i32,
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
-    /// `{inputValues: {...}}`.
-    pub workflow_config: Option<Value>,
+    pub workflow_config: Option<CronWorkflowConfig>,
     #[oai(rename = "creatorID")]
     pub creator_id: Option<Uuid>,
     #[oai(rename = "createdByApiKeyID")]
@@ -52,9 +50,11 @@ pub struct CronJobOut {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<CronJob> for CronJobOut {
-    fn from(j: CronJob) -> Self {
-        Self {
+impl TryFrom<CronJob> for CronJobOut {
+    type Error = UnknownStored;
+
+    fn try_from(j: CronJob) -> Result<Self, UnknownStored> {
+        Ok(Self {
             cron_job_id: j.cron_job_id,
             tenant_id: j.tenant_id.0,
             cron_job_title: j.title,
@@ -67,15 +67,37 @@ impl From<CronJob> for CronJobOut {
             timeout_seconds: j.timeout_seconds,
             retry_attempts: j.retry_attempts,
             retry_delay_seconds: j.retry_delay_seconds,
-            overlap_policy: j.overlap_policy,
-            catchup_policy: j.catchup_policy,
+            overlap_policy: OverlapPolicy::from_stored(&j.overlap_policy)?,
+            catchup_policy: CatchupPolicy::from_stored(&j.catchup_policy)?,
             max_catchup_runs: j.max_catchup_runs,
             workflow_id: j.workflow_id,
-            workflow_config: j.workflow_config,
+            workflow_config: match j.workflow_config {
+                None | Some(Value::Null) => None,
+                Some(config) => Some(stored("workflowConfig", config)?),
+            },
             creator_id: j.creator_id,
             created_by_api_key_id: j.created_by_api_key_id,
             created_at: j.created_at,
             updated_at: j.updated_at,
+        })
+    }
+}
+
+/// What each run of a cron job is given.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct CronWorkflowConfig {
+    /// The run's input values (an object), checked against the workflow's input definitions
+    /// (422 `invalid_inputs`).
+    pub input_values: Option<Value>,
+}
+
+impl CronWorkflowConfig {
+    /// As stored (upstream's column shape).
+    fn into_value(self) -> Value {
+        match self.input_values {
+            Some(values) => serde_json::json!({ "inputValues": values }),
+            None => serde_json::json!({}),
         }
     }
 }
@@ -84,7 +106,7 @@ impl From<CronJob> for CronJobOut {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct CreateCronJob {
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub cron_job_title: String,
     #[oai(validator(max_length = 10000))]
     pub cron_job_description: Option<String>,
@@ -92,7 +114,7 @@ pub struct CreateCronJob {
     pub cron_job_schedule: String,
     #[oai(rename = "workflowID")]
     pub workflow_id: Uuid,
-    pub workflow_config: Option<Value>,
+    pub workflow_config: Option<CronWorkflowConfig>,
     pub is_disabled: Option<bool>,
     /// Seconds a run may take before it is cancelled (TIMEOUT); default 300.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
@@ -106,10 +128,10 @@ pub struct CreateCronJob {
     /// IANA zone, default `UTC`.
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
-    /// `allow` (default), `skip` or `buffer_one`.
-    pub overlap_policy: Option<String>,
-    /// `skip` (default) or `catch_up`.
-    pub catchup_policy: Option<String>,
+    /// Default `allow`.
+    pub overlap_policy: Option<OverlapPolicy>,
+    /// Default `skip`.
+    pub catchup_policy: Option<CatchupPolicy>,
     /// Most missed fires `catch_up` runs; default 10.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub max_catchup_runs: Option<i32>,
@@ -124,13 +146,21 @@ impl CreateCronJob {
             schedule: self.cron_job_schedule.trim().to_owned(),
             timezone: self.timezone.unwrap_or_else(|| "UTC".into()),
             workflow_id: self.workflow_id,
-            workflow_config: self.workflow_config,
+            workflow_config: self.workflow_config.map(CronWorkflowConfig::into_value),
             is_disabled: self.is_disabled.unwrap_or(false),
             timeout_seconds: Some(self.timeout_seconds.unwrap_or(300)),
             retry_attempts: self.retry_attempts.unwrap_or(0),
             retry_delay_seconds: self.retry_delay_seconds.unwrap_or(60),
-            overlap_policy: self.overlap_policy.unwrap_or_else(|| "allow".into()),
-            catchup_policy: self.catchup_policy.unwrap_or_else(|| "skip".into()),
+            overlap_policy: self
+                .overlap_policy
+                .unwrap_or(OverlapPolicy::Allow)
+                .as_str()
+                .to_owned(),
+            catchup_policy: self
+                .catchup_policy
+                .unwrap_or(CatchupPolicy::Skip)
+                .as_str()
+                .to_owned(),
             max_catchup_runs: self.max_catchup_runs.unwrap_or(10),
         }
     }
@@ -140,7 +170,7 @@ impl CreateCronJob {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct UpdateCronJob {
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub cron_job_title: Option<String>,
     /// `null` clears the description.
     #[oai(validator(max_length = 10000))]
@@ -150,7 +180,7 @@ pub struct UpdateCronJob {
     #[oai(rename = "workflowID")]
     pub workflow_id: Option<Uuid>,
     /// `null` clears the input given to each run.
-    pub workflow_config: Nullable<Value>,
+    pub workflow_config: Nullable<CronWorkflowConfig>,
     pub is_disabled: Option<bool>,
     /// `null`: no timeout.
     #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
@@ -161,8 +191,8 @@ pub struct UpdateCronJob {
     pub retry_delay_seconds: Option<i32>,
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
-    pub overlap_policy: Option<String>,
-    pub catchup_policy: Option<String>,
+    pub overlap_policy: Option<OverlapPolicy>,
+    pub catchup_policy: Option<CatchupPolicy>,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub max_catchup_runs: Option<i32>,
 }
@@ -186,13 +216,22 @@ impl UpdateCronJob {
                 .unwrap_or(base.schedule),
             timezone: self.timezone.unwrap_or(base.timezone),
             workflow_id: self.workflow_id.unwrap_or(base.workflow_id),
-            workflow_config: maybe(self.workflow_config, base.workflow_config),
+            workflow_config: self
+                .workflow_config
+                .into_patch()
+                .map_or(base.workflow_config, |c| {
+                    c.map(CronWorkflowConfig::into_value)
+                }),
             is_disabled: self.is_disabled.unwrap_or(base.is_disabled),
             timeout_seconds: maybe(self.timeout_seconds, base.timeout_seconds),
             retry_attempts: self.retry_attempts.unwrap_or(base.retry_attempts),
             retry_delay_seconds: self.retry_delay_seconds.unwrap_or(base.retry_delay_seconds),
-            overlap_policy: self.overlap_policy.unwrap_or(base.overlap_policy),
-            catchup_policy: self.catchup_policy.unwrap_or(base.catchup_policy),
+            overlap_policy: self
+                .overlap_policy
+                .map_or(base.overlap_policy, |p| p.as_str().to_owned()),
+            catchup_policy: self
+                .catchup_policy
+                .map_or(base.catchup_policy, |p| p.as_str().to_owned()),
             max_catchup_runs: self.max_catchup_runs.unwrap_or(base.max_catchup_runs),
         }
     }
@@ -211,7 +250,8 @@ pub fn schedule_error(err: ScheduleError) -> ApiError {
 }
 
 /// Checks a spec before it is saved: a title, a parsable schedule in a known zone, known
-/// policies, and `workflowConfig` shaped `{inputValues: {...}}`. (NUL characters never get
+/// policies (a stored one may predate the enums), and `workflowConfig` shaped
+/// `{inputValues: {...}}`. (NUL characters never get
 /// here: the request boundary refuses them for every route.)
 pub fn check(spec: &CronJobSpec) -> ApiResult<()> {
     if spec.title.is_empty() {
@@ -224,16 +264,8 @@ pub fn check(spec: &CronJobSpec) -> ApiResult<()> {
             "cronJobSchedule: the expression never matches a date (e.g. 31 April)",
         ));
     }
-    if !["allow", "skip", "buffer_one"].contains(&spec.overlap_policy.as_str()) {
-        return Err(ApiError::unprocessable(
-            "overlapPolicy must be allow, skip or buffer_one",
-        ));
-    }
-    if !["skip", "catch_up"].contains(&spec.catchup_policy.as_str()) {
-        return Err(ApiError::unprocessable(
-            "catchupPolicy must be skip or catch_up",
-        ));
-    }
+    OverlapPolicy::from_stored(&spec.overlap_policy)?;
+    CatchupPolicy::from_stored(&spec.catchup_policy)?;
     match &spec.workflow_config {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => match map.get("inputValues") {
@@ -260,10 +292,8 @@ pub struct HistoryOut {
     pub cron_job_history_id: Uuid,
     #[oai(rename = "cronJobID")]
     pub cron_job_id: Uuid,
-    /// QUEUED, RETRYING, RUNNING, SUCCESS, FAILURE, TIMEOUT or SKIPPED.
-    pub status: String,
-    /// SCHEDULED, MANUAL or CATCHUP.
-    pub trigger_type: Option<String>,
+    pub status: FireStatus,
+    pub trigger_type: Option<TriggerType>,
     /// The due time.
     pub scheduled_at: Option<DateTime<Utc>>,
     /// When it fired.
@@ -282,13 +312,45 @@ pub struct HistoryOut {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<HistoryRow> for HistoryOut {
-    fn from(h: HistoryRow) -> Self {
-        Self {
+wire_enum! {
+    /// Where a fire is: QUEUED (due, not started), RETRYING (a start failed, tried again at
+    /// `retryAt`), RUNNING, then SUCCESS, FAILURE or TIMEOUT; SKIPPED counts due times that
+    /// were not fired (overlap, downtime).
+    pub enum FireStatus {
+        Queued = "QUEUED",
+        Retrying = "RETRYING",
+        Running = "RUNNING",
+        Success = "SUCCESS",
+        Failure = "FAILURE",
+        Timeout = "TIMEOUT",
+        Skipped = "SKIPPED",
+    }
+}
+
+wire_enum! {
+    /// How a fire came about: on time (SCHEDULED), run now (MANUAL), or a missed due time
+    /// fired late (CATCHUP).
+    #[oai(remote = "jet_shared::cron::schedule::Trigger")]
+    pub enum TriggerType {
+        Scheduled = "SCHEDULED",
+        Manual = "MANUAL",
+        Catchup = "CATCHUP",
+    }
+}
+
+impl TryFrom<HistoryRow> for HistoryOut {
+    type Error = UnknownStored;
+
+    fn try_from(h: HistoryRow) -> Result<Self, UnknownStored> {
+        Ok(Self {
             cron_job_history_id: h.history_id,
             cron_job_id: h.cron_job_id,
-            status: h.status,
-            trigger_type: h.trigger_type,
+            status: FireStatus::from_stored(&h.status)?,
+            trigger_type: h
+                .trigger_type
+                .as_deref()
+                .map(TriggerType::from_stored)
+                .transpose()?,
             scheduled_at: h.scheduled_at,
             start_time: h.start_time,
             end_time: h.end_time,
@@ -300,7 +362,7 @@ impl From<HistoryRow> for HistoryOut {
             attempt: h.attempt,
             retry_at: h.retry_at,
             created_at: h.created_at,
-        }
+        })
     }
 }
 
@@ -331,4 +393,15 @@ pub async fn check_workflow(
         ApiError::unprocessable_as("invalid_inputs", format!("workflowConfig.inputValues: {m}"))
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FireStatus;
+
+    /// The history filter's list in `shared` is the wire enum's, in order.
+    #[test]
+    fn fire_statuses_are_the_histories() {
+        assert_eq!(FireStatus::VALUES, jet_shared::cron::history::STATUSES);
+    }
 }

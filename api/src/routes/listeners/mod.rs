@@ -3,8 +3,10 @@
 //! listener. Saving needs read on the datasource and execute on every workflow and data query
 //! an action names.
 
+mod dry_run;
 mod wire;
 
+use super::enums::ListenerType;
 use super::{ApiTags, Created, Deleted, Page, authorize, page_request};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::security::JetAuth;
@@ -26,9 +28,6 @@ pub use wire::{
     ActionOut, BufferEventOut, BufferPage, ConnectionOut, ListenerOut, SaveAction, SaveListener,
     TestEvent,
 };
-
-/// Listener statuses, for the list filter.
-const STATUSES: [&str; 3] = ["inactive", "active", "error"];
 
 /// `tailListener` answers.
 #[derive(ApiResponse)]
@@ -66,11 +65,11 @@ impl ListenersApi {
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        /// Only listeners with this status: `inactive`, `active` or `error`.
-        status: Query<Option<String>>,
-        /// Only listeners of this type (`postgresql`, `webhook`).
-        #[oai(name = "listenerType", validator(max_length = 50))]
-        listener_type: Query<Option<String>>,
+        /// Only listeners with this status.
+        status: Query<Option<wire::ListenerStatus>>,
+        /// Only listeners of this type.
+        #[oai(name = "listenerType")]
+        listener_type: Query<Option<ListenerType>>,
         #[oai(validator(minimum(value = "1")))] page: Query<Option<i64>>,
         #[oai(
             name = "pageSize",
@@ -79,21 +78,13 @@ impl ListenersApi {
         page_size: Query<Option<i64>>,
     ) -> ApiResult<Json<Page<ListenerOut>>> {
         authorize(&self.state, &auth, tenant_id.0, LISTENER_LIST, None).await?;
-        if let Some(s) = status.0.as_deref()
-            && !STATUSES.contains(&s)
-        {
-            return Err(ApiError::unprocessable(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
         let request = page_request(page.0, page_size.0)?;
         let filter = ListFilter {
-            status: status.0,
-            listener_type: listener_type.0,
+            status: status.0.map(|s| s.as_str().to_owned()),
+            listener_type: listener_type.0.map(|t| t.as_str().to_owned()),
         };
         let page = store::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
-        Ok(Json(Page::from_domain(page, ListenerOut::from)))
+        Ok(Json(Page::try_from_domain(page, ListenerOut::try_from)?))
     }
 
     /// Create a listener
@@ -125,7 +116,7 @@ impl ListenersApi {
         Ok(Created::Created(Json(ListenerOut::with_actions(
             saved,
             Vec::new(),
-        ))))
+        )?)))
     }
 
     /// Which worker holds each running listener, since when, its last event and error, and
@@ -143,7 +134,10 @@ impl ListenersApi {
         authorize(&self.state, &auth, tenant_id.0, LISTENER_LIST, None).await?;
         let rows = store::connections(&self.state.pool, TenantId(tenant_id.0)).await?;
         Ok(Json(ConnectionsOut {
-            items: rows.into_iter().map(ConnectionOut::from).collect(),
+            items: rows
+                .into_iter()
+                .map(ConnectionOut::try_from)
+                .collect::<Result<_, _>>()?,
         }))
     }
 
@@ -169,7 +163,7 @@ impl ListenersApi {
         .await?;
         let found = model::get(&self.state.pool, TenantId(tenant_id.0), listener_id.0).await?;
         let actions = model::actions(&self.state.pool, listener_id.0).await?;
-        Ok(Json(ListenerOut::with_actions(found, actions)))
+        Ok(Json(ListenerOut::with_actions(found, actions)?))
     }
 
     /// Replace a listener
@@ -230,7 +224,7 @@ impl ListenersApi {
             .map_err(wire::save_error)?;
         tx.commit().await?;
         let actions = model::actions(&self.state.pool, listener_id.0).await?;
-        Ok(Json(ListenerOut::with_actions(saved, actions)))
+        Ok(Json(ListenerOut::with_actions(saved, actions)?))
     }
 
     /// Delete a listener with its actions, buffers and pending events
@@ -311,7 +305,7 @@ impl ListenersApi {
         tx.commit().await?;
         Ok(Created::Created(Json(ListenerOut::with_actions(
             copy, actions,
-        ))))
+        )?)))
     }
 
     /// Activate a listener
@@ -381,7 +375,7 @@ impl ListenersApi {
         let mut tx = self.state.pool.begin().await?;
         let saved = store::set_active(&mut tx, tenant, listener_id.0, true).await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Deactivate a listener
@@ -410,7 +404,7 @@ impl ListenersApi {
         let mut tx = self.state.pool.begin().await?;
         let saved = store::set_active(&mut tx, TenantId(tenant_id.0), listener_id.0, false).await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Add an action to a listener
@@ -445,7 +439,7 @@ impl ListenersApi {
         wire::check_action(&mut tx, &grants, &fields).await?;
         let saved = store::insert_action(&mut tx, tenant, listener_id.0, &fields).await?;
         tx.commit().await?;
-        Ok(Created::Created(Json(saved.into())))
+        Ok(Created::Created(Json(saved.try_into()?)))
     }
 
     /// Replace an action
@@ -482,7 +476,7 @@ impl ListenersApi {
         let saved =
             store::update_action(&mut tx, tenant, listener_id.0, action_id.0, &fields).await?;
         tx.commit().await?;
-        Ok(Json(saved.into()))
+        Ok(Json(saved.try_into()?))
     }
 
     /// Delete an action
@@ -519,11 +513,8 @@ impl ListenersApi {
     /// Runs the listener's enabled actions in order on `event` without writing anything:
     /// transforms run in the sandbox (their output replaces the event; `null` filters it
     /// out, an error aborts), every other action reports what it would do with its templates
-    /// resolved and the asset it names looked up. Answers `{rawEvent, transformedEvent,
-    /// filtered, transformError, actions: [{actionID, actionType, status, output | effect |
-    /// error}]}` with `status` one of `transformed`, `filtered`, `aborted`, `planned`,
-    /// `would_fail`, `invalid`. Needs `tenant:listener:execute`: it runs the listener's
-    /// scripts.
+    /// resolved and the asset it names looked up. Needs `tenant:listener:execute`: it runs
+    /// the listener's scripts.
     #[oai(
         path = "/:tenantID/listeners/:listenerID/test",
         method = "post",
@@ -535,7 +526,7 @@ impl ListenersApi {
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
         #[oai(name = "listenerID")] listener_id: Path<Uuid>,
         body: Json<TestEvent>,
-    ) -> ApiResult<Json<Value>> {
+    ) -> ApiResult<Json<dry_run::DryRunReport>> {
         authorize(
             &self.state,
             &auth,
@@ -555,7 +546,7 @@ impl ListenersApi {
         inbox::check(&event).map_err(|e| ApiError::unprocessable(format!("event: {e}")))?;
         let report =
             pipeline::dry_run(&self.state.pool, &self.state.data, &found, &actions, event).await?;
-        Ok(Json(report))
+        Ok(Json(report.try_into()?))
     }
 
     /// Live tail of a listener's events (Server-Sent Events)

@@ -2,6 +2,7 @@
 //! action must pass.
 
 use crate::error::{ApiError, ApiResult};
+use crate::routes::enums::{ActionType, ListenerType, UnknownStored, wire_enum};
 use chrono::{DateTime, Utc};
 use jet_shared::listener::actions::ActionSpec;
 use jet_shared::listener::config::ConfigError;
@@ -31,10 +32,9 @@ pub struct ListenerOut {
     pub listener_title: String,
     pub listener_description: Option<String>,
     /// `postgresql` (NOTIFY, or CDC with `listenerConfig.mode: "cdc"`) or `webhook`.
-    pub listener_type: String,
+    pub listener_type: ListenerType,
     pub listener_config: Value,
-    /// `inactive`, `active`, or `error` (active, but its source is failing: see `lastError`).
-    pub status: String,
+    pub status: ListenerStatus,
     pub last_error: Option<String>,
     pub last_event_at: Option<DateTime<Utc>>,
     pub event_count: i64,
@@ -50,17 +50,36 @@ pub struct ListenerOut {
     pub actions: Option<Vec<ActionOut>>,
 }
 
-impl From<Listener> for ListenerOut {
-    fn from(l: Listener) -> Self {
-        Self {
+wire_enum! {
+    /// A listener's status: `error` is active, but its source is failing (see `lastError`).
+    pub enum ListenerStatus {
+        Inactive = "inactive",
+        Active = "active",
+        Error = "error",
+    }
+}
+
+wire_enum! {
+    /// A running listener's status: `error` while its source is failing.
+    pub enum ConnectionStatus {
+        Active = "active",
+        Error = "error",
+    }
+}
+
+impl TryFrom<Listener> for ListenerOut {
+    type Error = UnknownStored;
+
+    fn try_from(l: Listener) -> Result<Self, UnknownStored> {
+        Ok(Self {
             listener_id: l.listener_id,
             tenant_id: l.tenant_id.0,
             datasource_id: l.datasource_id,
             listener_title: l.title,
             listener_description: l.description,
-            listener_type: l.listener_type,
+            listener_type: ListenerType::from_stored(&l.listener_type)?,
             listener_config: l.config,
-            status: l.status,
+            status: ListenerStatus::from_stored(&l.status)?,
             last_error: l.last_error,
             last_event_at: l.last_event_at,
             event_count: l.event_count,
@@ -70,16 +89,21 @@ impl From<Listener> for ListenerOut {
             created_at: l.created_at,
             updated_at: l.updated_at,
             actions: None,
-        }
+        })
     }
 }
 
 impl ListenerOut {
     /// The listener with its actions.
-    pub fn with_actions(listener: Listener, actions: Vec<Action>) -> Self {
-        let mut out = Self::from(listener);
-        out.actions = Some(actions.into_iter().map(ActionOut::from).collect());
-        out
+    pub fn with_actions(listener: Listener, actions: Vec<Action>) -> Result<Self, UnknownStored> {
+        let mut out = Self::try_from(listener)?;
+        out.actions = Some(
+            actions
+                .into_iter()
+                .map(ActionOut::try_from)
+                .collect::<Result<_, _>>()?,
+        );
+        Ok(out)
     }
 }
 
@@ -91,26 +115,26 @@ pub struct ActionOut {
     pub action_id: Uuid,
     #[oai(rename = "listenerID")]
     pub listener_id: Uuid,
-    /// `transform`, `trigger_workflow`, `trigger_query`, `save_to_buffer` or
-    /// `push_to_app_page`.
-    pub action_type: String,
+    pub action_type: ActionType,
     pub action_config: Value,
     pub is_enabled: bool,
     pub order_index: i32,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<Action> for ActionOut {
-    fn from(a: Action) -> Self {
-        Self {
+impl TryFrom<Action> for ActionOut {
+    type Error = UnknownStored;
+
+    fn try_from(a: Action) -> Result<Self, UnknownStored> {
+        Ok(Self {
             action_id: a.action_id,
             listener_id: a.listener_id,
-            action_type: a.action_type,
+            action_type: ActionType::from_stored(&a.action_type)?,
             action_config: a.config,
             is_enabled: a.is_enabled,
             order_index: a.order_index,
             created_at: a.created_at,
-        }
+        })
     }
 }
 
@@ -121,13 +145,12 @@ impl From<Action> for ActionOut {
 pub struct SaveListener {
     #[oai(rename = "datasourceID")]
     pub datasource_id: Uuid,
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub listener_title: String,
     #[oai(validator(max_length = 10000))]
     pub listener_description: Option<String>,
-    /// `postgresql` or `webhook`; the datasource must be of the same type.
-    #[oai(validator(max_length = 50))]
-    pub listener_type: String,
+    /// The datasource must be of the same type.
+    pub listener_type: ListenerType,
     /// `postgresql`: `{channels: "a,b"}` (NOTIFY) or `{mode: "cdc", tables: [...],
     /// operations?, maxRetainedWalMb?, heartbeatSeconds?}`. Default `{}`.
     pub listener_config: Option<Value>,
@@ -145,7 +168,7 @@ impl SaveListener {
             datasource_id: self.datasource_id,
             title: self.listener_title.trim().to_owned(),
             description: self.listener_description,
-            listener_type: self.listener_type.trim().to_owned(),
+            listener_type: self.listener_type.as_str().to_owned(),
             config: match self.listener_config {
                 None | Some(Value::Null) => json!({}),
                 Some(v) => v,
@@ -159,8 +182,7 @@ impl SaveListener {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SaveAction {
-    #[oai(validator(max_length = 30))]
-    pub action_type: String,
+    pub action_type: ActionType,
     /// What the action does; see each type. Default `{}`.
     pub action_config: Option<Value>,
     /// Default true.
@@ -173,7 +195,7 @@ pub struct SaveAction {
 impl SaveAction {
     pub fn into_fields(self) -> ActionFields {
         ActionFields {
-            action_type: self.action_type.trim().to_owned(),
+            action_type: self.action_type.as_str().to_owned(),
             config: match self.action_config {
                 None | Some(Value::Null) => json!({}),
                 Some(v) => v,
@@ -234,9 +256,8 @@ pub struct ConnectionOut {
     #[oai(rename = "listenerID")]
     pub listener_id: Uuid,
     pub listener_title: String,
-    pub listener_type: String,
-    /// `active` or `error`.
-    pub status: String,
+    pub listener_type: ListenerType,
+    pub status: ConnectionStatus,
     /// The worker holding it; absent while nobody does (starting up, or a webhook listener,
     /// which needs no holder).
     #[oai(rename = "workerID")]
@@ -263,13 +284,15 @@ pub struct ConnectionOut {
     pub checkpoint_lsn: Option<String>,
 }
 
-impl From<Connection> for ConnectionOut {
-    fn from(c: Connection) -> Self {
-        Self {
+impl TryFrom<Connection> for ConnectionOut {
+    type Error = UnknownStored;
+
+    fn try_from(c: Connection) -> Result<Self, UnknownStored> {
+        Ok(Self {
             listener_id: c.listener_id,
             listener_title: c.title,
-            listener_type: c.listener_type,
-            status: c.status,
+            listener_type: ListenerType::from_stored(&c.listener_type)?,
+            status: ConnectionStatus::from_stored(&c.status)?,
             worker_id: c.worker_id,
             host: c.host,
             held_since: c.held_since,
@@ -283,7 +306,7 @@ impl From<Connection> for ConnectionOut {
             lag_bytes: c.lag_bytes,
             sampled_at: c.sampled_at,
             checkpoint_lsn: c.checkpoint_lsn,
-        }
+        })
     }
 }
 

@@ -2,231 +2,26 @@
 //! one row or in bulk by filter. Rows without a tenant (a command whose tenant cannot be known)
 //! are not reachable here, only through SQL (`jet_ops.dlq_summary`, `tblEventDLQ`).
 
+mod wire;
+
+use wire::{
+    BulkPreviewOut, BulkRequest, BulkRunOut, DiscardRequest, DlqOut, ReplayOut, ReplayRequest,
+};
+
+use super::enums::{DlqSource, DlqStatus, stored};
 use super::{ApiTags, Page, authorize, page_request};
 use crate::error::ApiResult;
 use crate::security::JetAuth;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use jet_shared::auth::Principal;
-use jet_shared::dlq::{self, BulkAction, DlqRow, Filter};
+use jet_shared::dlq::{self, BulkAction, Filter};
 use jet_shared::ids::TenantId;
 use jet_shared::rbac::permissions::{DLQ_DISCARD, DLQ_LIST, DLQ_READ, DLQ_REPLAY};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde_json::Value;
+use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
-
-/// A DLQ row with its attempt history.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
-pub struct DlqOut {
-    #[oai(rename = "dlqID")]
-    pub dlq_id: Uuid,
-    #[oai(rename = "tenantID")]
-    pub tenant_id: Option<Uuid>,
-    /// `command`, `listener`, `cdc`, `cron` or `webhook`.
-    pub source: String,
-    /// The instance (command), cron job (cron), listener, … the failure came from.
-    #[oai(rename = "sourceID")]
-    pub source_id: Option<Uuid>,
-    /// What a replay re-runs: a command's bytes (`command`), a fire's workflow and inputs (`cron`).
-    pub payload: Value,
-    /// The payload as it first arrived, when a replay ran an edited one.
-    pub original_payload: Option<Value>,
-    /// The last error.
-    pub error: String,
-    /// Retries made since the row landed.
-    pub retry_count: i32,
-    /// Retries allowed before the row is PARKED.
-    pub max_retries: i32,
-    /// When the next automatic retry is due (PENDING rows).
-    pub next_retry_at: Option<DateTime<Utc>>,
-    /// PENDING, RETRYING, PARKED, REPLAYED or DISCARDED.
-    pub status: String,
-    /// Every try, oldest first: `{at, error?, by, outcome?, jobID?, instanceID?}`.
-    pub attempts: Value,
-    /// When it landed.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// When it was REPLAYED or DISCARDED.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// When a re-run last succeeded.
-    pub replayed_at: Option<DateTime<Utc>>,
-    /// When it was discarded.
-    pub discarded_at: Option<DateTime<Utc>>,
-    /// `user:<userID>` or `apikey:<apiKeyID>`.
-    pub discarded_by: Option<String>,
-}
-
-impl From<DlqRow> for DlqOut {
-    fn from(r: DlqRow) -> Self {
-        Self {
-            dlq_id: r.dlq_id,
-            tenant_id: r.tenant_id,
-            source: r.source,
-            source_id: r.source_id,
-            payload: r.payload,
-            original_payload: r.original_payload,
-            error: r.error,
-            retry_count: r.retry_count,
-            max_retries: r.max_retries,
-            next_retry_at: r.next_retry_at,
-            status: r.status,
-            attempts: r.attempts,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            resolved_at: r.resolved_at,
-            replayed_at: r.replayed_at,
-            discarded_at: r.discarded_at,
-            discarded_by: r.discarded_by,
-        }
-    }
-}
-
-/// `POST …/{dlqID}/replay`.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct ReplayRequest {
-    /// An edited payload to run instead (the first one is kept as `originalPayload`). An edited
-    /// command must decode and name an instance or human step of this tenant.
-    pub payload: Option<Value>,
-    /// Answer what would run; write nothing.
-    pub dry_run: Option<bool>,
-}
-
-/// What a replay did or would do.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
-pub struct ReplayOut {
-    #[oai(rename = "dlqID")]
-    pub dlq_id: Uuid,
-    /// The row's status afterwards: REPLAYED (a workflow started), RETRYING (a command was
-    /// queued again; REPLAYED once it runs), PENDING or PARKED (the re-run failed again).
-    pub status: String,
-    /// What runs: `{action: push_command|start_workflow, …}`.
-    pub plan: Value,
-    /// The attempt recorded (absent on a dry run).
-    pub attempt: Option<Value>,
-    /// Whether this was a dry run (nothing written).
-    pub dry_run: bool,
-}
-
-/// `POST …/{dlqID}/discard`.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct DiscardRequest {
-    /// Why, kept in the row's history.
-    #[oai(validator(max_length = 500))]
-    pub reason: Option<String>,
-}
-
-/// The filters of a bulk action (all optional; they combine with AND).
-#[derive(Debug, Object, Default)]
-#[oai(rename_all = "camelCase")]
-pub struct DlqFilters {
-    #[oai(validator(max_length = 50))]
-    pub source: Option<String>,
-    #[oai(validator(max_length = 20))]
-    pub status: Option<String>,
-    #[oai(rename = "sourceID")]
-    pub source_id: Option<Uuid>,
-    /// Case-insensitive substring of the last error.
-    #[oai(validator(max_length = 500))]
-    pub error: Option<String>,
-    /// Rows created at or after.
-    pub from: Option<DateTime<Utc>>,
-    /// Rows created before.
-    pub to: Option<DateTime<Utc>>,
-}
-
-impl From<DlqFilters> for Filter {
-    fn from(f: DlqFilters) -> Self {
-        Filter {
-            source: f.source,
-            status: f.status,
-            source_id: f.source_id,
-            error: f.error,
-            from: f.from,
-            to: f.to,
-        }
-    }
-}
-
-/// `POST …/replay` and `POST …/discard`.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct BulkRequest {
-    /// Which rows (PENDING and PARKED ones only); none: all of them.
-    pub filters: Option<DlqFilters>,
-    /// Count the matching rows and show a sample; act on none.
-    pub dry_run: Option<bool>,
-    /// At most this many rows a second (1–50); unlimited when absent.
-    #[oai(validator(minimum(value = "1"), maximum(value = "50")))]
-    pub per_second: Option<u32>,
-}
-
-/// A bulk dry run: what the action would act on.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct BulkPreviewOut {
-    /// PENDING and PARKED rows matching the filters.
-    pub matched: i64,
-    /// Always true: nothing was written.
-    pub dry_run: bool,
-    /// The first 10 matching rows, oldest first.
-    pub sample: Vec<DlqOut>,
-}
-
-/// A bulk replay or discard running in the background.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
-pub struct BulkRunOut {
-    #[oai(rename = "runID")]
-    pub run_id: Uuid,
-    /// `replay` or `discard`.
-    pub action: String,
-    /// `running` until every matching row has been acted on, then `done`.
-    pub status: String,
-    /// PENDING and PARKED rows matching the filters when the run started.
-    pub matched: i64,
-    /// Rows acted on so far.
-    pub processed: i64,
-    /// Rows replayed (or queued again) or discarded.
-    pub succeeded: i64,
-    /// Rows whose replay failed again (back in the DLQ with one more attempt) or that changed
-    /// meanwhile.
-    pub failed: i64,
-    /// At most this many rows a second.
-    pub per_second: Option<i32>,
-    /// The filters the run was started with.
-    pub filters: Value,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<dlq::runs::BulkRun> for BulkRunOut {
-    fn from(r: dlq::runs::BulkRun) -> Self {
-        Self {
-            run_id: r.run_id,
-            action: r.action,
-            status: r.status,
-            matched: r.matched,
-            processed: r.processed,
-            succeeded: r.succeeded,
-            failed: r.failed,
-            per_second: r.per_second,
-            filters: r.filters,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            finished_at: r.finished_at,
-        }
-    }
-}
 
 /// What a bulk request answers.
 #[derive(ApiResponse)]
@@ -257,15 +52,16 @@ impl DlqApi {
     /// List a tenant's DLQ rows
     ///
     /// Newest first. Filters: `source`, `status`, `sourceID`, `error` (case-insensitive
-    /// substring), `from`/`to` (creation time). An unknown source or status is a 422.
+    /// substring), `from`/`to` (creation time). An unknown source or status is a 400
+    /// `invalid_parameter`.
     #[oai(path = "/:tenantID/dlq", method = "get", operation_id = "listDlq")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: JetAuth,
         #[oai(name = "tenantID")] tenant_id: Path<Uuid>,
-        #[oai(validator(max_length = 50))] source: Query<Option<String>>,
-        #[oai(validator(max_length = 20))] status: Query<Option<String>>,
+        source: Query<Option<DlqSource>>,
+        status: Query<Option<DlqStatus>>,
         #[oai(name = "sourceID")] source_id: Query<Option<Uuid>>,
         #[oai(validator(max_length = 500))] error: Query<Option<String>>,
         from: Query<Option<DateTime<Utc>>>,
@@ -280,15 +76,15 @@ impl DlqApi {
         authorize(&self.state, &auth, tenant_id.0, DLQ_LIST, None).await?;
         let request = page_request(page.0, page_size.0)?;
         let filter = Filter {
-            source: source.0,
-            status: status.0,
+            source: source.0.map(|s| s.as_str().to_owned()),
+            status: status.0.map(|s| s.as_str().to_owned()),
             source_id: source_id.0,
             error: error.0,
             from: from.0,
             to: to.0,
         };
         let page = dlq::list(&self.state.pool, TenantId(tenant_id.0), &filter, request).await?;
-        Ok(Json(Page::from_domain(page, DlqOut::from)))
+        Ok(Json(Page::try_from_domain(page, DlqOut::try_from)?))
     }
 
     /// Get one DLQ row with its attempts
@@ -305,7 +101,7 @@ impl DlqApi {
     ) -> ApiResult<Json<DlqOut>> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
         let row = dlq::get(&self.state.pool, TenantId(tenant_id.0), dlq_id.0).await?;
-        Ok(Json(row.into()))
+        Ok(Json(row.try_into()?))
     }
 
     /// Replay one DLQ row
@@ -343,9 +139,9 @@ impl DlqApi {
         .await?;
         Ok(Json(ReplayOut {
             dlq_id: replayed.dlq_id,
-            status: replayed.status,
-            plan: replayed.plan,
-            attempt: replayed.attempt,
+            status: DlqStatus::from_stored(&replayed.status)?,
+            plan: stored("plan", replayed.plan)?,
+            attempt: replayed.attempt.map(|a| stored("attempt", a)).transpose()?,
             dry_run,
         }))
     }
@@ -375,7 +171,7 @@ impl DlqApi {
             &actor(&auth),
         )
         .await?;
-        Ok(Json(row.into()))
+        Ok(Json(row.try_into()?))
     }
 
     /// Replay DLQ rows in bulk
@@ -433,7 +229,7 @@ impl DlqApi {
     ) -> ApiResult<Json<BulkRunOut>> {
         authorize(&self.state, &auth, tenant_id.0, DLQ_READ, None).await?;
         let run = dlq::runs::get(&self.state.pool, TenantId(tenant_id.0), run_id.0).await?;
-        Ok(Json(run.into()))
+        Ok(Json(run.try_into()?))
     }
 }
 
@@ -451,7 +247,11 @@ impl DlqApi {
             return Ok(BulkResponse::Preview(Json(BulkPreviewOut {
                 matched: preview.matched,
                 dry_run: true,
-                sample: preview.sample.into_iter().map(DlqOut::from).collect(),
+                sample: preview
+                    .sample
+                    .into_iter()
+                    .map(DlqOut::try_from)
+                    .collect::<Result<_, _>>()?,
             })));
         }
         let run = dlq::runs::start(
@@ -463,6 +263,6 @@ impl DlqApi {
             &actor(auth),
         )
         .await?;
-        Ok(BulkResponse::Started(Json(run.into())))
+        Ok(BulkResponse::Started(Json(run.try_into()?)))
     }
 }
