@@ -667,11 +667,12 @@ impl WorkflowsApi {
         .await?;
         let tenant = TenantId(tenant_id.0);
         let mut tx = self.state.pool.begin().await?;
-        let def = definition::get(&mut tx, tenant, workflow_id.0).await?;
-        if def.workflow.is_disabled == Some(true) {
+        // The row, not the graph: the run pins the current version, read as it is created.
+        let workflow = definition::get_workflow(&mut tx, tenant, workflow_id.0).await?;
+        if workflow.is_disabled == Some(true) {
             return Err(ApiError::unprocessable("the workflow is disabled"));
         }
-        let opts = def.workflow.workflow_options.clone().unwrap_or_default();
+        let opts = workflow.workflow_options.clone().unwrap_or_default();
         let inputs =
             instance::check_inputs(&opts, body.input_values.as_ref().unwrap_or(&Value::Null))
                 .map_err(ApiError::unprocessable)?;

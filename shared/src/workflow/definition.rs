@@ -298,20 +298,29 @@ pub async fn get(
     tenant_id: TenantId,
     workflow_id: Uuid,
 ) -> Result<Definition> {
-    let workflow: Workflow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        r#"SELECT {COLUMNS} FROM "tblWorkflows" WHERE "tenantID" = $1 AND "workflowID" = $2"#
-    )))
-    .bind(tenant_id)
-    .bind(workflow_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::NotFound("workflow"))?;
+    let workflow = get_workflow(&mut *conn, tenant_id, workflow_id).await?;
     let (nodes, edges) = load_editor_graph(&mut *conn, workflow_id).await?;
     Ok(Definition {
         workflow,
         nodes,
         edges,
     })
+}
+
+/// The workflow row of the tenant without its graph (what starting a run checks).
+pub async fn get_workflow(
+    conn: &mut PgConnection,
+    tenant_id: TenantId,
+    workflow_id: Uuid,
+) -> Result<Workflow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"SELECT {COLUMNS} FROM "tblWorkflows" WHERE "tenantID" = $1 AND "workflowID" = $2"#
+    )))
+    .bind(tenant_id)
+    .bind(workflow_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound("workflow"))
 }
 
 async fn load_editor_graph(
