@@ -342,13 +342,10 @@ async fn claim_loop(
             // Settled, retried, parked or left to expire: nothing of it is ours to release.
             batch_held.remove(&ids);
         });
-        // Claim again once the early results are settled (or the batch ended), or at once
-        // when new work is announced while this batch runs: waiting for the settle first
-        // made work that arrived back to back queue behind it. A drain does not wait for
-        // either: the batch goes on in `batches`, watched by `drain`.
+        // Either the early results are settled or the batch ended; claim again. A drain
+        // does not wait for that: the batch goes on in `batches`, watched by `drain`.
         tokio::select! {
             _ = settled_early => {}
-            () = wake.notified() => {}
             () = shutdown.wait() => break,
         }
     }
