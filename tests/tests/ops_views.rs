@@ -271,6 +271,7 @@ async fn each_view_reports_a_known_state() {
     let health = rows(pool, "SELECT * FROM jet_ops.table_health").await;
     for table in [
         "public.tblNodeExecutions",
+        "public.tblWorkflowInstanceContext",
         "public.tblListenerInbox",
         "apalis.jobs",
     ] {
