@@ -14,10 +14,19 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// Saves `flow` and creates an instance (its start node dispatched), without any worker.
 async fn started(app: &TestApp, flow: &Flow) -> (jet_tests::app::Admin, Uuid, Uuid) {
+    started_with(app, flow, &json!({})).await
+}
+
+/// [`started`] with these inputs.
+async fn started_with(
+    app: &TestApp,
+    flow: &Flow,
+    inputs: &serde_json::Value,
+) -> (jet_tests::app::Admin, Uuid, Uuid) {
     let a = app.admin("A").await;
     let workflow: Uuid = app.save(&a, flow).await.parse().expect("uuid");
     let mut tx = app.db.pool.begin().await.expect("tx");
-    let instance = instance::create(&mut tx, a.tenant_id, workflow, &json!({}))
+    let instance = instance::create(&mut tx, a.tenant_id, workflow, inputs)
         .await
         .expect("create");
     assert!(
@@ -518,4 +527,44 @@ async fn a_batch_settle_retries_only_the_result_that_lost_the_cas() {
         })
         .count();
     assert_eq!(join_dispatches, 1);
+}
+
+/// A claim returns each instance's view once, with its kept context, however many of its
+/// executions the batch holds.
+#[tokio::test]
+async fn a_claim_returns_the_context_of_each_instance_it_holds() {
+    let app = TestApp::spawn().await;
+    let flow = fan_in();
+    let (_, workflow, instance_id) = started_with(&app, &flow, &json!({"who": "claim"})).await;
+    run_to_the_fanout(&app, workflow).await;
+
+    let batch = queue::claim_batch(&app.db.pool, "w", LEASE, 10)
+        .await
+        .expect("claim both branches");
+    assert_eq!(batch.claimed.len(), 2, "left and right");
+    assert_eq!(batch.views.len(), 1, "one view for their one instance");
+    let view = &batch.views[&instance_id];
+    assert_eq!(view.status, "RUNNING");
+    assert_eq!(view.context["input"], json!({"who": "claim"}));
+    assert_eq!(
+        view.context,
+        instance::load_context(&app.db.pool, instance_id)
+            .await
+            .expect("context"),
+        "the claim's context is the kept one"
+    );
+    let fan_id = flow.id("fan");
+    assert!(
+        view.context.get(format!("__node_{fan_id}")).is_some(),
+        "the fanout's result is in the context: {}",
+        view.context
+    );
+    // Leave nothing stuck: the branches go back to the queue.
+    for c in &batch.claimed {
+        assert!(
+            queue::release(&app.db.pool, c, "w", None)
+                .await
+                .expect("release")
+        );
+    }
 }

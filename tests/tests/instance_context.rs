@@ -1,9 +1,9 @@
 //! The context kept beside the log (`tblWorkflowInstanceContext`): it equals the fold of the
-//! log whatever order concurrent transactions commit in, it is built for instances that ran
-//! before it existed, and a claim returns it with the batch. (Every test's database is also
-//! checked for drift when it is dropped: `jet_tests::db::context_drift`.)
+//! log whatever order concurrent transactions commit in, and it is built for instances that
+//! ran before it existed. (A claim returning it: `engine_queue.rs`. Every test's database is
+//! also checked for drift when it is dropped: `jet_tests::db::context_drift`.)
 
-use jet_shared::workflow::{instance, queue};
+use jet_shared::workflow::instance;
 use jet_tests::TestApp;
 use jet_tests::db::{TestDb, context_drift};
 use jet_tests::flow::Flow;
@@ -172,95 +172,4 @@ async fn the_migration_folds_the_logs_of_earlier_instances() {
         json!({"input": {"a": 1}, "x": 2, "__node_n1": {"status": "success"}, "__error": null})
     );
     assert!(context_drift(&db.pool).await.is_empty());
-}
-
-/// A claim returns each instance's view once, with its context, however many of its
-/// executions the batch holds.
-#[tokio::test]
-async fn a_claim_returns_the_context_of_each_instance_it_holds() {
-    let app = TestApp::spawn().await;
-    let a = app.admin("A").await;
-    let fan = Flow::new()
-        .node("start", "start", json!({}))
-        .node(
-            "fan",
-            "fanout",
-            json!({"branches": [{"id": "l"}, {"id": "r"}]}),
-        )
-        .node("left", "delay", json!({"delayMs": 0}))
-        .node("right", "delay", json!({"delayMs": 0}))
-        .edge("start", "fan")
-        .edge_on("fan", "l", "left")
-        .edge_on("fan", "r", "right");
-    let workflow = app.save(&a, &fan).await;
-    let instance_id: Uuid = app
-        .execute(&a, &workflow, json!({"who": "claim"}))
-        .await
-        .parse()
-        .expect("uuid");
-    // Run start and fanout by hand so both branches are ready together.
-    let lease = Duration::from_secs(30);
-    for _ in 0..2 {
-        let batch = queue::claim_batch(&app.db.pool, "w", lease, 10)
-            .await
-            .expect("claim");
-        assert_eq!(batch.claimed.len(), 1);
-        let c = &batch.claimed[0];
-        let view = &batch.views[&instance_id];
-        let mut conn = app.db.pool.acquire().await.expect("conn");
-        let graph = jet_shared::workflow::definition::load_graph(
-            &mut conn,
-            workflow.parse().expect("uuid"),
-        )
-        .await
-        .expect("graph");
-        let node = &graph.nodes[&c.node_id];
-        let outcome = jet_shared::workflow::nodes::run(
-            node.node_type,
-            &node.id,
-            &node.config,
-            &view.context,
-            Duration::from_secs(5),
-        )
-        .expect("runs");
-        jet_shared::workflow::settle::settle(
-            &app.db.pool,
-            c,
-            "w",
-            &graph,
-            &jet_shared::workflow::settle::NodeResult::Completed(outcome),
-        )
-        .await
-        .expect("settle");
-    }
-
-    let batch = queue::claim_batch(&app.db.pool, "w", lease, 10)
-        .await
-        .expect("claim both branches");
-    assert_eq!(batch.claimed.len(), 2, "left and right");
-    assert_eq!(batch.views.len(), 1, "one view for their one instance");
-    let view = &batch.views[&instance_id];
-    assert_eq!(view.status, "RUNNING");
-    assert_eq!(view.context["input"], json!({"who": "claim"}));
-    assert_eq!(
-        view.context,
-        instance::load_context(&app.db.pool, instance_id)
-            .await
-            .expect("context"),
-        "the claim's context is the kept one"
-    );
-    let fan_id = fan.id("fan");
-    assert!(
-        view.context.get(format!("__node_{fan_id}")).is_some(),
-        "the fanout's result is in the context: {}",
-        view.context
-    );
-    // Leave nothing stuck: the branches go back to the queue.
-    for c in &batch.claimed {
-        assert!(
-            queue::release(&app.db.pool, c, "w", None)
-                .await
-                .expect("release")
-        );
-    }
 }
