@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod cron;
+mod graph_cache;
 mod health;
 pub mod listeners;
 pub mod maintenance;

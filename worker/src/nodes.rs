@@ -3,6 +3,7 @@
 //! worker always re-queries). Long nodes keep their lease with heartbeats; expired leases of
 //! dead workers are reaped back into the ready set by every replica.
 
+use crate::graph_cache::GraphCache;
 use jet_shared::dataquery;
 use jet_shared::datasource::DataRuntime;
 use jet_shared::ids::TenantId;
@@ -12,13 +13,12 @@ use jet_shared::workflow::graph::Graph;
 use jet_shared::workflow::nodes::{ErrorMode, NodeType, Outcome};
 use jet_shared::workflow::queue::{self, Claimed};
 use jet_shared::workflow::settle::{self, NodeResult, Settled};
-use jet_shared::workflow::{definition, nodes, storable, subworkflow};
+use jet_shared::workflow::{nodes, storable, subworkflow};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
-use uuid::Uuid;
 
 /// Tunables of the node loop.
 #[derive(Debug, Clone)]
@@ -124,54 +124,6 @@ fn jitter() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     f64::from(nanos % 1001) / 1000.0
-}
-
-/// Graphs of published workflow versions. A version never changes, so an entry never goes
-/// stale; loading and validating happen outside the lock, so one big graph cannot stall the
-/// other claim loops. Loads are single-flight: the nodes of a batch that all miss the same
-/// version wait for one read instead of each taking a pooled connection for it.
-#[derive(Default)]
-struct GraphCache(std::sync::Mutex<HashMap<(Uuid, i32), Arc<GraphCell>>>);
-
-/// One version's graph, loaded once by whichever caller gets there first.
-type GraphCell = tokio::sync::OnceCell<Arc<Graph>>;
-
-/// Versions kept; past this the cache starts afresh (cheap: a miss is one indexed read).
-const GRAPH_CACHE_LIMIT: usize = 1024;
-
-impl GraphCache {
-    /// The cell of `key`, created empty on first use.
-    fn cell(&self, key: (Uuid, i32)) -> Arc<GraphCell> {
-        let mut cache = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= GRAPH_CACHE_LIMIT && !cache.contains_key(&key) {
-            cache.clear();
-        }
-        cache.entry(key).or_default().clone()
-    }
-
-    /// The graph of `version` of `workflow_id`, loaded on first use. A failed load leaves the
-    /// cell empty, so the next caller tries again.
-    async fn get(
-        &self,
-        pool: &PgPool,
-        workflow_id: Uuid,
-        version: i32,
-    ) -> anyhow::Result<Arc<Graph>> {
-        let cell = self.cell((workflow_id, version));
-        let graph = cell
-            .get_or_try_init(|| async {
-                let mut conn = pool.acquire().await?;
-                let stored = definition::load_version(&mut conn, workflow_id, version).await?;
-                drop(conn);
-                let graph = tokio::task::spawn_blocking(move || stored.graph()).await??;
-                anyhow::Ok(Arc::new(graph))
-            })
-            .await?;
-        Ok(graph.clone())
-    }
 }
 
 /// Runs the node loops until shutdown: `concurrency` loops that each claim a batch, run it
